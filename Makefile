@@ -1,0 +1,45 @@
+# Every target installs what it needs into .venv first, so each works on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install protos run test test-unit bench lint format envoy-configs validate-envoy clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+protos: install
+	PYTHON=$(PY) bash protos/generate.sh
+
+run: install
+	$(PY) -m extproc demo --config config/demo.yaml
+
+test: install
+	$(PY) -m pytest
+
+test-unit: install
+	$(PY) -m pytest tests/unit
+
+bench: install
+	$(PY) -m tests.bench --output docs/benchmarks.md
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+envoy-configs: install
+	$(PY) -m extproc envoy-config --config config/demo.yaml --output envoy/demo.yaml
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

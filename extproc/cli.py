@@ -1,0 +1,92 @@
+"""`quorum`: serve, validate a config, render the Envoy bootstrap, run a fake model backend."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from extproc.config import ConfigError, load_config
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from extproc.runtime import build_runtime
+    from extproc.server import serve
+
+    config = load_config(args.config)
+    _configure_logging(args.log_level or config.server.log_level)
+    build_runtime(config)  # fail now, with the config error, rather than in every worker
+    return serve(config, args.workers or config.server.workers)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    print(f"{args.config}: ok ({len(config.providers.models)} models, {len(config.routing.decisions)} decisions)")
+    return 0
+
+
+def _cmd_envoy_config(args: argparse.Namespace) -> int:
+    from extproc.bootstrap import render_yaml
+
+    text = render_yaml(load_config(args.config), workers=args.workers)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _cmd_fake_backend(args: argparse.Namespace) -> int:
+    from extproc import fake_backend
+
+    _configure_logging("info")
+    return fake_backend.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quorum", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the ext_proc gRPC server")
+    serve.add_argument("--config", "-c", required=True)
+    serve.add_argument("--workers", type=int, help="processes on consecutive ports (default: server.workers)")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=_cmd_serve)
+
+    validate = sub.add_parser("validate", help="check a config file and exit non-zero on problems")
+    validate.add_argument("config")
+    validate.set_defaults(func=_cmd_validate)
+
+    envoy = sub.add_parser("envoy-config", help="render an Envoy bootstrap for a config")
+    envoy.add_argument("--config", "-c", required=True)
+    envoy.add_argument("--workers", type=int, help="ext_proc endpoints to list (default: server.workers)")
+    envoy.add_argument("--output", "-o", help="write here instead of stdout")
+    envoy.set_defaults(func=_cmd_envoy_config)
+
+    fake = sub.add_parser("fake-backend", help="run a fake OpenAI-compatible model backend")
+    from extproc import fake_backend
+
+    fake_backend.add_arguments(fake)
+    fake.set_defaults(func=_cmd_fake_backend)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""One HTTP request seen through one ext_proc stream: which phase we are in and what to answer.
+
+The path of a chat request:
+  request_headers  -> strip client-sent internal headers, answer /v1/models, reject bad paths early
+  request_body     -> parse (openai) -> signals -> decisions -> route (envoy.route_request)
+                                                              or fusion (an ImmediateResponse)
+Anything Quorum answers itself ends the exchange; later messages (there should be none) get an
+empty answer of the matching kind so Envoy never waits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from extproc import envoy
+from extproc.config import INTERNAL_HEADER_PREFIX
+from extproc.decisions import Match, fixed_decision, select
+from extproc.errors import (
+    BadRequest,
+    InternalError,
+    MethodNotAllowed,
+    ModelNotFound,
+    NotFound,
+    PayloadTooLarge,
+    QuorumError,
+)
+from extproc.openai import ChatRequest, parse_chat_request
+from extproc.pb import ep
+from extproc.runtime import Runtime
+
+log = logging.getLogger("quorum.handler")
+
+CHAT_PATH = "/v1/chat/completions"
+MODELS_PATH = "/v1/models"
+
+# Answers the body phase of a request whose decision is a fusion decision.
+FusionRunner = Callable[["RouteContext"], AsyncIterator[ep.ProcessingResponse]]
+
+
+class RouteContext:
+    """What routing learned about one chat request; handed to the fusion runner."""
+
+    __slots__ = ("chat", "headers", "match", "request_id")
+
+    def __init__(self, chat: ChatRequest, headers: dict[str, str], match: Match, request_id: str) -> None:
+        self.chat = chat
+        self.headers = headers
+        self.match = match
+        self.request_id = request_id
+
+
+class StreamHandler:
+    __slots__ = ("answered", "fusion", "headers", "kind", "request_id", "runtime")
+
+    def __init__(self, runtime: Runtime, fusion: FusionRunner | None = None) -> None:
+        self.runtime = runtime
+        self.fusion = fusion
+        self.headers: dict[str, str] = {}
+        self.request_id = "-"
+        self.kind = "unknown"  # chat | passthrough
+        self.answered = False  # an ImmediateResponse was sent: the exchange is over
+
+    async def handle(self, request: ep.ProcessingRequest) -> AsyncIterator[ep.ProcessingResponse]:
+        which = request.WhichOneof("request")
+        try:
+            if which == "request_headers":
+                yield self.on_request_headers(request.request_headers)
+            elif which == "request_body":
+                async for response in self.on_request_body(request.request_body):
+                    yield response
+            else:
+                yield _EMPTY_ANSWERS.get(which, _EMPTY_ANSWERS["request_body"])
+        except QuorumError as err:
+            self.answered = True
+            yield envoy.error_response(err, self._echo())
+        except Exception:
+            log.exception("internal error handling %s (request id %s)", which, self.request_id)
+            self.answered = True
+            yield envoy.error_response(InternalError("Internal error in the router."), self._echo())
+
+    # ------------------------------------------------------------------ request headers
+
+    def on_request_headers(self, msg: ep.HttpHeaders) -> ep.ProcessingResponse:
+        headers = envoy.header_map(msg)
+        self.headers = headers
+        self.request_id = headers.get("x-request-id", "-")
+        path = headers.get(":path", "/").partition("?")[0]
+        method = headers.get(":method", "GET")
+
+        if path == CHAT_PATH:
+            if method != "POST":
+                raise MethodNotAllowed(f"Method {method} is not allowed for {CHAT_PATH}; use POST.")
+            length = headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > self.runtime.max_body_bytes:
+                raise self._too_large(int(length))
+            if msg.end_of_stream:
+                raise BadRequest("The request body is empty; send a JSON chat completion request.", code="invalid_json")
+            self.kind = "chat"
+        elif path == MODELS_PATH or path.startswith(MODELS_PATH + "/"):
+            return self._models(method, path)
+        elif path == "/v1" or path.startswith("/v1/"):
+            raise NotFound(f"Invalid URL ({method} {path})")
+        else:
+            self.kind = "passthrough"  # not an OpenAI path: Envoy's own routes decide
+        return envoy.continue_request_headers(self._internal_headers())
+
+    def _internal_headers(self) -> list[str]:
+        """Client-sent headers that only Quorum may set; removed so nobody can force a route."""
+        rt = self.runtime
+        return [
+            k
+            for k in self.headers
+            if k.startswith(INTERNAL_HEADER_PREFIX) or k == rt.route_header or k == rt.decision_header
+        ]
+
+    def _models(self, method: str, path: str) -> ep.ProcessingResponse:
+        if method not in ("GET", "HEAD"):
+            raise MethodNotAllowed(f"Method {method} is not allowed for {path}; use GET.")
+        self.answered = True
+        if path == MODELS_PATH:
+            return envoy.immediate(200, self.runtime.models_body, headers=self._echo())
+        model_id = path[len(MODELS_PATH) + 1 :]
+        body = self.runtime.model_bodies.get(model_id)
+        if body is None:
+            raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
+        return envoy.immediate(200, body, headers=self._echo())
+
+    # ------------------------------------------------------------------ request body
+
+    async def on_request_body(self, msg: ep.HttpBody) -> AsyncIterator[ep.ProcessingResponse]:
+        if self.kind != "chat":
+            yield _EMPTY_ANSWERS["request_body"]
+            return
+        body = msg.body
+        if len(body) > self.runtime.max_body_bytes:
+            raise self._too_large(len(body))
+        chat = parse_chat_request(body)
+        match = self._decide(chat)
+        if match.decision.is_fusion:
+            if self.fusion is None:
+                raise InternalError("Fusion is not enabled on this router.", code="fusion_unavailable")
+            self.answered = True
+            async for response in self.fusion(RouteContext(chat, self.headers, match, self.request_id)):
+                yield response
+            return
+        yield self._route(chat, match)
+
+    def _decide(self, chat: ChatRequest) -> Match:
+        rt = self.runtime
+        model = chat.model
+        if model in rt.auto_names:
+            match = select(rt.decisions, rt.signals.evaluate(chat, self.headers))
+            if match is not None:
+                return match
+            if rt.default_model is None:
+                raise BadRequest(
+                    "No routing decision matched this request and no default model is configured.",
+                    param="model",
+                    code="no_route",
+                )
+            return Match(fixed_decision("default", rt.default_model), 0.0)
+        if model in rt.fusion_names:
+            match = select(rt.fusion_decisions, rt.fusion_signals.evaluate(chat, self.headers))
+            if match is None:
+                raise BadRequest(
+                    f"No fusion decision matched this request, so '{model}' cannot answer it.",
+                    param="model",
+                    code="no_fusion_decision",
+                )
+            return match
+        if model in rt.models:
+            return Match(fixed_decision("explicit", model), 1.0)
+        raise ModelNotFound(f"The model '{model}' does not exist or you do not have access to it.", param="model")
+
+    def _route(self, chat: ChatRequest, match: Match) -> ep.ProcessingResponse:
+        rt = self.runtime
+        model = rt.models[match.decision.models[0]]
+        headers = [(rt.route_header, model.name), (rt.decision_header, match.decision.name)]
+        if model.authorization is not None:
+            headers.append(("authorization", model.authorization))
+        body = None if chat.model == model.upstream_model else chat.with_model(model.upstream_model)
+        return envoy.route_request(headers, body)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _too_large(self, size: int) -> PayloadTooLarge:
+        limit = self.runtime.max_body_bytes
+        return PayloadTooLarge(f"The request body is {size} bytes; the limit is {limit} bytes.")
+
+    def _echo(self) -> dict[str, str]:
+        rid = self.headers.get("x-request-id")
+        return {"x-request-id": rid} if rid else {}
+
+
+_EMPTY_ANSWERS = {
+    "request_headers": ep.ProcessingResponse(request_headers=ep.HeadersResponse()),
+    "response_headers": ep.ProcessingResponse(response_headers=ep.HeadersResponse()),
+    "request_body": ep.ProcessingResponse(request_body=ep.BodyResponse()),
+    "response_body": ep.ProcessingResponse(response_body=ep.BodyResponse()),
+    "request_trailers": ep.ProcessingResponse(request_trailers=ep.TrailersResponse()),
+    "response_trailers": ep.ProcessingResponse(response_trailers=ep.TrailersResponse()),
+}

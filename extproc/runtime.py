@@ -1,0 +1,106 @@
+"""Compile a validated Config into the frozen Runtime the request path reads.
+
+This is the only module that turns configuration into behaviour: signals are compiled, decisions
+sorted, secrets read from the environment and static responses rendered once, so the hot path
+does attribute reads and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from extproc.config import Config, ConfigError, FusionConfig, ModelConfig
+from extproc.decisions import Decision, compile_rule, rule_signals
+from extproc.openai import render_model, render_model_list
+from extproc.signals import SignalSet, compile_signals
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    name: str
+    upstream_model: str  # what the backend expects in "model"
+    base_url: str
+    authorization: str | None = field(default=None, repr=False)  # never logged
+    supports_json_schema: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    config: Config
+    models: dict[str, Model]
+    auto_names: frozenset[str]
+    fusion_names: frozenset[str]
+    default_model: str | None
+    decisions: tuple[Decision, ...]  # by descending priority, then file order
+    fusion_decisions: tuple[Decision, ...]
+    signals: SignalSet
+    fusion_signals: SignalSet
+    max_body_bytes: int
+    route_header: str
+    decision_header: str
+    models_body: bytes  # GET /v1/models
+    model_bodies: dict[str, bytes]  # GET /v1/models/{id}
+
+
+def build_runtime(config: Config, environ: dict[str, str] | None = None) -> Runtime:
+    env = os.environ if environ is None else environ
+    models = {m.name: _model(m, env) for m in config.providers.models}
+    routing = config.routing
+
+    decisions = []
+    for order, d in enumerate(routing.decisions):
+        fusion = (d.algorithm.fusion or FusionConfig()) if d.algorithm.type == "fusion" else None
+        decisions.append(
+            Decision(
+                name=d.name,
+                priority=d.priority,
+                order=order,
+                rule=compile_rule(d.rules),
+                models=tuple(r.model for r in d.model_refs),
+                fusion=fusion,
+            )
+        )
+    decisions.sort(key=lambda d: (-d.priority, d.order))
+    used = set().union(*(rule_signals(d.rules) for d in routing.decisions)) if routing.decisions else set()
+    fusion_used = {key for d in routing.decisions if d.algorithm.type == "fusion" for key in rule_signals(d.rules)}
+
+    created = int(time.time())
+    owners = [(m.name, "quorum") for m in config.providers.models]
+    owners += [(n, "quorum-router") for n in routing.auto_model_names]
+    owners += [(n, "quorum-fusion") for n in routing.fusion_model_names]
+    return Runtime(
+        config=config,
+        models=models,
+        auto_names=frozenset(routing.auto_model_names),
+        fusion_names=frozenset(routing.fusion_model_names),
+        default_model=config.providers.defaults.default_model,
+        decisions=tuple(decisions),
+        fusion_decisions=tuple(d for d in decisions if d.is_fusion),
+        signals=compile_signals(routing.signals, used),
+        fusion_signals=compile_signals(routing.signals, fusion_used),
+        max_body_bytes=config.server.max_body_bytes,
+        route_header=config.server.route_header,
+        decision_header=config.server.decision_header,
+        models_body=render_model_list(owners, created),
+        model_bodies={name: render_model(name, owner, created) for name, owner in owners},
+    )
+
+
+def _model(m: ModelConfig, env: os._Environ[str] | dict[str, str]) -> Model:
+    authorization = None
+    if m.api_key_env:
+        key = env.get(m.api_key_env)
+        if not key:
+            raise ConfigError(
+                [f"providers.models[{m.name}].api_key_env: environment variable {m.api_key_env} is not set"]
+            )
+        authorization = f"Bearer {key}"
+    return Model(
+        name=m.name,
+        upstream_model=m.upstream_model,
+        base_url=m.base_url,
+        authorization=authorization,
+        supports_json_schema=m.supports_json_schema,
+    )
