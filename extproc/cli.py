@@ -48,6 +48,54 @@ def _cmd_fake_backend(args: argparse.Namespace) -> int:
     return fake_backend.run(args)
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import signal
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from extproc.devstack import Stack
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # stop the children on SIGTERM as on Ctrl-C
+    workdir = Path(tempfile.mkdtemp(prefix="quorum-demo-"))
+    stack = Stack(Path(args.config), workdir)
+    print(f"starting fake backends, quorum serve and Envoy (logs in {workdir}) ...", flush=True)
+    with stack:
+        url = stack.envoy_url
+        print(DEMO_HELP.format(url=url), flush=True)
+        try:
+            while all(p.poll() is None for _, p in stack.processes):
+                time.sleep(0.5)
+            print("a process of the demo exited; stopping (see the logs)", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("\nstopping ...")
+    return 0
+
+
+DEMO_HELP = """
+Quorum demo is up. Envoy listens on {url}; Quorum routes every request.
+
+  curl -s {url}/v1/chat/completions -H 'content-type: application/json' \\
+    -d '{{"model": "quorum/auto", "messages": [{{"role": "user", "content": "fix my python stack trace"}}]}}' -i
+
+  curl -s {url}/v1/models
+
+  python - <<'PY'
+  from openai import OpenAI
+  client = OpenAI(base_url="{url}/v1", api_key="unused")
+  reply = client.chat.completions.with_raw_response.create(
+      model="quorum/auto", messages=[{{"role": "user", "content": "why does my python code fail?"}}])
+  print(reply.headers["x-quorum-model"], reply.headers["x-quorum-decision"], reply.parse().choices[0].message.content)
+  PY
+
+Press Ctrl-C to stop everything.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quorum", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     envoy.add_argument("--workers", type=int, help="ext_proc endpoints to list (default: server.workers)")
     envoy.add_argument("--output", "-o", help="write here instead of stdout")
     envoy.set_defaults(func=_cmd_envoy_config)
+
+    demo = sub.add_parser("demo", help="start fake backends, quorum serve and Envoy together (make run)")
+    demo.add_argument("--config", "-c", default="config/demo.yaml")
+    demo.set_defaults(func=_cmd_demo)
 
     fake = sub.add_parser("fake-backend", help="run a fake OpenAI-compatible model backend")
     from extproc import fake_backend

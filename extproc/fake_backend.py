@@ -88,7 +88,7 @@ logger = logging.getLogger(__name__)
 
 JUDGE_MARKER = "FUSION-JUDGE"
 MAX_RECORDS = 10_000
-# No header fields: aiohttp's default access log format includes request headers.
+# aiohttp's default access log format logs the Referer and User-Agent header values; keep to none.
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
 
 ScriptValue = str | Mapping[str, str]
@@ -123,9 +123,7 @@ class FakeBackend:
     latency_ms: float = 0.0
     stream_delay_ms: float = 0.0
     script: Script = field(default_factory=dict)
-    records: collections.deque[dict[str, Any]] = field(
-        default_factory=lambda: collections.deque(maxlen=MAX_RECORDS)
-    )
+    records: collections.deque[dict[str, Any]] = field(default_factory=lambda: collections.deque(maxlen=MAX_RECORDS))
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def new_record(self, request: web.Request) -> dict[str, Any]:
@@ -194,9 +192,7 @@ def _non_negative(value: float) -> float:
 def _parse_directives(headers: Mapping[str, str], text: str, model: str) -> tuple[_Directives, str]:
     """Collect header and in-message directives; return them and the text without blocks."""
     directives = _Directives()
-    from_headers = {
-        key: headers[name] for key in _KEYS if (name := "x-fake-" + key.replace("_", "-")) in headers
-    }
+    from_headers = {key: headers[name] for key in _KEYS if (name := "x-fake-" + key.replace("_", "-")) in headers}
     if from_headers:
         directives.apply(from_headers, model, "x-fake-* headers")
     for match in _DIRECTIVE_RE.finditer(text):
@@ -256,9 +252,7 @@ def load_script(path: str | Path) -> dict[str, ScriptValue]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: script must be a JSON object")
     for key, value in data.items():
-        ok = isinstance(value, str) or (
-            isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
-        )
+        ok = isinstance(value, str) or (isinstance(value, dict) and all(isinstance(v, str) for v in value.values()))
         if not ok:
             raise ValueError(f"{path}: value for {key!r} must be a string or an object of strings")
     return data
@@ -296,8 +290,8 @@ class _Chat:
         tools = body.get("tools")
         self.tool_name: str | None = None
         if self.directives.tool_call and isinstance(tools, list) and tools:
-            function = tools[0].get("function", {}) if isinstance(tools[0], dict) else {}
-            self.tool_name = str(function.get("name", "tool"))
+            function = tools[0].get("function") if isinstance(tools[0], dict) else None
+            self.tool_name = str(function.get("name", "tool")) if isinstance(function, dict) else "tool"
         self.content: str | None = None
         if self.tool_name is None:
             if JUDGE_MARKER in system_text or JUDGE_MARKER in last_user:
@@ -311,7 +305,8 @@ class _Chat:
         return "stop" if self.tool_name is None else "tool_calls"
 
     def usage(self) -> dict[str, int]:
-        completion = len(self.content.split()) if self.content is not None else len(f"{self.tool_name} {{}}".split())
+        # A tool call counts as "<name> {}", i.e. two words.
+        completion = len(self.content.split()) if self.content is not None else 2
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": completion,
@@ -338,9 +333,7 @@ class _Chat:
             "object": "chat.completion",
             "created": self.created,
             "model": self.request_model,
-            "choices": [
-                {"index": 0, "message": message, "logprobs": None, "finish_reason": self.finish_reason}
-            ],
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": self.finish_reason}],
             "usage": self.usage(),
         }
 
@@ -380,9 +373,7 @@ class _Chat:
         return chunks
 
 
-async def _send(
-    request: web.Request, response: web.StreamResponse, record: dict[str, Any]
-) -> web.StreamResponse:
+async def _send(request: web.Request, response: web.StreamResponse, record: dict[str, Any]) -> web.StreamResponse:
     """Write a whole response inside the handler so ``completed`` reflects what was written."""
     record["status"] = response.status
     await response.prepare(request)
@@ -391,9 +382,7 @@ async def _send(
     return response
 
 
-async def _stream(
-    request: web.Request, chat: _Chat, record: dict[str, Any], delay_s: float
-) -> web.StreamResponse:
+async def _stream(request: web.Request, chat: _Chat, record: dict[str, Any], delay_s: float) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Cache-Control": "no-cache"})
     response.content_type = "text/event-stream"
     record["status"] = response.status
@@ -527,9 +516,7 @@ async def start_app(app: web.Application, host: str, port: int) -> tuple[web.App
     Handlers are cancelled when their client disconnects; that is how records learn
     ``cancelled``. Call ``runner.cleanup()`` to stop.
     """
-    runner = web.AppRunner(
-        app, handler_cancellation=True, shutdown_timeout=1.0, access_log_format=ACCESS_LOG_FORMAT
-    )
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0, access_log_format=ACCESS_LOG_FORMAT)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

@@ -54,9 +54,7 @@ async def client(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-def chat_body(
-    text: Any, *, model: str = "alias-x", system: str | None = None, **extra: Any
-) -> dict[str, Any]:
+def chat_body(text: Any, *, model: str = "alias-x", system: str | None = None, **extra: Any) -> dict[str, Any]:
     messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": text})
     return {"model": model, "messages": messages, **extra}
@@ -153,9 +151,7 @@ async def test_echo_uses_last_user_message(client: httpx.AsyncClient) -> None:
     ],
 )
 async def test_invalid_requests(client: httpx.AsyncClient, payload: bytes, param: str | None) -> None:
-    response = await client.post(
-        "/v1/chat/completions", content=payload, headers={"content-type": "application/json"}
-    )
+    response = await client.post("/v1/chat/completions", content=payload, headers={"content-type": "application/json"})
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error"
@@ -369,6 +365,12 @@ async def test_only_scopes_each_block(client: httpx.AsyncClient) -> None:
     assert response.status_code == 429
 
 
+async def test_directives_are_stripped_from_the_echo(client: httpx.AsyncClient) -> None:
+    assert content_of(await chat(client, "[[fake:delay_ms=1]]")) == "[demo-small]"
+    text = "a [[fake:delay_ms=1]] [[fake:status=200]]  b\nc  d [[fake:judge=fenced]]"
+    assert content_of(await chat(client, text)) == "[demo-small] a b\nc  d"
+
+
 async def test_later_blocks_override_earlier_ones(client: httpx.AsyncClient) -> None:
     response = await chat(client, "[[fake:status=500]] hi [[fake:status=200]]")
     assert content_of(response) == "[demo-small] hi"
@@ -435,6 +437,7 @@ async def test_tool_call(client: httpx.AsyncClient) -> None:
     assert call["type"] == "function"
     assert call["id"].startswith("call_")
     assert call["function"] == {"name": "get_weather", "arguments": "{}"}
+    assert response.json()["usage"]["completion_tokens"] == 2
 
 
 async def test_tool_call_marker_without_tools_echoes(client: httpx.AsyncClient) -> None:
@@ -631,9 +634,7 @@ async def test_cancelled_without_handler_cancellation() -> None:
         await runner.cleanup()
 
 
-async def test_logs_never_contain_header_values(
-    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_logs_never_contain_header_values(client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     secret = "sk-very-secret-value"
     headers = {"Authorization": f"Bearer {secret}", "User-Agent": f"agent {secret}", "x-api-key": secret}
@@ -715,8 +716,6 @@ def test_run_reports_busy_port() -> None:
             "from extproc.fake_backend import run\n"
             f"sys.exit(run(argparse.Namespace(host='127.0.0.1', port={port}, model='m', latency_ms=0.0)))\n"
         )
-        result = subprocess.run(
-            [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
-        )
+        result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
