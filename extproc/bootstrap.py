@@ -70,6 +70,7 @@ def _listener(config: Config, host: str, port: int) -> dict[str, Any]:
         "codec_type": "AUTO",
         "generate_request_id": True,
         "always_set_request_id_in_response": True,
+        "preserve_external_request_id": True,  # a client's own x-request-id is kept and echoed
         "stream_idle_timeout": _seconds(config.envoy.upstream_timeout),
         "request_timeout": "0s",  # streamed answers may run long; the route timeout bounds upstream waits
         "route_config": _routes(config),

@@ -1,0 +1,96 @@
+"""The one place tests build ext_proc protobuf messages and configs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from extproc.pb import core, ep
+
+BASE_CONFIG = """
+version: v1
+server: {{listen: 127.0.0.1:{grpc_port}, max_body_bytes: {max_body}}}
+envoy: {{listen: 127.0.0.1:{envoy_port}, admin: 127.0.0.1:{admin_port}, message_timeout: 5s}}
+providers:
+  defaults: {{default_model: demo-small}}
+  models:
+    - name: demo-small
+      provider_model_id: small-v1
+      cluster: demo_small
+      base_url: http://127.0.0.1:{small_port}/v1
+    - name: demo-coder
+      provider_model_id: coder-v1
+      cluster: demo_coder
+      base_url: http://127.0.0.1:{coder_port}/v1
+    - name: demo-large
+      provider_model_id: large-v1
+      cluster: demo_large
+      base_url: http://127.0.0.1:{large_port}/v1
+      api_key_env: QUORUM_TEST_LARGE_KEY
+routing:
+  auto_model_names: [quorum/auto, auto]
+  fusion_model_names: [quorum/fusion]
+  signals:
+    keyword:
+      - {{name: code, keywords: [python, "stack trace"], operator: any, case_sensitive: false}}
+      - {{name: compare, keywords: [compare, "pros and cons"], operator: any}}
+    regex:   [{{name: ticket, patterns: ["[A-Z]+-[0-9]+"]}}]
+    context: [{{name: long_prompt, min_tokens: 4000}}]
+    header:  [{{name: premium, header: x-user-tier, values: [gold]}}]
+  decisions:
+    - name: coding
+      priority: 100
+      rules: {{operator: AND, conditions: [{{type: keyword, name: code}}]}}
+      modelRefs: [{{model: demo-coder}}]
+    - name: premium
+      priority: 150
+      rules: {{operator: OR, conditions: [{{type: header, name: premium}}, {{type: regex, name: ticket}}]}}
+      modelRefs: [{{model: demo-large}}]
+    - name: deliberate
+      priority: 200
+      rules: {{operator: OR, conditions: [{{type: keyword, name: compare}}, {{type: context, name: long_prompt}}]}}
+      algorithm: {{type: fusion, fusion: {{model: demo-large, analysis_models: [demo-small, demo-coder]}}}}
+"""
+
+PORT_KEYS = ("grpc_port", "envoy_port", "admin_port", "small_port", "coder_port", "large_port")
+
+
+def config_text(max_body: int = 1 << 20, **ports: int) -> str:
+    values = dict.fromkeys(PORT_KEYS, 1)
+    values.update(ports)
+    return BASE_CONFIG.format(max_body=max_body, **values)
+
+
+def headers_msg(headers: dict[str, str], end_of_stream: bool = False) -> ep.ProcessingRequest:
+    hmap = core.HeaderMap(headers=[core.HeaderValue(key=k, raw_value=v.encode()) for k, v in headers.items()])
+    return ep.ProcessingRequest(request_headers=ep.HttpHeaders(headers=hmap, end_of_stream=end_of_stream))
+
+
+def chat_headers(**extra: str) -> ep.ProcessingRequest:
+    base = {
+        ":method": "POST",
+        ":path": "/v1/chat/completions",
+        "content-type": "application/json",
+        "x-request-id": "req-1",
+    }
+    return headers_msg({**base, **extra})
+
+
+def body_msg(body: bytes | dict[str, Any]) -> ep.ProcessingRequest:
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    return ep.ProcessingRequest(request_body=ep.HttpBody(body=raw, end_of_stream=True))
+
+
+def chat(text: str, model: str = "quorum/auto", **extra: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
+
+
+def set_headers(response: ep.ProcessingResponse) -> dict[str, str]:
+    """Headers set by a body or headers response (or an immediate response), by name."""
+    which = response.WhichOneof("response")
+    if which == "immediate_response":
+        mutation = response.immediate_response.headers
+    else:
+        mutation = getattr(response, which).response.header_mutation
+    return {h.header.key: h.header.raw_value.decode() for h in mutation.set_headers}

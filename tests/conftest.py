@@ -1,0 +1,9 @@
+"""Shared test helpers: configs with free ports, and builders for ext_proc messages."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))

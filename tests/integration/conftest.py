@@ -1,0 +1,61 @@
+"""A real stack per test session: fake backends, `quorum serve` and Envoy with the rendered config."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from builders import PORT_KEYS, config_text
+
+from extproc.devstack import Stack, free_port
+
+LARGE_KEY = "sk-quorum-test-large"
+MAX_BODY = 256 * 1024
+
+
+def write_config(directory: Path, **overrides: int) -> tuple[Path, dict[str, int]]:
+    ports = {key: free_port() for key in PORT_KEYS}
+    ports.update(overrides)
+    path = directory / "quorum.yaml"
+    path.write_text(config_text(max_body=MAX_BODY, **ports), encoding="utf-8")
+    return path, ports
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("stack")
+    path, _ = write_config(workdir)
+    os.environ["QUORUM_TEST_LARGE_KEY"] = LARGE_KEY
+    try:
+        with Stack(path, workdir) as running:
+            yield running
+    finally:
+        os.environ.pop("QUORUM_TEST_LARGE_KEY", None)
+
+
+@pytest.fixture
+def client(stack: Stack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{stack.envoy_url}/v1", api_key="client-key", max_retries=0, timeout=20)
+
+
+@pytest.fixture
+def http(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.envoy_url, timeout=20) as c:
+        yield c
+
+
+def backend_url(stack: Stack, model: str) -> str:
+    return stack.config.model(model).base_url.removesuffix("/v1")
+
+
+def backend_requests(stack: Stack, model: str) -> list[dict]:
+    return httpx.get(f"{backend_url(stack, model)}/_fake/requests").json()["requests"]
+
+
+def clear_backends(stack: Stack) -> None:
+    for model in ("demo-small", "demo-coder", "demo-large"):
+        httpx.delete(f"{backend_url(stack, model)}/_fake/requests")
