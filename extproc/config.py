@@ -386,10 +386,9 @@ def _check_references(cfg: Config) -> list[str]:
     clusters: dict[str, str] = {}
     for i, m in enumerate(cfg.providers.models):
         origin = _origin(m.base_url)
-        if clusters.setdefault(m.cluster_name, origin) != origin:
-            problems.append(
-                f"providers.models[{i}].cluster: cluster {m.cluster_name!r} already points at {clusters[m.cluster_name]}"
-            )
+        known = clusters.setdefault(m.cluster_name, origin)
+        if known != origin:
+            problems.append(f"providers.models[{i}].cluster: cluster {m.cluster_name!r} already points at {known}")
     if (m_default := cfg.providers.defaults.default_model) and m_default not in model_set:
         problems.append(f"providers.defaults.default_model: unknown model {m_default!r} ({_known(models)})")
 
