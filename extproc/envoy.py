@@ -84,6 +84,13 @@ def immediate(
     )
 
 
+def extend_message_timeout(seconds: float) -> ep.ProcessingResponse:
+    """Ask Envoy to wait longer for the answer to the current message (bounded by max_message_timeout)."""
+    response = ep.ProcessingResponse()
+    response.override_message_timeout.FromNanoseconds(int(seconds * 1e9))
+    return response
+
+
 def error_response(err: QuorumError, headers: Mapping[str, str] | None = None) -> ep.ProcessingResponse:
     """The one place a QuorumError becomes what the client sees: an OpenAI error object."""
     code = err.code or err.type

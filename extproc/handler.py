@@ -25,6 +25,7 @@ from extproc.errors import (
     PayloadTooLarge,
     QuorumError,
 )
+from extproc.fusion.plan import REQUEST_DECISION, fusion_plugin
 from extproc.openai import ChatRequest, parse_chat_request
 from extproc.pb import ep
 from extproc.runtime import Runtime
@@ -162,6 +163,8 @@ class StreamHandler:
             return Match(fixed_decision("default", rt.default_model), 0.0)
         if model in rt.fusion_names:
             match = select(rt.fusion_decisions, rt.fusion_signals.evaluate(chat, self.headers))
+            if match is None and fusion_plugin(chat.body) is not None:
+                return Match(REQUEST_DECISION, 1.0)
             if match is None:
                 raise BadRequest(
                     f"No fusion decision matched this request, so '{model}' cannot answer it.",

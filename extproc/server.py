@@ -24,7 +24,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from extproc.config import Config, split_host_port
+from extproc.fusion.service import FusionService
 from extproc.handler import FusionRunner, StreamHandler
+from extproc.models import ModelClient
 from extproc.pb import ep, ep_grpc
 from extproc.runtime import Runtime, build_runtime
 
@@ -88,7 +90,8 @@ async def _set_health(servicer: health.HealthServicer, name: str, status: int) -
 
 async def serve_forever(config: Config, address: str) -> None:
     runtime = build_runtime(config)
-    server, health_servicer, _port = await start_server(runtime, address)
+    client = ModelClient()
+    server, health_servicer, _port = await start_server(runtime, address, FusionService(runtime, client))
     log.info(
         "quorum ext_proc listening on %s (%d models, %d decisions)",
         address,
@@ -105,6 +108,7 @@ async def serve_forever(config: Config, address: str) -> None:
     for name in ("", SERVICE_NAME):
         await _set_health(health_servicer, name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.stop(grace)
+    await client.aclose()
     log.info("stopped")
 
 
