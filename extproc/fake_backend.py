@@ -442,8 +442,12 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
             stream_delay_ms = directives.stream_delay_ms
             if stream_delay_ms is None:
                 stream_delay_ms = backend.stream_delay_ms
+            if chat.include_usage:
+                record["usage"] = chat.usage()
             return await _stream(request, chat, record, stream_delay_ms / 1000)
-        response = web.Response(body=orjson.dumps(chat.completion()), content_type="application/json")
+        completion = chat.completion()
+        record["usage"] = completion["usage"]  # what this backend reported, for usage-sum checks
+        response = web.Response(body=orjson.dumps(completion), content_type="application/json")
         return await _send(request, response, record)
     except asyncio.CancelledError:
         # aiohttp cancels the handler when the client disconnects (handler_cancellation=True).

@@ -11,7 +11,7 @@ from extproc.pb import core, ep
 BASE_CONFIG = """
 version: v1
 server: {{listen: 127.0.0.1:{grpc_port}, max_body_bytes: {max_body}}}
-envoy: {{listen: 127.0.0.1:{envoy_port}, admin: 127.0.0.1:{admin_port}, message_timeout: 5s}}
+envoy: {{listen: 127.0.0.1:{envoy_port}, admin: 127.0.0.1:{admin_port}, message_timeout: 500ms}}
 providers:
   defaults: {{default_model: demo-small}}
   models:

@@ -23,19 +23,27 @@ def synthesis_body(
     labelled: list[tuple[str, Completion]],
     analysis: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """The client's conversation plus one user turn carrying the panel and the analysis.
+    """The client's conversation, led by a system message that carries the panel and the analysis.
 
-    Only this call gets the client's `tools` and `tool_choice`: the final answer may call a tool.
+    The user's last message stays last, so the model answers it directly; the panel material is
+    merged into the client's own leading system message if there is one (some chat templates reject
+    a second system message). Only this call gets the client's `tools` and `tool_choice`.
     """
     cfg = plan.config
-    prompt = fill(
+    briefing = fill(
         cfg.synthesis_template or DEFAULT_SYNTHESIS_TEMPLATE,
         original=render_conversation(body["messages"]),
         responses=render_responses([(name, c.content) for name, c in labelled]),
         analysis=render_analysis(analysis),
     )
+    messages = list(body["messages"])
+    first = messages[0]
+    if first.get("role") in ("system", "developer") and isinstance(first.get("content"), str):
+        messages[0] = {**first, "content": f"{briefing}\n\n{first['content']}"}
+    else:
+        messages.insert(0, {"role": "system", "content": briefing})
     out = {k: v for k, v in body.items() if k not in _NOT_FOR_SYNTHESIS}
-    out["messages"] = [*body["messages"], {"role": "user", "content": prompt}]
+    out["messages"] = messages
     if cfg.temperature is not None:
         out["temperature"] = cfg.temperature
     if cfg.max_completion_tokens is not None:
