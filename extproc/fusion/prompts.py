@@ -25,7 +25,8 @@ these keys, each an array of short strings:
 
 DEFAULT_ANALYSIS_TEMPLATE = "The request:\n{{original}}\n\nThe responses:\n{{responses}}"
 
-DEFAULT_SYNTHESIS_TEMPLATE = """Several independent assistants have already answered the conversation that follows. Their answers:
+DEFAULT_SYNTHESIS_TEMPLATE = """Several independent assistants have already answered the conversation that follows.
+Their answers:
 
 {{responses}}
 

@@ -63,7 +63,7 @@ def test_fusion_decision_answers_with_trace_and_summed_usage(client, stack):
 def test_judge_sees_anonymous_labels_only(client, stack):
     clear_backends(stack)
     fuse(client, "compare a and b")
-    judge_call, synthesis_call = backend_requests(stack, JUDGE)
+    judge_call, _synthesis = backend_requests(stack, JUDGE)
     judge_prompt = json.dumps(judge_call["body"]["messages"])
     assert "Response A" in judge_prompt and "Response B" in judge_prompt
     for model in PANEL:
