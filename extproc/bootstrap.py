@@ -19,10 +19,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from extproc.config import Config, ModelConfig, split_host_port
+from extproc.config import EXTPROC_CLUSTER, Config, ModelConfig, split_host_port
 from extproc.server import worker_addresses
 
-EXTPROC_CLUSTER = "quorum_extproc"
 _HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 BODY_SLACK_BYTES = 64 * 1024  # room for the rewritten model name and header growth
 

@@ -1,8 +1,9 @@
 """The YAML configuration: schema, loading and validation. No behaviour lives here.
 
 Structural checks come from the pydantic models; cross references (a rule naming an undeclared
-signal, a decision naming an unknown model, ...) are checked in `_check_references`. Every problem
-is reported as `dotted.path[index].key: what is wrong`, all of them at once.
+signal, a decision naming an unknown model, ...) are checked in `_check_references` once the
+structure is valid. Every problem of a stage is reported at once, as `dotted.path[index].key: what
+is wrong`.
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 INTERNAL_HEADER_PREFIX = "x-quorum-"
+EXTPROC_CLUSTER = "quorum_extproc"  # the Envoy cluster of Quorum's own gRPC endpoints
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$"
 _CLUSTER = r"^[A-Za-z0-9_.-]+$"
 
@@ -82,6 +86,13 @@ class ServerConfig(Strict):
     def _host_port(cls, v: str) -> str:
         split_host_port(v)
         return v
+
+    @model_validator(mode="after")
+    def _worker_ports(self) -> ServerConfig:
+        _, port = split_host_port(self.listen)
+        if port + self.workers - 1 > 65535:
+            raise ValueError(f"workers listen on consecutive ports from {port}: {self.workers} do not fit below 65536")
+        return self
 
     @field_validator("route_header", "decision_header")
     @classmethod
@@ -235,9 +246,16 @@ class RuleLeaf(Strict):
     name: str
 
 
+def _rule_kind(value: Any) -> str:
+    """A condition with a `type` is a leaf; anything else is an operator node."""
+    if isinstance(value, dict):
+        return "leaf" if "type" in value else "node"
+    return "leaf" if isinstance(value, RuleLeaf) else "node"
+
+
 class RuleNode(Strict):
     operator: Literal["AND", "OR", "NOT"]
-    conditions: list[RuleLeaf | RuleNode]
+    conditions: list[Rule]
 
     @field_validator("operator", mode="before")
     @classmethod
@@ -251,6 +269,10 @@ class RuleNode(Strict):
         if self.operator == "OR" and not self.conditions:
             raise ValueError("OR needs at least one condition (an empty AND is the catch-all)")
         return self
+
+
+Rule = Annotated[Annotated[RuleLeaf, Tag("leaf")] | Annotated[RuleNode, Tag("node")], Discriminator(_rule_kind)]
+RuleNode.model_rebuild()
 
 
 class ModelRef(Strict):
@@ -302,7 +324,7 @@ class DecisionConfig(Strict):
     name: str = Field(pattern=_NAME)
     description: str | None = None
     priority: int = 0
-    rules: RuleNode | RuleLeaf | None = None
+    rules: Rule | None = None
     model_refs: list[ModelRef] = Field([], alias="modelRefs")
     algorithm: AlgorithmConfig = AlgorithmConfig()
 
@@ -355,8 +377,8 @@ def _dotted(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("RuleLeaf", "RuleNode", "function-before[_duration(), constrained-float]"):
-            continue  # union branch labels pydantic inserts; not part of the user's path
+        elif part in ("leaf", "node") or "[" in part or "(" in part:
+            continue  # union tags and validator labels pydantic inserts; not part of the user's path
         else:
             out += f".{part}" if out else str(part)
     return out
@@ -386,6 +408,8 @@ def _check_references(cfg: Config) -> list[str]:
     clusters: dict[str, str] = {}
     for i, m in enumerate(cfg.providers.models):
         origin = _origin(m.base_url)
+        if m.cluster_name == EXTPROC_CLUSTER:
+            problems.append(f"providers.models[{i}].cluster: {EXTPROC_CLUSTER!r} is reserved for Quorum itself")
         known = clusters.setdefault(m.cluster_name, origin)
         if known != origin:
             problems.append(f"providers.models[{i}].cluster: cluster {m.cluster_name!r} already points at {known}")
@@ -471,7 +495,8 @@ def _check_rule(node: RuleNode | RuleLeaf, path: str, declared: dict[str, list[s
 
 def _origin(url: str) -> str:
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{parts.hostname}:{port}"
 
 
 def _known(names: list[str]) -> str:

@@ -151,7 +151,7 @@ def _validate_message(message: Any, path: str) -> None:
     role = message.get("role")
     if role is None:
         raise _missing(f"{path}.role")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         allowed = ", ".join(sorted(ROLES))
         raise _invalid(f"{path}.role", f"'{path}.role' must be one of: {allowed} (got {role!r})")
     content = message.get("content")

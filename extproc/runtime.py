@@ -46,6 +46,13 @@ class Runtime:
 
 def build_runtime(config: Config, environ: dict[str, str] | None = None) -> Runtime:
     env = os.environ if environ is None else environ
+    missing = [
+        f"providers.models[{i}].api_key_env: environment variable {m.api_key_env} is not set"
+        for i, m in enumerate(config.providers.models)
+        if m.api_key_env and not env.get(m.api_key_env)
+    ]
+    if missing:
+        raise ConfigError(missing)
     models = {m.name: _model(m, env) for m in config.providers.models}
     routing = config.routing
 

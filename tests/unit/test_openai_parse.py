@@ -139,13 +139,6 @@ INVALID_CASES: list[Any] = [
         "messages[0].role",
         INVALID,
         id="role-list",
-        marks=pytest.mark.xfail(
-            strict=True,
-            raises=TypeError,
-            reason="BUG: _validate_message tests `role not in ROLES` (a frozenset) before checking the type, so "
-            "an unhashable role (list/object) raises TypeError and the client gets a 500 internal error "
-            "instead of a 400 naming messages[0].role",
-        ),
     ),
     pytest.param(body(messages=[{"role": "user"}]), "messages[0].content", MISSING, id="user-content-missing"),
     pytest.param(

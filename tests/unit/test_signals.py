@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -99,46 +98,24 @@ def test_keyword(spec: dict[str, Any], text: str, expected: float | None) -> Non
             "FOO",
             MATCH,
             id="inline-flag",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=re.error,
-                reason="BUG: `quorum validate` accepts a pattern with inline global flags like `(?i)`, but "
-                "_PatternSignal wraps every pattern in `(?:...)` and joins them, so build_runtime raises a "
-                "raw re.error 'global flags not at the start of the expression' (not a ConfigError)",
-            ),
         ),
         pytest.param(
             {"patterns": ["(?m)^foo$"]},
             "x\nfoo\ny",
             MATCH,
             id="inline-multiline-flag",
-            marks=pytest.mark.xfail(
-                strict=True, raises=re.error, reason="BUG: inline global flags crash build_runtime (see above)"
-            ),
         ),
         pytest.param(
             {"patterns": ["(?P<id>[a-z]+)-1", "(?P<id>[0-9]+)-2"]},
             "42-2",
             MATCH,
             id="same-group-name-in-two-patterns",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=re.error,
-                reason="BUG: patterns are validated one by one but compiled joined, so the same named group in "
-                "two patterns crashes build_runtime with re.error 'redefinition of group name'",
-            ),
         ),
         pytest.param(
             {"patterns": ["(a)x", r"(b)\1"]},
             "bb",
             MATCH,
             id="backreference-in-second-pattern",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: joining patterns into one alternation renumbers groups: in `(?:(a)x)|(?:(b)\\1)` the "
-                "`\\1` of the second pattern refers to the first pattern's group, so `(b)\\1` never matches 'bb' "
-                "for operator any/none (operator all compiles each pattern alone and is right)",
-            ),
         ),
     ],
 )
