@@ -5,8 +5,9 @@ What it wires, and why:
   balancing, retries and outlier detection;
 - one route per model matching the routing header Quorum sets, plus a catch-all that answers 404 in
   OpenAI shape, so a request Quorum did not route can never reach a model by accident;
-- the ext_proc filter fail-closed, request body BUFFERED, a per-message timeout, and a request
-  buffer limit that fits `server.max_body_bytes` plus the growth of a rewritten `model`;
+- the ext_proc filter fail-closed, request body BUFFERED (or FULL_DUPLEX_STREAMED for streamed
+  fusion answers), a per-message timeout, and a request buffer limit that fits
+  `server.max_body_bytes` plus the growth of a rewritten `model`;
 - the client's response carries the routing headers, copied from the request by Envoy itself, so
   routed responses cost no extra ext_proc round trip;
 - Envoy's own local replies (timeouts, Quorum unreachable) rewritten as OpenAI error objects.
@@ -141,6 +142,7 @@ def _routes(config: Config) -> dict[str, Any]:
 
 def _extproc_filter(config: Config) -> dict[str, Any]:
     env = config.envoy
+    duplex = env.request_body_mode == "full_duplex_streamed"
     return {
         "name": "envoy.filters.http.ext_proc",
         "typed_config": {
@@ -158,10 +160,10 @@ def _extproc_filter(config: Config) -> dict[str, Any]:
             "allow_mode_override": True,
             "processing_mode": {
                 "request_header_mode": "SEND",
-                "request_body_mode": "BUFFERED",
+                "request_body_mode": "FULL_DUPLEX_STREAMED" if duplex else "BUFFERED",
                 "response_header_mode": "SKIP",
                 "response_body_mode": "NONE",
-                "request_trailer_mode": "SKIP",
+                "request_trailer_mode": "SEND" if duplex else "SKIP",  # Envoy requires SEND with full duplex
                 "response_trailer_mode": "SKIP",
             },
         },

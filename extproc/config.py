@@ -107,6 +107,9 @@ class EnvoyConfig(Strict):
 
     listen: str = "127.0.0.1:8080"
     admin: str = "127.0.0.1:9901"
+    # buffered: Envoy sends the whole body at once; fusion answers in one piece (the default).
+    # full_duplex_streamed: the body streams in, and fusion can stream its answer token by token.
+    request_body_mode: Literal["buffered", "full_duplex_streamed"] = "buffered"
     message_timeout: Seconds = 5.0
     max_message_timeout: Seconds = 600.0
     upstream_timeout: Seconds = 600.0
@@ -192,11 +195,13 @@ class RegexSignal(Strict):
     @field_validator("patterns")
     @classmethod
     def _compiles(cls, v: list[str]) -> list[str]:
+        from extproc.signals.lexical import compile_regex
+
         for i, pattern in enumerate(v):
             try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"patterns[{i}] {pattern!r} is not a valid regular expression: {exc}") from None
+                compile_regex(pattern)
+            except ValueError as exc:
+                raise ValueError(f"patterns[{i}]: {exc}") from None
         return v
 
 
@@ -313,6 +318,7 @@ class FusionConfig(Strict):
     analysis_template: str | None = None
     synthesis_template: str | None = None
     judge_prompt_version: str = "fusion-v1"
+    heartbeat_interval: Seconds = 2.0  # true streaming: SSE comments while panel and judge work
 
 
 class AlgorithmConfig(Strict):

@@ -64,6 +64,36 @@ def route_request(set_headers: list[tuple[str, str]], body: bytes | None) -> ep.
     return ep.ProcessingResponse(request_body=ep.BodyResponse(response=common))
 
 
+def route_headers(set_headers: list[tuple[str, str]], remove: list[str]) -> ep.ProcessingResponse:
+    """FULL_DUPLEX_STREAMED: the (deferred) answer to the request headers, once the body decided the route."""
+    mutation = ep.HeaderMutation(set_headers=_set(set_headers), remove_headers=remove)
+    common = ep.CommonResponse(header_mutation=mutation, clear_route_cache=True)
+    return ep.ProcessingResponse(request_headers=ep.HeadersResponse(response=common))
+
+
+def streamed_body(body: bytes, end_of_stream: bool) -> ep.ProcessingResponse:
+    """FULL_DUPLEX_STREAMED: (a piece of) the request body Envoy sends upstream, chunked."""
+    piece = ep.StreamedBodyResponse(body=body, end_of_stream=end_of_stream)
+    common = ep.CommonResponse(body_mutation=ep.BodyMutation(streamed_response=piece))
+    return ep.ProcessingResponse(request_body=ep.BodyResponse(response=common))
+
+
+def streamed_answer_headers(status: int, headers: Mapping[str, str]) -> ep.ProcessingResponse:
+    """FULL_DUPLEX_STREAMED: start answering the client ourselves; this also answers the request headers."""
+    pairs = [(":status", str(status)), *headers.items()]
+    hmap = core.HeaderMap(headers=[core.HeaderValue(key=k, raw_value=v.encode()) for k, v in pairs])
+    answer = ep.StreamedImmediateResponse(headers_response=ep.HttpHeaders(headers=hmap, end_of_stream=False))
+    return ep.ProcessingResponse(streamed_immediate_response=answer)
+
+
+def streamed_answer_body(body: bytes, end_of_stream: bool = False) -> ep.ProcessingResponse:
+    answer = ep.StreamedImmediateResponse(body_response=ep.StreamedBodyResponse(body=body, end_of_stream=end_of_stream))
+    return ep.ProcessingResponse(streamed_immediate_response=answer)
+
+
+TRAILERS_CONTINUE = ep.ProcessingResponse(request_trailers=ep.TrailersResponse())
+
+
 def immediate(
     status: int,
     body: bytes,

@@ -3,7 +3,7 @@
 The path of a chat request:
   request_headers  -> strip client-sent internal headers, answer /v1/models, reject bad paths early
   request_body     -> parse (openai) -> signals -> decisions -> route (envoy.route_request)
-                                                              or fusion (an ImmediateResponse)
+                                                              or fusion (extproc.fusion.service)
 Anything Quorum answers itself ends the exchange; later messages (there should be none) get an
 empty answer of the matching kind so Envoy never waits.
 """
@@ -27,7 +27,7 @@ from extproc.errors import (
 )
 from extproc.fusion.plan import REQUEST_DECISION, fusion_plugin
 from extproc.openai import ChatRequest, parse_chat_request
-from extproc.pb import ep
+from extproc.pb import ep, pm
 from extproc.runtime import Runtime
 
 log = logging.getLogger("quorum.handler")
@@ -42,17 +42,29 @@ FusionRunner = Callable[["RouteContext"], AsyncIterator[ep.ProcessingResponse]]
 class RouteContext:
     """What routing learned about one chat request; handed to the fusion runner."""
 
-    __slots__ = ("chat", "headers", "match", "request_id")
+    __slots__ = ("chat", "duplex", "headers", "match", "request_id")
 
-    def __init__(self, chat: ChatRequest, headers: dict[str, str], match: Match, request_id: str) -> None:
+    def __init__(
+        self, chat: ChatRequest, headers: dict[str, str], match: Match, request_id: str, duplex: bool = False
+    ) -> None:
         self.chat = chat
         self.headers = headers
         self.match = match
         self.request_id = request_id
+        self.duplex = duplex  # FULL_DUPLEX_STREAMED: the answer may be streamed as it is produced
 
 
 class StreamHandler:
-    __slots__ = ("answered", "fusion", "headers", "kind", "request_id", "runtime")
+    """Per-stream state. Two Envoy body modes are supported, detected from the first message:
+
+    - BUFFERED: Envoy waits for the headers answer, then sends the whole body in one message; the
+      route goes in the body answer (headers, new body, content-length, clear_route_cache).
+    - FULL_DUPLEX_STREAMED: Envoy sends the body in chunks without waiting; the headers answer is
+      held back until the body is complete and carries the route, then the (rewritten) body is sent
+      back as a streamed body. Fusion may answer with a StreamedImmediateResponse instead.
+    """
+
+    __slots__ = ("answered", "chunks", "duplex", "fusion", "headers", "kind", "received", "request_id", "runtime")
 
     def __init__(self, runtime: Runtime, fusion: FusionRunner | None = None) -> None:
         self.runtime = runtime
@@ -60,15 +72,24 @@ class StreamHandler:
         self.headers: dict[str, str] = {}
         self.request_id = "-"
         self.kind = "unknown"  # chat | passthrough
+        self.duplex = False
+        self.chunks: list[bytes] = []  # duplex mode: the body so far
+        self.received = 0
         self.answered = False  # an ImmediateResponse was sent: the exchange is over
 
     async def handle(self, request: ep.ProcessingRequest) -> AsyncIterator[ep.ProcessingResponse]:
         which = request.WhichOneof("request")
         try:
             if which == "request_headers":
-                yield self.on_request_headers(request.request_headers)
+                self.duplex = request.protocol_config.request_body_mode == _FULL_DUPLEX
+                response = self.on_request_headers(request.request_headers)
+                if response is not None:
+                    yield response
             elif which == "request_body":
                 async for response in self.on_request_body(request.request_body):
+                    yield response
+            elif which == "request_trailers":
+                async for response in self.on_request_trailers():
                     yield response
             else:
                 yield _EMPTY_ANSWERS.get(which, _EMPTY_ANSWERS["request_body"])
@@ -82,7 +103,7 @@ class StreamHandler:
 
     # ------------------------------------------------------------------ request headers
 
-    def on_request_headers(self, msg: ep.HttpHeaders) -> ep.ProcessingResponse:
+    def on_request_headers(self, msg: ep.HttpHeaders) -> ep.ProcessingResponse | None:
         headers = envoy.header_map(msg)
         self.headers = headers
         self.request_id = headers.get("x-request-id", "-")
@@ -98,6 +119,8 @@ class StreamHandler:
             if msg.end_of_stream:
                 raise BadRequest("The request body is empty; send a JSON chat completion request.", code="invalid_json")
             self.kind = "chat"
+            if self.duplex:
+                return None  # answered once the body has decided the route
         elif path == MODELS_PATH or path.startswith(MODELS_PATH + "/"):
             return self._models(method, path)
         elif path == "/v1" or path.startswith("/v1/"):
@@ -131,21 +154,49 @@ class StreamHandler:
 
     async def on_request_body(self, msg: ep.HttpBody) -> AsyncIterator[ep.ProcessingResponse]:
         if self.kind != "chat":
-            yield _EMPTY_ANSWERS["request_body"]
+            yield envoy.streamed_body(msg.body, msg.end_of_stream) if self.duplex else _EMPTY_ANSWERS["request_body"]
             return
-        body = msg.body
-        if len(body) > self.runtime.max_body_bytes:
-            raise self._too_large(len(body))
+        if not self.duplex:
+            if len(msg.body) > self.runtime.max_body_bytes:
+                raise self._too_large(len(msg.body))
+            async for response in self._complete(msg.body, trailers=False):
+                yield response
+            return
+        self.received += len(msg.body)
+        if self.received > self.runtime.max_body_bytes:
+            raise self._too_large(self.received)  # Envoy does not limit streamed bodies: we must
+        self.chunks.append(msg.body)
+        if msg.end_of_stream:
+            async for response in self._complete(b"".join(self.chunks), trailers=False):
+                yield response
+
+    async def on_request_trailers(self) -> AsyncIterator[ep.ProcessingResponse]:
+        """Duplex mode: trailers end the body; anything else only needs an acknowledgement."""
+        if self.duplex and self.kind == "chat":
+            async for response in self._complete(b"".join(self.chunks), trailers=True):
+                yield response
+            if self.answered:
+                return
+        yield envoy.TRAILERS_CONTINUE
+
+    async def _complete(self, body: bytes, trailers: bool) -> AsyncIterator[ep.ProcessingResponse]:
         chat = parse_chat_request(body)
         match = self._decide(chat)
         if match.decision.is_fusion:
             if self.fusion is None:
                 raise InternalError("Fusion is not enabled on this router.", code="fusion_unavailable")
             self.answered = True
-            async for response in self.fusion(RouteContext(chat, self.headers, match, self.request_id)):
+            ctx = RouteContext(chat, self.headers, match, self.request_id, self.duplex)
+            async for response in self.fusion(ctx):
                 yield response
             return
-        yield self._route(chat, match)
+        headers, new_body = self._route(chat, match)
+        if not self.duplex:
+            yield envoy.route_request(headers, new_body)
+            return
+        yield envoy.route_headers(headers, self._internal_headers())
+        # Envoy sends a streamed body upstream chunked (it drops content-length), so no length to fix.
+        yield envoy.streamed_body(body if new_body is None else new_body, end_of_stream=not trailers)
 
     def _decide(self, chat: ChatRequest) -> Match:
         rt = self.runtime
@@ -176,14 +227,15 @@ class StreamHandler:
             return Match(fixed_decision("explicit", model), 1.0)
         raise ModelNotFound(f"The model '{model}' does not exist or you do not have access to it.", param="model")
 
-    def _route(self, chat: ChatRequest, match: Match) -> ep.ProcessingResponse:
+    def _route(self, chat: ChatRequest, match: Match) -> tuple[list[tuple[str, str]], bytes | None]:
+        """The headers that steer Envoy to the model, and the body rewritten for it (None: unchanged)."""
         rt = self.runtime
         model = rt.models[match.decision.models[0]]
         headers = [(rt.route_header, model.name), (rt.decision_header, match.decision.name)]
         if model.authorization is not None:
             headers.append(("authorization", model.authorization))
         body = None if chat.model == model.upstream_model else chat.with_model(model.upstream_model)
-        return envoy.route_request(headers, body)
+        return headers, body
 
     # ------------------------------------------------------------------ helpers
 
@@ -195,6 +247,8 @@ class StreamHandler:
         rid = self.headers.get("x-request-id")
         return {"x-request-id": rid} if rid else {}
 
+
+_FULL_DUPLEX = pm.ProcessingMode.FULL_DUPLEX_STREAMED
 
 _EMPTY_ANSWERS = {
     "request_headers": ep.ProcessingResponse(request_headers=ep.HeadersResponse()),

@@ -21,7 +21,7 @@ _PART_TYPES_WITH_TEXT = frozenset({"text", "input_text"})
 class ChatRequest:
     """A validated `/v1/chat/completions` body. Derived texts are computed on first use."""
 
-    __slots__ = ("_conversation", "_last_user", "_token_estimate", "_user", "body", "model", "stream")
+    __slots__ = ("_conversation", "_folded", "_last_user", "_token_estimate", "_user", "body", "model", "stream")
 
     def __init__(self, body: dict[str, Any]) -> None:
         self.body = body
@@ -31,6 +31,7 @@ class ChatRequest:
         self._user: str | None = None
         self._conversation: str | None = None
         self._token_estimate: int | None = None
+        self._folded: dict[str, str] = {}
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -68,6 +69,13 @@ class ChatRequest:
         if scope == "user":
             return self.user_text
         return self.conversation_text
+
+    def folded_text(self, scope: str) -> str:
+        """`text(scope)` case-folded, computed once per request for every case-insensitive signal."""
+        folded = self._folded.get(scope)
+        if folded is None:
+            folded = self._folded[scope] = self.text(scope).casefold()
+        return folded
 
     def with_model(self, model: str) -> bytes:
         """The body re-encoded with another `model`; every other field is kept as sent."""

@@ -1,56 +1,88 @@
-"""Keyword and regex signals over the request text; patterns are compiled once at start."""
+"""Keyword and regex signals over the request text, compiled once at start.
+
+Prompts can be megabytes long, so both avoid backtracking scans of the whole text:
+- keywords are found with `str.find` (case-folded text and keywords unless `case_sensitive`) and
+  accepted only as whole words or phrases, with Unicode word boundaries;
+- regexes run on RE2 (google-re2): linear time whatever the pattern, and the same syntax as vLLM
+  Semantic Router's Go regexps and Envoy's matchers (no backreferences or lookaround).
+"""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
+
+import re2
 
 from extproc.openai import ChatRequest
 
 
-def _keyword_pattern(keyword: str) -> str:
-    """Whole-word match: `python` does not match inside `pythonic`, `stack trace` matches the phrase."""
-    escaped = re.escape(keyword)
-    start = r"\b" if re.match(r"\w", keyword) else ""
-    end = r"\b" if re.search(r"\w$", keyword) else ""
-    return start + escaped + end
+def re2_options(case_sensitive: bool) -> re2.Options:
+    options = re2.Options()
+    options.log_errors = False  # a bad pattern is reported as a config error, not on stderr
+    options.case_sensitive = case_sensitive
+    return options
 
 
-class _PatternSignal:
-    """Shared logic: `any` = one pattern found, `all` = every pattern found, `none` = no pattern found."""
+def compile_regex(pattern: str, case_sensitive: bool = True) -> re2._Regexp:
+    """Compile with RE2; raises ValueError with RE2's reason for patterns it does not support."""
+    try:
+        return re2.compile(pattern, options=re2_options(case_sensitive))
+    except re2.error as exc:
+        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise ValueError(f"{pattern!r} is not a valid regular expression (RE2 syntax): {reason}") from None
 
-    __slots__ = ("_any", "_each", "name", "operator", "scope")
 
-    def __init__(self, name: str, patterns: list[str], operator: str, flags: int, scope: str, joinable: bool) -> None:
-        self.name = name
-        self.operator = operator
-        self.scope = scope
-        self._each = tuple(re.compile(p, flags) for p in patterns)
-        # Keywords are escaped by us, so one alternation is safe and faster. User regexes are not
-        # joined: inline flags, named groups and backreferences only mean what they say alone.
-        self._any = re.compile("|".join(f"(?:{p})" for p in patterns), flags) if joinable else None
+def _is_word(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
+def _contains_word(text: str, keyword: str) -> bool:
+    """`keyword` occurs in `text` with no word character glued to either end of it."""
+    check_start, check_end = _is_word(keyword[0]), _is_word(keyword[-1])
+    start = text.find(keyword)
+    while start != -1:
+        end = start + len(keyword)
+        if (not check_start or start == 0 or not _is_word(text[start - 1])) and (
+            not check_end or end == len(text) or not _is_word(text[end])
+        ):
+            return True
+        start = text.find(keyword, start + 1)
+    return False
+
+
+def _verdict(operator: str, found: Any) -> float | None:
+    """`any`: one found, `all`: every one found, `none`: nothing found."""
+    if operator == "all":
+        return 1.0 if all(found) else None
+    hit = any(found)
+    return 1.0 if hit == (operator == "any") else None
+
+
+class KeywordMatcher:
+    __slots__ = ("case_sensitive", "keywords", "name", "operator", "scope")
+
+    def __init__(self, cfg: Any) -> None:
+        self.name: str = cfg.name
+        self.operator: str = cfg.operator
+        self.scope: str = cfg.scope
+        self.case_sensitive: bool = cfg.case_sensitive
+        self.keywords = tuple(k if cfg.case_sensitive else k.casefold() for k in cfg.keywords)
+
+    def evaluate(self, chat: ChatRequest, headers: Mapping[str, str]) -> float | None:
+        text = chat.text(self.scope) if self.case_sensitive else chat.folded_text(self.scope)
+        return _verdict(self.operator, (_contains_word(text, k) for k in self.keywords))
+
+
+class RegexMatcher:
+    __slots__ = ("name", "operator", "patterns", "scope")
+
+    def __init__(self, cfg: Any) -> None:
+        self.name: str = cfg.name
+        self.operator: str = cfg.operator
+        self.scope: str = cfg.scope
+        self.patterns = tuple(compile_regex(p, cfg.case_sensitive) for p in cfg.patterns)
 
     def evaluate(self, chat: ChatRequest, headers: Mapping[str, str]) -> float | None:
         text = chat.text(self.scope)
-        if self.operator == "all":
-            return 1.0 if all(p.search(text) for p in self._each) else None
-        found = self._any.search(text) is not None if self._any else any(p.search(text) for p in self._each)
-        return 1.0 if found == (self.operator == "any") else None
-
-
-class KeywordMatcher(_PatternSignal):
-    __slots__ = ()
-
-    def __init__(self, cfg: Any) -> None:
-        flags = 0 if cfg.case_sensitive else re.IGNORECASE
-        patterns = [_keyword_pattern(k) for k in cfg.keywords]
-        super().__init__(cfg.name, patterns, cfg.operator, flags, cfg.scope, joinable=True)
-
-
-class RegexMatcher(_PatternSignal):
-    __slots__ = ()
-
-    def __init__(self, cfg: Any) -> None:
-        flags = 0 if cfg.case_sensitive else re.IGNORECASE
-        super().__init__(cfg.name, list(cfg.patterns), cfg.operator, flags, cfg.scope, joinable=False)
+        return _verdict(self.operator, (p.search(text) is not None for p in self.patterns))

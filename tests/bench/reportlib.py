@@ -117,4 +117,4 @@ def environment_lines(envoy: str, extra: dict[str, str] | None = None) -> str:
         *(extra or {}).items(),
         ("command", command_line()),
     ]
-    return table(["", ""], rows, align="ll")
+    return table(["environment", ""], rows, align="ll")

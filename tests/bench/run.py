@@ -30,6 +30,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,7 +44,18 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loadgen import BenchError, WrkResult, chat_body, cpu_seconds, ensure_wrk, run_wrk, wrk_version
+from inproc import handler_us_per_request
+from loadgen import (
+    BenchError,
+    WrkResult,
+    chat_body,
+    cpu_seconds,
+    ensure_wrk,
+    run_wrk,
+    system_cpu_seconds,
+    wrk_version,
+)
+from profiling import profile, summarize
 from reportlib import environment_lines, table, write_section
 
 from extproc.bootstrap import EXTPROC_CLUSTER, render
@@ -241,7 +253,9 @@ class CaseResult:
     target: str  # fake | bare | quorum
     connections: int
     wrk: WrkResult
-    cpu_s: dict[str, float]  # CPU seconds per process during the measured run
+    cpu_s: dict[str, float]  # CPU seconds per process of ours (and wrk) during the measured run
+    other_cpu_s: float = 0.0  # CPU seconds used by everything else on the machine meanwhile
+    steal_s: float = 0.0  # CPU seconds the hypervisor took away
 
     def cpu_pct(self, proc: str) -> float:
         return 100.0 * self.cpu_s.get(proc, 0.0) / self.wrk.duration_s
@@ -250,6 +264,10 @@ class CaseResult:
     def total_cpu_pct(self) -> float:
         """All processes taking part in this case (the idle Envoy's few ticks included)."""
         return 100.0 * sum(self.cpu_s.values()) / self.wrk.duration_s
+
+    @property
+    def other_cpu_pct(self) -> float:
+        return 100.0 * max(0.0, self.other_cpu_s) / self.wrk.duration_s
 
     @property
     def quorum_us_per_request(self) -> float | None:
@@ -261,6 +279,31 @@ class CaseResult:
 TARGET_LABELS = {"fake": "fake backend direct", "bare": "bare Envoy", "quorum": "Envoy + Quorum"}
 
 
+def write_bodies(body_dir: Path) -> dict[tuple[int, str], Path]:
+    files = {}
+    for _label, size in SIZES:
+        for target, model in (("bare", PROVIDER_MODEL), ("quorum", AUTO_MODEL)):
+            path = files[size, target] = body_dir / f"body-{size}-{target}.json"
+            path.write_bytes(chat_body(model, size, PROMPT))
+        files[size, "fake"] = files[size, "bare"]
+    return files
+
+
+def run_case(
+    wrk: str, url: str, body: Path, connections: int, pids: dict[str, int], args: argparse.Namespace
+) -> tuple[WrkResult, dict[str, float], float, float]:
+    """Warm up, then measure one case; CPU is counted over the measured part only."""
+    if args.warmup:
+        run_wrk(wrk, url, body, connections=connections, duration_s=args.warmup)
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    busy0, steal0 = system_cpu_seconds()
+    result = run_wrk(wrk, url, body, connections=connections, duration_s=args.duration)
+    busy1, steal1 = system_cpu_seconds()
+    cpu = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    cpu["wrk"] = result.wrk_cpu_s
+    return result, cpu, (busy1 - busy0) - sum(cpu.values()), steal1 - steal0
+
+
 def run_cases(
     wrk: str,
     urls: dict[str, str],
@@ -268,35 +311,53 @@ def run_cases(
     body_dir: Path,
     args: argparse.Namespace,
 ) -> list[CaseResult]:
-    results: list[CaseResult] = []
-    for size_label, size in SIZES:
-        files = {}
-        for target, model in (("bare", PROVIDER_MODEL), ("quorum", AUTO_MODEL)):
-            files[target] = body_dir / f"body-{size}-{target}.json"
-            files[target].write_bytes(chat_body(model, size, PROMPT))
-        files["fake"] = files["bare"]
-        for connections in CONNECTIONS:
-            for target in ("fake", "bare", "quorum"):
-                url = urls[target] + CHAT_PATH
-                clear_records(urls["fake"])  # the fake backend keeps the last 10,000 bodies
-                if args.warmup:
-                    run_wrk(wrk, url, files[target], connections=connections, duration_s=args.warmup)
-                before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-                result = run_wrk(wrk, url, files[target], connections=connections, duration_s=args.duration)
-                cpu = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
-                cpu["wrk"] = result.wrk_cpu_s
-                case = CaseResult(size_label, target, connections, result, cpu)
-                results.append(case)
-                print(
-                    f"  {size_label:>7} c{connections:<2} {TARGET_LABELS[target]:<20} "
-                    f"{result.rps:9,.0f} req/s  p50 {result.p50_ms:7.3f} ms  p99 {result.p99_ms:7.3f} ms  "
-                    f"non-2xx {result.non_2xx}  socket errors {result.socket_errors}"
-                    + (f"  Quorum {case.quorum_us_per_request:,.0f} µs CPU/req" if target == "quorum" else ""),
-                    file=sys.stderr,
-                    flush=True,
-                )
+    """Every case, `--repeat` rounds of the whole matrix (interleaved against drift); medians per case."""
+    files = write_bodies(body_dir)
+    rounds: dict[tuple[str, str, int], list[CaseResult]] = {}
+    for round_no in range(1, args.repeat + 1):
+        for size_label, size in SIZES:
+            for connections in CONNECTIONS:
+                for target in ("fake", "bare", "quorum"):
+                    clear_records(urls["fake"])  # the fake backend keeps the last 10,000 bodies
+                    url = urls[target] + CHAT_PATH
+                    result, cpu, other, steal = run_case(wrk, url, files[size, target], connections, pids, args)
+                    case = CaseResult(size_label, target, connections, result, cpu, other, steal)
+                    rounds.setdefault((size_label, target, connections), []).append(case)
+                    prefix = f"  [{round_no}/{args.repeat}]" if args.repeat > 1 else " "
+                    print(
+                        f"{prefix} {size_label:>7} c{connections:<2} {TARGET_LABELS[target]:<20} "
+                        f"{result.rps:9,.0f} req/s  p50 {result.p50_ms:7.3f} ms  p99 {result.p99_ms:7.3f} ms  "
+                        f"non-2xx {result.non_2xx}  socket errors {result.socket_errors}"
+                        + (f"  Quorum {case.quorum_us_per_request:,.0f} µs CPU/req" if target == "quorum" else ""),
+                        file=sys.stderr,
+                        flush=True,
+                    )
     clear_records(urls["fake"])
-    return results
+    return [median_case(cases) for cases in rounds.values()]
+
+
+def median_case(cases: list[CaseResult]) -> CaseResult:
+    """One result per case: the median of every number over the rounds (errors are summed)."""
+    if len(cases) == 1:
+        return cases[0]
+    first = cases[0]
+    fields = {}
+    for name, value in first.wrk.__dict__.items():
+        values = [getattr(c.wrk, name) for c in cases]
+        if name in ("non_2xx", "socket_errors"):
+            fields[name] = sum(values)
+        else:
+            fields[name] = type(value)(statistics.median(values))
+    cpu = {name: statistics.median(c.cpu_s[name] for c in cases) for name in first.cpu_s}
+    return CaseResult(
+        first.size_label,
+        first.target,
+        first.connections,
+        WrkResult(**fields),
+        cpu,
+        statistics.median(c.other_cpu_s for c in cases),
+        statistics.median(c.steal_s for c in cases),
+    )
 
 
 # ---------------------------------------------------------------- report
@@ -347,6 +408,7 @@ def size_tables(results: list[CaseResult], size_label: str) -> str:
                     f"{r.wrk.socket_errors:,}",
                     f"{per_req:,.0f}" if per_req is not None else "-",
                     cpu,
+                    f"{r.other_cpu_pct:.0f}",
                 ]
             )
     main = table(
@@ -360,6 +422,7 @@ def size_tables(results: list[CaseResult], size_label: str) -> str:
             "socket errors",
             "Quorum CPU µs/req",
             "CPU % Quorum / Envoy / fake / wrk (sum)",
+            "other CPU %",
         ],
         rows,
     )
@@ -418,70 +481,97 @@ def acceptance(results: list[CaseResult]) -> tuple[str, bool]:
 
 
 def render_report(
-    results: list[CaseResult], args: argparse.Namespace, wrk: str, elapsed_s: float, log_notes: list[str]
+    results: list[CaseResult],
+    args: argparse.Namespace,
+    wrk: str,
+    elapsed_s: float,
+    log_notes: list[str],
+    handler_us: dict[str, float | None],
 ) -> tuple[str, bool]:
+    cores = os.cpu_count() or 1
     fake16 = _find(results, "1 KiB", "fake", 16)
-    big1 = _find(results, "256 KiB", "fake", 1)
-    big_fake_ms = 1e3 * big1.cpu_s["fake"] / big1.wrk.requests if big1.wrk.requests else 0.0
     bare16 = _find(results, "1 KiB", "bare", 16)
     q16 = _find(results, "1 KiB", "quorum", 16)
     q1 = _find(results, "1 KiB", "quorum", 1)
-    acc, ok = acceptance(results)
+    big1 = _find(results, "256 KiB", "fake", 1)
+    big_q1 = _find(results, "256 KiB", "quorum", 1)
+    big_fake_ms = 1e3 * big1.cpu_s["fake"] / big1.wrk.requests if big1.wrk.requests else 0.0
     per_req = q16.quorum_us_per_request or 0.0
+    acc, ok = acceptance(results)
+    rounds = f"median of {args.repeat} rounds, " if args.repeat > 1 else ""
+    run_line = f"{rounds}{args.warmup} s warm-up + {args.duration} s measured per case; whole run {elapsed_s:.0f} s"
+
+    def handler(size_label: str) -> str:
+        value = handler_us.get(size_label)
+        return f"{value:,.0f} µs" if value is not None else "n/a"
+
+    worst_other = max(results, key=lambda r: r.other_cpu_pct)
+    steal_pct = max(100.0 * r.steal_s / r.wrk.duration_s for r in results)
+    notes = [
+        f"- **Ceiling of the fake backend:** straight at it, c16 with 1 KiB gives {fake16.wrk.rps:,.0f} req/s "
+        f"using {fake16.cpu_pct('fake'):.0f}% of a core; bare Envoy reaches {bare16.wrk.rps:,.0f} req/s. "
+        "A case that approaches the direct figure is measuring the backend and wrk, not the proxy.",
+        f"- **256 KiB is bound by the fake backend:** it spends {big_fake_ms:.1f} ms of CPU per 256 KiB request "
+        f"(direct, c1: p50 {big1.wrk.p50_ms:.1f} ms, {big1.wrk.rps:,.0f} req/s), so every 256 KiB row, bare or "
+        "not, mostly measures it; only the c1 differences say something about Quorum, and with more noise "
+        "than at 1 KiB."
+        if big1.wrk.requests and big1.cpu_pct("fake") >= 80
+        else f"- 256 KiB straight at the fake backend, c1: p50 {big1.wrk.p50_ms:.1f} ms, {big1.wrk.rps:,.0f} req/s.",
+        f"- **Quorum's CPU per request:** {per_req:,.0f} µs at c16 and {q1.quorum_us_per_request or 0:,.0f} µs "
+        f"at c1 with 1 KiB ({big_q1.quorum_us_per_request or 0:,.0f} µs at c1 with 256 KiB), i.e. about "
+        f"{1e6 / per_req if per_req else 0:,.0f} req/s if the process had a whole core to itself. "
+        f"Quorum's handler alone (parse, signals, decision, rewrite, protobuf in and out; no gRPC, timed "
+        f"in-process by `inproc.py`) takes {handler('1 KiB')} per 1 KiB request and {handler('256 KiB')} per "
+        "256 KiB request: the rest is the gRPC stack, the event loop and the kernel.",
+        f"- **Who used the cores at c16, 1 KiB, with Quorum:** Quorum {q16.cpu_pct('quorum'):.0f}%, Envoy "
+        f"{q16.cpu_pct('envoy'):.0f}%, fake backend {q16.cpu_pct('fake'):.0f}%, wrk {q16.cpu_pct('wrk'):.0f}% "
+        f"of the {100 * cores}% there is.",
+        "- At c16 the added latency is mostly queueing behind the busiest process; the c1 rows are the "
+        "unloaded cost of the extra hop (one gRPC stream per request, two messages each way: request "
+        "headers and request body).",
+        f"- **Noise:** other processes on the machine used up to {worst_other.other_cpu_pct:.0f}% CPU during a "
+        f"measured case ({worst_other.size_label} c{worst_other.connections} {TARGET_LABELS[worst_other.target]}), "
+        f"and the hypervisor stole up to {steal_pct:.0f}%. Run-to-run spread on a shared 2-core VM is easily "
+        "±20% for throughput at c16; compare cases within one run, and use `--repeat 3` for medians.",
+        *log_notes,
+    ]
+    setup = (
+        "**Setup.** Everything runs on loopback on this one machine: **all processes (wrk, both Envoys, Quorum "
+        f"and the fake backend) share the same {cores} cores**, so absolute numbers are lower bounds and the "
+        "differences are the useful part. Envoy runs with `--concurrency 1` (one worker, as a sidecar would) and "
+        "Quorum with one worker process (grpc.aio on uvloop). The upstream is one fake OpenAI backend "
+        "(`quorum fake-backend`, aiohttp) shared by all cases; *fake backend direct* is wrk straight at it. "
+        "*Bare Envoy* is a second Envoy rendered from the same config by `extproc.bootstrap.render` with the "
+        "ext_proc filter removed and the catch-all route sent to the model's cluster. *Envoy + Quorum* sends "
+        '`"model": "quorum/auto"`; a keyword signal matches, decision `coding` picks model `coder` and Quorum '
+        "rewrites the body to its provider id `bench-coder` (the bare case sends `bench-coder` itself; both "
+        "bodies reach the backend byte-identical, which the run checks first). Bodies are a system + user chat "
+        "request padded to exactly 1 KiB and 256 KiB. Load: wrk, closed loop, `-t1 -c1` and `-t2 -c16`, "
+        "latency from wrk's own histogram. *non-2xx* counts responses with status ≥ 400 (nothing here answers "
+        "1xx/3xx)" + (", summed over the rounds" if args.repeat > 1 else "") + "; *CPU %* is utime+stime over the "
+        "measured run, 100 = one full core; *other CPU %* is what the rest of the machine used meanwhile."
+    )
     parts = [
         "## Routing overhead: bare Envoy vs Envoy + Quorum",
-        environment_lines(
-            find_envoy(),
-            {
-                "wrk": wrk_version(wrk),
-                "run": f"{args.warmup} s warm-up + {args.duration} s measured per case; whole run {elapsed_s:.0f} s",
-            },
-        ),
-        "**Setup.** Everything runs on loopback on this one machine: **all processes (wrk, both Envoys, Quorum "
-        f"and the fake backend) share the same {os.cpu_count()} cores**, so absolute numbers are lower bounds "
-        "and the differences are the useful part. Envoy runs with `--concurrency 1` (one worker, as a sidecar "
-        "would) and Quorum with one worker process (grpc.aio on uvloop). The upstream is one fake OpenAI backend "
-        "(`quorum fake-backend`, aiohttp) shared by all cases. *Bare Envoy* is a second Envoy rendered from the same "
-        "config by `extproc.bootstrap.render` with the ext_proc filter removed and the catch-all route sent to "
-        'the model\'s cluster. *Envoy + Quorum* sends `"model": "quorum/auto"`; a keyword signal matches, '
-        "decision `coding` picks model `coder` and Quorum rewrites the body to its provider id `bench-coder` "
-        "(the bare case sends `bench-coder` itself; both bodies reach the backend byte-identical, which the run "
-        "checks first). Bodies are a system + user chat request padded to exactly 1 KiB and 256 KiB. "
-        "Load: wrk, closed loop, `-t1 -c1` and `-t2 -c16`, latency from wrk's own histogram. "
-        "*non-2xx* counts responses with status ≥ 400 (nothing here answers 1xx/3xx); *CPU %* is utime+stime "
-        "over the measured run, 100 = one full core.",
+        environment_lines(find_envoy(), {"wrk": wrk_version(wrk), "run": run_line}),
+        setup,
     ]
     for size_label, _ in SIZES:
         parts += [f"### {size_label} request body", size_tables(results, size_label)]
-    parts += [
-        "### Acceptance targets",
-        acc,
-        "### Reading the numbers",
-        "\n".join(
-            [
-                f"- **Ceiling of the fake backend:** straight at it, c16 with 1 KiB gives {fake16.wrk.rps:,.0f} req/s "
-                f"using {fake16.cpu_pct('fake'):.0f}% of a core; bare Envoy reaches {bare16.wrk.rps:,.0f} req/s. "
-                "A case that approaches the direct figure is measuring the backend and wrk, not the proxy.",
-                f"- **256 KiB is bound by the fake backend:** it spends {big_fake_ms:.1f} ms "
-                f"of CPU per 256 KiB request (direct, c1: p50 {big1.wrk.p50_ms:.1f} ms, {big1.wrk.rps:,.0f} req/s), "
-                "so every 256 KiB row, bare or not, mostly measures it; only the c1 differences say something "
-                "about Quorum, and with more noise than at 1 KiB."
-                if big1.wrk.requests and big1.cpu_pct("fake") >= 80
-                else f"- 256 KiB straight at the fake backend, c1: p50 {big1.wrk.p50_ms:.1f} ms, "
-                f"{big1.wrk.rps:,.0f} req/s.",
-                f"- **Quorum's cost per request:** {per_req:,.0f} µs of Quorum CPU per routed request at c16 "
-                f"(1 KiB; {q1.quorum_us_per_request or 0:,.0f} µs at c1), i.e. about "
-                f"{1e6 / per_req if per_req else 0:,.0f} req/s if the process had a whole core to itself. "
-                f"At c16 it used {q16.cpu_pct('quorum'):.0f}% of a core while Envoy used "
-                f"{q16.cpu_pct('envoy'):.0f}%, the fake backend {q16.cpu_pct('fake'):.0f}% and wrk "
-                f"{q16.cpu_pct('wrk'):.0f}%, out of {100 * (os.cpu_count() or 1)}%.",
-                "- At c16 the added latency is mostly queueing behind the busiest process; the c1 rows are the "
-                "unloaded cost of the extra hop (two gRPC messages each way: request headers, request body).",
-                *log_notes,
-            ]
-        ),
-    ]
+    parts += ["### Acceptance targets", acc, "### Reading the numbers", "\n".join(notes)]
     return "\n\n".join(parts) + "\n", ok
+
+
+def handler_costs(config_path: Path) -> dict[str, float | None]:
+    """Quorum's handler alone (no gRPC) per body size, in µs; None where it could not run."""
+    out: dict[str, float | None] = {}
+    for size_label, size in SIZES:
+        try:
+            out[size_label] = handler_us_per_request(config_path, chat_body(AUTO_MODEL, size, PROMPT))
+        except Exception as exc:  # a diagnostic figure: report the problem, keep the benchmark
+            print(f"warning: could not time the handler alone ({size_label}): {exc!r}", file=sys.stderr)
+            out[size_label] = None
+    return out
 
 
 def scan_logs(workdir: Path) -> list[str]:
@@ -504,18 +594,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=8, help="measured seconds per case (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds per case (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="smoke run: --duration 2 --warmup 1")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds of the whole matrix; the report shows medians (default: 1)"
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the work directory with all logs")
+    parser.add_argument("--profile", metavar="DIR", help="also record py-spy profiles of Quorum into DIR")
     parser.add_argument("--strict", action="store_true", help="exit 1 when an acceptance target fails")
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = 2, 1
-    if args.duration < 1 or args.warmup < 0:
-        parser.error("--duration must be >= 1 and --warmup >= 0")
+    if args.duration < 1 or args.warmup < 0 or args.repeat < 1:
+        parser.error("--duration and --repeat must be >= 1, --warmup >= 0")
     return args
 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def profile_quorum(wrk: str, url: str, pid: int, body_dir: Path, out_dir: Path, args: argparse.Namespace) -> None:
+    """py-spy profiles of Quorum under load (after the measured cases; they never feed the report)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = write_bodies(body_dir)
+    summaries = []
+    for size, connections in ((1024, 16), (1024, 1), (256 * 1024, 1)):
+        out = out_dir / f"quorum-{size // 1024}k-c{connections}.txt"
+        print(f"profiling Quorum with py-spy: {size // 1024} KiB, c{connections} -> {out}", file=sys.stderr)
+        profile(wrk, url, files[size, "quorum"], connections, pid, out, seconds=max(args.duration, 5))
+        summaries.append(summarize(out))
+    (out_dir / "summary.txt").write_text("\n".join(summaries), encoding="utf-8")
+    print("\n".join(summaries), file=sys.stderr)
 
 
 def measure(args: argparse.Namespace, wrk: str, workdir: Path) -> list[CaseResult]:
@@ -547,6 +655,8 @@ def measure(args: argparse.Namespace, wrk: str, workdir: Path) -> list[CaseResul
         for name, proc in procs.items():
             if proc.poll() is not None:
                 raise BenchError(f"{name} exited during the run with code {proc.returncode}")
+        if args.profile:
+            profile_quorum(wrk, urls["quorum"] + CHAT_PATH, pids["quorum"], workdir, Path(args.profile), args)
         return results
     finally:
         bare.stop()
@@ -568,11 +678,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}\nlogs are in {workdir}", file=sys.stderr)
         return 1
     log_notes = scan_logs(workdir)
+    handler_us = handler_costs(workdir / "bench.yaml")
     if args.keep_logs:
         print(f"logs kept in {workdir}", file=sys.stderr)
     else:
         shutil.rmtree(workdir, ignore_errors=True)
-    report, ok = render_report(results, args, wrk, time.monotonic() - started, log_notes)
+    report, ok = render_report(results, args, wrk, time.monotonic() - started, log_notes, handler_us)
     print(report)
     if args.output:
         write_section(args.output, SECTION, report)

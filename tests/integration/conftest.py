@@ -17,24 +17,39 @@ LARGE_KEY = "sk-quorum-test-large"
 MAX_BODY = 256 * 1024
 
 
-def write_config(directory: Path, **overrides: int) -> tuple[Path, dict[str, int]]:
+def write_config(directory: Path, body_mode: str = "buffered", **overrides: int) -> tuple[Path, dict[str, int]]:
     ports = {key: free_port() for key in PORT_KEYS}
     ports.update(overrides)
     path = directory / "quorum.yaml"
-    path.write_text(config_text(max_body=MAX_BODY, **ports), encoding="utf-8")
+    path.write_text(config_text(max_body=MAX_BODY, body_mode=body_mode, **ports), encoding="utf-8")
     return path, ports
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("stack")
-    path, _ = write_config(workdir)
+def _running_stack(workdir: Path, body_mode: str) -> Iterator[Stack]:
+    path, _ = write_config(workdir, body_mode)
     os.environ["QUORUM_TEST_LARGE_KEY"] = LARGE_KEY
     try:
         with Stack(path, workdir) as running:
             yield running
     finally:
         os.environ.pop("QUORUM_TEST_LARGE_KEY", None)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Envoy in its default BUFFERED body mode."""
+    yield from _running_stack(tmp_path_factory.mktemp("stack"), "buffered")
+
+
+@pytest.fixture(scope="session")
+def duplex_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Envoy with request_body_mode FULL_DUPLEX_STREAMED: true streaming of fusion answers."""
+    yield from _running_stack(tmp_path_factory.mktemp("duplex"), "full_duplex_streamed")
+
+
+@pytest.fixture
+def duplex_client(duplex_stack: Stack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{duplex_stack.envoy_url}/v1", api_key="k", max_retries=0, timeout=20)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from extproc.config import load_config, parse_config
+from extproc.config import ConfigError, load_config, parse_config
 from extproc.openai import ChatRequest, parse_chat_request
 from extproc.runtime import build_runtime
 
@@ -111,16 +111,29 @@ def test_keyword(spec: dict[str, Any], text: str, expected: float | None) -> Non
             MATCH,
             id="same-group-name-in-two-patterns",
         ),
-        pytest.param(
-            {"patterns": ["(a)x", r"(b)\1"]},
-            "bb",
-            MATCH,
-            id="backreference-in-second-pattern",
-        ),
     ],
 )
 def test_regex(spec: dict[str, Any], text: str, expected: float | None) -> None:
     assert evaluate("regex", spec, chat(text)) == expected
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [(r"(b)\1", "invalid escape sequence"), ("(?=x)y", "invalid perl operator"), ("(a+)+[", "missing ]")],
+    ids=["backreference", "lookahead", "unclosed-class"],
+)
+def test_regex_outside_re2_syntax_is_a_config_error(pattern: str, reason: str) -> None:
+    # RE2 (linear time, as in vLLM Semantic Router and Envoy) has no backreferences or lookaround.
+    yaml_text = f"""
+providers: {{models: [{{name: m, base_url: "http://127.0.0.1:1/v1"}}]}}
+routing:
+  signals: {{regex: [{{name: r, patterns: ["ok", {json.dumps(pattern)}]}}]}}
+"""
+    with pytest.raises(ConfigError) as info:
+        parse_config(yaml_text)
+    [problem] = info.value.problems
+    assert problem.startswith("routing.signals.regex[0].patterns: patterns[1]: ")
+    assert "RE2" in problem and reason in problem
 
 
 # ---------------------------------------------------------------- scope
@@ -346,3 +359,19 @@ def test_demo_signals() -> None:
         ("context", "long_prompt"): NO,
         ("header", "premium"): MATCH,
     }
+
+
+@pytest.mark.parametrize(
+    ("keywords", "text", "expected"),
+    [
+        (["пример"], "вот Пример кода", MATCH),  # case folding and word boundaries beyond ASCII
+        (["пример"], "примерно так", NO),
+        (["straße"], "STRASSE entlang", MATCH),  # casefold, not lower: ß folds to ss
+        (["c++"], "I write C++ daily", MATCH),  # a keyword ending in punctuation needs no boundary there
+        (["python"], "pythonic python_ code", NO),
+        (["python"], "x" * 300_000 + " python", MATCH),  # found at the end of a very long prompt
+    ],
+    ids=["cyrillic", "cyrillic-prefix", "casefold", "punctuation", "underscore-is-a-word-char", "long-prompt"],
+)
+def test_keyword_unicode_and_long_text(keywords: list[str], text: str, expected: float | None) -> None:
+    assert evaluate("keyword", {"keywords": keywords}, chat(text)) == expected
