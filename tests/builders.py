@@ -11,7 +11,11 @@ from extproc.pb import core, ep
 BASE_CONFIG = """
 version: v1
 server: {{listen: 127.0.0.1:{grpc_port}, max_body_bytes: {max_body}}}
-envoy: {{listen: 127.0.0.1:{envoy_port}, admin: 127.0.0.1:{admin_port}, message_timeout: 500ms, request_body_mode: {body_mode}}}
+envoy:
+  listen: 127.0.0.1:{envoy_port}
+  admin: 127.0.0.1:{admin_port}
+  message_timeout: 500ms
+  request_body_mode: {body_mode}
 providers:
   defaults: {{default_model: demo-small}}
   models:
@@ -50,7 +54,9 @@ routing:
     - name: deliberate
       priority: 200
       rules: {{operator: OR, conditions: [{{type: keyword, name: compare}}, {{type: context, name: long_prompt}}]}}
-      algorithm: {{type: fusion, fusion: {{model: demo-large, analysis_models: [demo-small, demo-coder], heartbeat_interval: 100ms}}}}
+      algorithm:
+        type: fusion
+        fusion: {{model: demo-large, analysis_models: [demo-small, demo-coder], heartbeat_interval: 100ms}}
 """
 
 PORT_KEYS = ("grpc_port", "envoy_port", "admin_port", "small_port", "coder_port", "large_port")
