@@ -28,7 +28,7 @@ test-unit: install
 	$(PY) -m pytest tests/unit
 
 bench: install
-	$(PY) -m tests.bench --output docs/benchmarks.md
+	$(PY) tests/bench/run.py --output docs/benchmarks.md
 
 lint: install
 	$(VENV)/bin/ruff check .

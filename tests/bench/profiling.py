@@ -65,8 +65,13 @@ def summarize(collapsed: Path, top: int = 15) -> str:
                 inclusive[frame] += n
     if not total:
         return f"{collapsed}: no samples\n"
-    lines = [f"{collapsed.name}: {total} samples", "  own time:"]
+    lines = [
+        f"{collapsed.name}: {total} samples",
+        "  own time (Runner.run and Thread.run own time is native code: gRPC C-core, uvloop, syscalls):",
+    ]
     lines += [f"    {100 * n / total:5.1f}%  {frame}" for frame, n in own.most_common(top)]
-    lines.append("  Quorum code, inclusive:")
-    lines += [f"    {100 * n / total:5.1f}%  {frame}" for frame, n in inclusive.most_common(top)]
+    lines.append("  Quorum code, inclusive (below the entry point frames every sample shares):")
+    root = max(inclusive.values(), default=0)
+    ranked = [(frame, n) for frame, n in inclusive.most_common() if n < root][:top]
+    lines += [f"    {100 * n / total:5.1f}%  {frame}" for frame, n in ranked]
     return "\n".join(lines) + "\n"
