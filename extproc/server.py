@@ -93,6 +93,7 @@ async def serve_forever(config: Config, address: str) -> None:
     runtime = build_runtime(config)
     client = ModelClient()
     server, health_servicer, _port = await start_server(runtime, address, FusionService(runtime, client))
+    gc.freeze()  # config, compiled signals and modules live forever: keep them out of every GC pass
     log.info(
         "quorum ext_proc listening on %s (%d models, %d decisions)",
         address,
