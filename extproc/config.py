@@ -132,6 +132,14 @@ def split_host_port(value: str) -> tuple[str, int]:
 # ---------------------------------------------------------------- providers
 
 
+class Pricing(Strict):
+    """Price per million tokens, for the cost metric and span attribute."""
+
+    prompt_per_1m: float = Field(0.0, ge=0)
+    completion_per_1m: float = Field(0.0, ge=0)
+    currency: str = "USD"
+
+
 class ModelConfig(Strict):
     name: str = Field(pattern=_NAME)
     provider_model_id: str | None = None
@@ -139,6 +147,7 @@ class ModelConfig(Strict):
     base_url: str
     api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     supports_json_schema: bool = False
+    pricing: Pricing | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -342,10 +351,48 @@ class RoutingConfig(Strict):
     decisions: list[DecisionConfig] = []
 
 
+class TracingConfig(Strict):
+    # none: no spans (the default unless OTEL_TRACES_EXPORTER says otherwise); otlp_grpc / otlp_http
+    # honour the standard OTEL_EXPORTER_OTLP_* variables when `endpoint` is not set.
+    exporter: Literal["none", "otlp_grpc", "otlp_http", "console"] | None = None
+    endpoint: str | None = None
+    service_name: str = "quorum"
+    sample_ratio: float = Field(1.0, ge=0, le=1)
+    capture_content: bool = False  # record prompt and answer text on model-call spans
+
+
+class MetricsConfig(Strict):
+    enabled: bool = True
+    listen: str = "127.0.0.1:9190"  # worker i serves on port + i
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        split_host_port(v)
+        return v
+
+
+class UsageConfig(Strict):
+    # Read routed responses (JSON bodies, SSE streams) for token usage: costs ext_proc messages
+    # on the response path, so it is off unless asked for.
+    enabled: bool = False
+    # Ask streaming backends for a usage chunk, and remove it for clients that did not ask.
+    request_stream_usage: bool = False
+
+
+class ObservabilityConfig(Strict):
+    tracing: TracingConfig = TracingConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    access_log: bool = True  # one JSON line per request on the quorum.access logger
+    usage: UsageConfig = UsageConfig()
+    debug_headers: bool = False  # x-quorum-signals / x-quorum-confidence on responses
+
+
 class Config(Strict):
     version: Literal["v1"] = "v1"
     server: ServerConfig = ServerConfig()
     envoy: EnvoyConfig = EnvoyConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
     providers: ProvidersConfig
     routing: RoutingConfig = RoutingConfig()
 

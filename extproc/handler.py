@@ -11,6 +11,7 @@ empty answer of the matching kind so Envoy never waits.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 
 from extproc import envoy
@@ -29,6 +30,9 @@ from extproc.fusion.plan import REQUEST_DECISION, fusion_plugin
 from extproc.openai import ChatRequest, parse_chat_request
 from extproc.pb import ep, pm
 from extproc.runtime import Runtime
+from extproc.signals import SignalResults, SignalSet
+from extproc.telemetry.recorder import RequestRecorder
+from extproc.telemetry.setup import NO_TELEMETRY, Telemetry
 
 log = logging.getLogger("quorum.handler")
 
@@ -42,16 +46,23 @@ FusionRunner = Callable[["RouteContext"], AsyncIterator[ep.ProcessingResponse]]
 class RouteContext:
     """What routing learned about one chat request; handed to the fusion runner."""
 
-    __slots__ = ("chat", "duplex", "headers", "match", "request_id")
+    __slots__ = ("chat", "duplex", "headers", "match", "recorder", "request_id")
 
     def __init__(
-        self, chat: ChatRequest, headers: dict[str, str], match: Match, request_id: str, duplex: bool = False
+        self,
+        chat: ChatRequest,
+        headers: dict[str, str],
+        match: Match,
+        request_id: str,
+        duplex: bool = False,
+        recorder: RequestRecorder | None = None,
     ) -> None:
         self.chat = chat
         self.headers = headers
         self.match = match
         self.request_id = request_id
         self.duplex = duplex  # FULL_DUPLEX_STREAMED: the answer may be streamed as it is produced
+        self.recorder = recorder
 
 
 class StreamHandler:
@@ -64,11 +75,25 @@ class StreamHandler:
       back as a streamed body. Fusion may answer with a StreamedImmediateResponse instead.
     """
 
-    __slots__ = ("answered", "chunks", "duplex", "fusion", "headers", "kind", "received", "request_id", "runtime")
+    __slots__ = (
+        "answered",
+        "chunks",
+        "duplex",
+        "fusion",
+        "headers",
+        "kind",
+        "received",
+        "recorder",
+        "request_id",
+        "runtime",
+    )
 
-    def __init__(self, runtime: Runtime, fusion: FusionRunner | None = None) -> None:
+    def __init__(
+        self, runtime: Runtime, fusion: FusionRunner | None = None, telemetry: Telemetry | None = None
+    ) -> None:
         self.runtime = runtime
         self.fusion = fusion
+        self.recorder = RequestRecorder(telemetry or NO_TELEMETRY)
         self.headers: dict[str, str] = {}
         self.request_id = "-"
         self.kind = "unknown"  # chat | passthrough
@@ -95,10 +120,12 @@ class StreamHandler:
                 yield _EMPTY_ANSWERS.get(which, _EMPTY_ANSWERS["request_body"])
         except QuorumError as err:
             self.answered = True
+            self.recorder.answered(err.status, "error")
             yield envoy.error_response(err, self._echo())
         except Exception:
             log.exception("internal error handling %s (request id %s)", which, self.request_id)
             self.answered = True
+            self.recorder.answered(500, "error")
             yield envoy.error_response(InternalError("Internal error in the router."), self._echo())
 
     # ------------------------------------------------------------------ request headers
@@ -107,6 +134,7 @@ class StreamHandler:
         headers = envoy.header_map(msg)
         self.headers = headers
         self.request_id = headers.get("x-request-id", "-")
+        self.recorder.start(headers)
         path = headers.get(":path", "/").partition("?")[0]
         method = headers.get(":method", "GET")
 
@@ -127,6 +155,7 @@ class StreamHandler:
             raise NotFound(f"Invalid URL ({method} {path})")
         else:
             self.kind = "passthrough"  # not an OpenAI path: Envoy's own routes decide
+            self.recorder.kind = "passthrough"
         return envoy.continue_request_headers(self._internal_headers())
 
     def _internal_headers(self) -> list[str]:
@@ -142,6 +171,7 @@ class StreamHandler:
         if method not in ("GET", "HEAD"):
             raise MethodNotAllowed(f"Method {method} is not allowed for {path}; use GET.")
         self.answered = True
+        self.recorder.answered(200, "models")
         if path == MODELS_PATH:
             return envoy.immediate(200, self.runtime.models_body, headers=self._echo())
         model_id = path[len(MODELS_PATH) + 1 :]
@@ -182,15 +212,18 @@ class StreamHandler:
     async def _complete(self, body: bytes, trailers: bool) -> AsyncIterator[ep.ProcessingResponse]:
         chat = parse_chat_request(body)
         match = self._decide(chat)
-        if match.decision.is_fusion:
+        decision = match.decision
+        if decision.is_fusion:
             if self.fusion is None:
                 raise InternalError("Fusion is not enabled on this router.", code="fusion_unavailable")
             self.answered = True
-            ctx = RouteContext(chat, self.headers, match, self.request_id, self.duplex)
+            self.recorder.decided(decision.name, decision.priority, match.confidence, "", "fusion")
+            ctx = RouteContext(chat, self.headers, match, self.request_id, self.duplex, self.recorder)
             async for response in self.fusion(ctx):
                 yield response
             return
         headers, new_body = self._route(chat, match)
+        self.recorder.decided(decision.name, decision.priority, match.confidence, decision.models[0], "route")
         if not self.duplex:
             yield envoy.route_request(headers, new_body)
             return
@@ -202,7 +235,7 @@ class StreamHandler:
         rt = self.runtime
         model = chat.model
         if model in rt.auto_names:
-            match = select(rt.decisions, rt.signals.evaluate(chat, self.headers))
+            match = select(rt.decisions, self._signals(rt.signals, chat))
             if match is not None:
                 return match
             if rt.default_model is None:
@@ -213,7 +246,7 @@ class StreamHandler:
                 )
             return Match(fixed_decision("default", rt.default_model), 0.0)
         if model in rt.fusion_names:
-            match = select(rt.fusion_decisions, rt.fusion_signals.evaluate(chat, self.headers))
+            match = select(rt.fusion_decisions, self._signals(rt.fusion_signals, chat))
             if match is None and fusion_plugin(chat.body) is not None:
                 return Match(REQUEST_DECISION, 1.0)
             if match is None:
@@ -226,6 +259,12 @@ class StreamHandler:
         if model in rt.models:
             return Match(fixed_decision("explicit", model), 1.0)
         raise ModelNotFound(f"The model '{model}' does not exist or you do not have access to it.", param="model")
+
+    def _signals(self, signals: SignalSet, chat: ChatRequest) -> SignalResults:
+        started = time.perf_counter()
+        results = signals.evaluate(chat, self.headers)
+        self.recorder.signals(results, started)
+        return results
 
     def _route(self, chat: ChatRequest, match: Match) -> tuple[list[tuple[str, str]], bytes | None]:
         """The headers that steer Envoy to the model, and the body rewritten for it (None: unchanged)."""

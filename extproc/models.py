@@ -16,9 +16,12 @@ from typing import Any
 
 import httpx
 import orjson
+from opentelemetry.trace import Span
 
 from extproc.runtime import Model
 from extproc.sse import SSEDecoder
+from extproc.telemetry.recorder import end_model_span, inject_context, start_model_span
+from extproc.telemetry.setup import NO_TELEMETRY, Telemetry
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 
@@ -59,6 +62,7 @@ class Completion:
     usage: Usage  # summed over every attempt that reported usage
     latency: float  # seconds, all attempts included
     attempts: int
+    response_model: str | None = None  # the `model` the backend reported
 
     @property
     def content(self) -> str:
@@ -88,6 +92,7 @@ class ModelCallError(Exception):
 
 @dataclass
 class ModelClient:
+    telemetry: Telemetry = field(default_factory=lambda: NO_TELEMETRY)
     http: httpx.AsyncClient = field(
         default_factory=lambda: httpx.AsyncClient(
             http2=True,
@@ -116,8 +121,33 @@ class ModelClient:
         time_limit: float,
         retry: RetryPolicy,
         headers: Mapping[str, str] | None = None,
+        parent: Span | None = None,
     ) -> Completion:
         """One non-streaming chat completion, retried on 429/5xx/connection errors within `time_limit` seconds."""
+        span = start_model_span(self.telemetry, parent, model, body)
+        call_headers = dict(headers or {})
+        inject_context(span if span.is_recording() else (parent or span), call_headers)
+        try:
+            completion = await self._complete(model, body, time_limit, retry, call_headers)
+        except ModelCallError as err:
+            end_model_span(self.telemetry, span, usage=err.usage, error=_error_type(err))
+            raise
+        except BaseException as exc:  # cancelled (quorum reached, client gone)
+            end_model_span(self.telemetry, span, error=type(exc).__name__)
+            raise
+        end_model_span(
+            self.telemetry,
+            span,
+            response_model=completion.response_model,
+            usage=completion.usage,
+            finish_reason=completion.finish_reason,
+            content=completion.content,
+        )
+        return completion
+
+    async def _complete(
+        self, model: Model, body: dict[str, Any], time_limit: float, retry: RetryPolicy, headers: dict[str, str]
+    ) -> Completion:
         started = time.monotonic()
         usage = Usage()
         attempt = 0
@@ -126,7 +156,7 @@ class ModelClient:
                 while True:
                     attempt += 1
                     try:
-                        response = await self.http.send(self._request(model, body, headers or {}))
+                        response = await self.http.send(self._request(model, body, headers))
                     except httpx.TransportError as exc:
                         error = ModelCallError(model.name, f"connection error: {type(exc).__name__}")
                     else:
@@ -154,10 +184,43 @@ class ModelClient:
         body: dict[str, Any],
         *,
         headers: Mapping[str, str] | None = None,
+        parent: Span | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """A streaming chat completion as parsed `chat.completion.chunk` objects (usage chunk included)."""
         payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
-        request = self._request(model, payload, headers or {})
+        span = start_model_span(self.telemetry, parent, model, payload)
+        call_headers = dict(headers or {})
+        inject_context(span if span.is_recording() else (parent or span), call_headers)
+        usage, finish, text, response_model, error = Usage(), None, [], None, None
+        try:
+            async for chunk in self._stream(model, payload, call_headers):
+                response_model = response_model or chunk.get("model")
+                usage.add(Usage.parse(chunk.get("usage")))
+                for choice in chunk.get("choices") or []:
+                    finish = choice.get("finish_reason") or finish
+                    text.append((choice.get("delta") or {}).get("content") or "")
+                yield chunk
+        except ModelCallError as err:
+            error = _error_type(err)
+            raise
+        except BaseException as exc:
+            error = type(exc).__name__
+            raise
+        finally:
+            end_model_span(
+                self.telemetry,
+                span,
+                response_model=response_model,
+                usage=usage,
+                finish_reason=finish,
+                content="".join(text),
+                error=error,
+            )
+
+    async def _stream(
+        self, model: Model, payload: dict[str, Any], headers: dict[str, str]
+    ) -> AsyncIterator[dict[str, Any]]:
+        request = self._request(model, payload, headers)
         try:
             response = await self.http.send(request, stream=True)
         except httpx.TransportError as exc:
@@ -211,4 +274,12 @@ def _completion(model: str, data: Any, usage: Usage, latency: float, attempts: i
             raise TypeError
     except (KeyError, IndexError, TypeError):
         raise ModelCallError(model, "malformed response: no choices[0].message", 200) from None
-    return Completion(model, message, choice.get("finish_reason") or "stop", usage, latency, attempts)
+    finish = choice.get("finish_reason") or "stop"
+    return Completion(model, message, finish, usage, latency, attempts, data.get("model"))
+
+
+def _error_type(err: ModelCallError) -> str:
+    """A low-cardinality `error.type`: the HTTP status, or the kind of failure."""
+    if err.status is not None:
+        return str(err.status)
+    return err.reason.split(":")[0].split(" after")[0].replace(" ", "_")

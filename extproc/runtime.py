@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
-from extproc.config import Config, ConfigError, FusionConfig, ModelConfig
+from extproc.config import Config, ConfigError, FusionConfig, ModelConfig, Pricing
 from extproc.decisions import Decision, compile_rule, rule_signals
 from extproc.openai import render_model, render_model_list
 from extproc.signals import SignalSet, compile_signals
@@ -24,6 +25,16 @@ class Model:
     base_url: str
     authorization: str | None = field(default=None, repr=False)  # never logged
     supports_json_schema: bool = False
+    pricing: Pricing | None = None
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.base_url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,4 +121,5 @@ def _model(m: ModelConfig, env: os._Environ[str] | dict[str, str]) -> Model:
         base_url=m.base_url,
         authorization=authorization,
         supports_json_schema=m.supports_json_schema,
+        pricing=m.pricing,
     )

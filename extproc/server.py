@@ -18,6 +18,7 @@ import gc
 import logging
 import multiprocessing
 import signal
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,6 +31,8 @@ from extproc.handler import FusionRunner, StreamHandler
 from extproc.models import ModelClient
 from extproc.pb import ep, ep_grpc
 from extproc.runtime import Runtime, build_runtime
+from extproc.telemetry import Telemetry, build_telemetry
+from extproc.telemetry.setup import NO_TELEMETRY
 
 log = logging.getLogger("quorum.server")
 
@@ -37,19 +40,32 @@ SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
 
 
 class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
-    def __init__(self, runtime: Runtime, fusion: FusionRunner | None = None) -> None:
+    def __init__(
+        self, runtime: Runtime, fusion: FusionRunner | None = None, telemetry: Telemetry | None = None
+    ) -> None:
         self.runtime = runtime
         self.fusion = fusion
+        self.telemetry = telemetry or NO_TELEMETRY
 
     async def Process(
         self, request_iterator: AsyncIterator[ep.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[ep.ProcessingResponse]:
-        handler = StreamHandler(self.runtime, self.fusion)
-        async for request in request_iterator:
-            async for response in handler.handle(request):
-                yield response
-            if handler.answered:
-                return
+        handler = StreamHandler(self.runtime, self.fusion, self.telemetry)
+        recorder = handler.recorder
+        error: BaseException | None = None
+        try:
+            async for request in request_iterator:
+                started = time.perf_counter()
+                async for response in handler.handle(request):
+                    yield response
+                recorder.busy += time.perf_counter() - started
+                if handler.answered:
+                    return
+        except BaseException as exc:  # cancelled by Envoy (client gone) or a transport failure
+            error = exc
+            raise
+        finally:
+            recorder.finish(error)
 
 
 def grpc_options(max_body_bytes: int) -> list[tuple[str, Any]]:
@@ -68,10 +84,10 @@ def grpc_options(max_body_bytes: int) -> list[tuple[str, Any]]:
 
 
 async def start_server(
-    runtime: Runtime, address: str, fusion: FusionRunner | None = None
+    runtime: Runtime, address: str, fusion: FusionRunner | None = None, telemetry: Telemetry | None = None
 ) -> tuple[grpc.aio.Server, health.HealthServicer, int]:
     server = grpc.aio.server(options=grpc_options(runtime.max_body_bytes))
-    ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(runtime, fusion), server)
+    ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(runtime, fusion, telemetry), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(address)
@@ -89,10 +105,18 @@ async def _set_health(servicer: health.HealthServicer, name: str, status: int) -
         await result
 
 
-async def serve_forever(config: Config, address: str) -> None:
+async def serve_forever(config: Config, address: str, worker: int = 0) -> None:
     runtime = build_runtime(config)
-    client = ModelClient()
-    server, health_servicer, _port = await start_server(runtime, address, FusionService(runtime, client))
+    telemetry = build_telemetry(config.observability)
+    if telemetry.metrics is not None:
+        host, port = split_host_port(config.observability.metrics.listen)
+        try:
+            telemetry.metrics.serve(host, port + worker)
+        except OSError as exc:
+            raise SystemExit(f"cannot serve /metrics on {host}:{port + worker}: {exc}") from None
+    client = ModelClient(telemetry=telemetry)
+    fusion = FusionService(runtime, client)
+    server, health_servicer, _port = await start_server(runtime, address, fusion, telemetry)
     gc.freeze()  # config, compiled signals and modules live forever: keep them out of every GC pass
     log.info(
         "quorum ext_proc listening on %s (%d models, %d decisions)",
@@ -111,17 +135,18 @@ async def serve_forever(config: Config, address: str) -> None:
         await _set_health(health_servicer, name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.stop(grace)
     await client.aclose()
+    telemetry.shutdown()
     log.info("stopped")
 
 
-def run_worker(config: Config, address: str) -> None:
+def run_worker(config: Config, address: str, worker: int = 0) -> None:
     """Run one server process until SIGTERM/SIGINT, on uvloop when it is installed."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; this keeps odd platforms working
-        asyncio.run(serve_forever(config, address))
+        asyncio.run(serve_forever(config, address, worker))
     else:
-        uvloop.run(serve_forever(config, address))
+        uvloop.run(serve_forever(config, address, worker))
 
 
 def worker_addresses(config: Config, workers: int) -> list[str]:
@@ -138,7 +163,7 @@ def serve(config: Config, workers: int) -> int:
         return 0
     ctx = multiprocessing.get_context("spawn")
     children = [
-        ctx.Process(target=run_worker, args=(config, a), name=f"quorum-worker-{i}") for i, a in enumerate(addresses)
+        ctx.Process(target=run_worker, args=(config, a, i), name=f"quorum-worker-{i}") for i, a in enumerate(addresses)
     ]
     for child in children:
         child.start()

@@ -16,6 +16,8 @@ envoy:
   admin: 127.0.0.1:{admin_port}
   message_timeout: 500ms
   request_body_mode: {body_mode}
+observability:
+  metrics: {{listen: "127.0.0.1:{metrics_port}"}}
 providers:
   defaults: {{default_model: demo-small}}
   models:
@@ -59,7 +61,7 @@ routing:
         fusion: {{model: demo-large, analysis_models: [demo-small, demo-coder], heartbeat_interval: 100ms}}
 """
 
-PORT_KEYS = ("grpc_port", "envoy_port", "admin_port", "small_port", "coder_port", "large_port")
+PORT_KEYS = ("grpc_port", "envoy_port", "admin_port", "small_port", "coder_port", "large_port", "metrics_port")
 
 
 def config_text(max_body: int = 1 << 20, body_mode: str = "buffered", **ports: int) -> str:
