@@ -48,6 +48,7 @@ class FakeModelClient:
         time_limit: float,
         retry: RetryPolicy,
         headers: dict[str, str] | None = None,
+        parent: Any = None,
     ) -> Completion:
         call = Call(model.name, body, dict(headers or {}))
         self.calls.append(call)
@@ -67,7 +68,7 @@ class FakeModelClient:
         return Completion(model.name, {"role": "assistant", "content": reply}, finish, Usage(10, 5, 15), 0.0, 1)
 
     async def stream(
-        self, model: Model, body: dict[str, Any], *, headers: dict[str, str] | None = None
+        self, model: Model, body: dict[str, Any], *, headers: dict[str, str] | None = None, parent: Any = None
     ) -> AsyncIterator[dict[str, Any]]:
         self.calls.append(Call(model.name, body, dict(headers or {})))
         reply = self._reply(model.name, body)

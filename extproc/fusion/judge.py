@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from opentelemetry.trace import Span
 
 from extproc.fusion.plan import FusionPlan
 from extproc.fusion.prompts import (
@@ -74,6 +75,7 @@ async def run_judge(
     messages: list[dict[str, Any]],
     labelled: list[tuple[str, Completion]],
     headers: dict[str, str],
+    parent: Span | None = None,
 ) -> JudgeResult:
     cfg = plan.config
     started = time.monotonic()
@@ -101,6 +103,7 @@ async def run_judge(
                 time_limit=cfg.timeouts.judge,
                 retry=plan.retry,
                 headers=headers,
+                parent=parent,
             )
             result.usage.add(reply.usage)
             raw = reply.content

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from extproc.fusion.panel import PanelResult, run_panel
 from extproc.fusion.plan import FusionPlan
 from extproc.fusion.synthesis import best_panel_answer, synthesis_body
 from extproc.models import Completion, ModelCallError, ModelClient, Usage
+from extproc.telemetry.recorder import RequestRecorder
 
 
 @dataclass
@@ -46,10 +48,24 @@ class FinalAnswer:
 
 
 async def deliberate(
-    client: ModelClient, plan: FusionPlan, body: dict[str, Any], headers: dict[str, str]
+    client: ModelClient,
+    plan: FusionPlan,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    recorder: RequestRecorder | None = None,
 ) -> Deliberation:
     started = time.monotonic()
-    panel = await run_panel(client, plan, body, headers)
+    stage = recorder.stage if recorder is not None else _no_stage
+    with stage("quorum.fusion.panel", **{"quorum.fusion.panel_size": len(plan.panel)}) as span:
+        panel = await run_panel(client, plan, body, headers, parent=span)
+        if span is not None:
+            span.set_attributes(
+                {
+                    "quorum.fusion.answers": len(panel.answers),
+                    "quorum.fusion.failed": [e.model for e in panel.failures],
+                    "quorum.fusion.cancelled": list(panel.cancelled),
+                }
+            )
     if not panel.answers or (plan.config.on_error == "fail" and panel.failures):
         reasons = [f"{e.model}: {e.reason}" for e in panel.failures]
         reasons += [f"{name}: cancelled at the panel deadline" for name in panel.cancelled]
@@ -57,7 +73,15 @@ async def deliberate(
             "Fusion panel failed: " + "; ".join(reasons or ["no panel model answered"]), code="fusion_panel_failed"
         )
     labelled = assign_labels(panel.answers)
-    judge = await run_judge(client, plan, body["messages"], labelled, headers)
+    with stage("quorum.fusion.judge", **{"quorum.model": plan.judge.name}) as span:
+        judge = await run_judge(client, plan, body["messages"], labelled, headers, parent=span)
+        if span is not None:
+            span.set_attributes(
+                {
+                    "quorum.fusion.judge_attempts": judge.attempts,
+                    "quorum.fusion.analysis_parsed": bool(judge.analysis) and not judge.analysis.get("parse_failed"),
+                }
+            )
     result = Deliberation(plan, panel, labelled, judge, started)
     result.usage.add(panel.usage)
     result.usage.add(judge.usage)
@@ -71,25 +95,37 @@ async def deliberate(
 
 
 async def synthesize(
-    client: ModelClient, d: Deliberation, body: dict[str, Any], headers: dict[str, str]
+    client: ModelClient,
+    d: Deliberation,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    recorder: RequestRecorder | None = None,
 ) -> FinalAnswer:
     plan = d.plan
     started = time.monotonic()
+    stage = recorder.stage if recorder is not None else _no_stage
     try:
-        reply = await client.complete(
-            plan.judge,
-            synthesis_body(plan, body, d.labelled, _usable(d.judge)),
-            time_limit=plan.config.timeouts.synthesis,
-            retry=plan.retry,
-            headers=headers,
-        )
+        with stage("quorum.fusion.synthesis", **{"quorum.model": plan.judge.name}) as span:
+            reply = await client.complete(
+                plan.judge,
+                synthesis_body(plan, body, d.labelled, _usable(d.judge)),
+                time_limit=plan.config.timeouts.synthesis,
+                retry=plan.retry,
+                headers=headers,
+                parent=span,
+            )
     except ModelCallError as err:
         return _fallback(d, err, time.monotonic() - started)
     return FinalAnswer(reply.message, reply.finish_reason, reply.usage, time.monotonic() - started)
 
 
 async def synthesize_stream(
-    client: ModelClient, d: Deliberation, body: dict[str, Any], headers: dict[str, str], final: list[FinalAnswer]
+    client: ModelClient,
+    d: Deliberation,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    final: list[FinalAnswer],
+    recorder: RequestRecorder | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """Stream the synthesis as OpenAI chunks; `final` receives the FinalAnswer when the stream ends.
 
@@ -99,20 +135,23 @@ async def synthesize_stream(
     plan = d.plan
     started = time.monotonic()
     usage, text, finish, sent = Usage(), [], "stop", False
+    stage = recorder.stage if recorder is not None else _no_stage
     try:
-        async with asyncio.timeout(plan.config.timeouts.synthesis):
-            async for chunk in client.stream(
-                plan.judge, synthesis_body(plan, body, d.labelled, _usable(d.judge)), headers=headers
-            ):
-                usage.add(Usage.parse(chunk.get("usage")))
-                for choice in chunk.get("choices") or []:
-                    delta = choice.get("delta") or {}
-                    if delta.get("content"):
-                        text.append(delta["content"])
-                    finish = choice.get("finish_reason") or finish
-                    if delta or choice.get("finish_reason"):
-                        sent = True
-                        yield choice
+        with stage("quorum.fusion.synthesis", **{"quorum.model": plan.judge.name}) as span:
+            chunks = client.stream(
+                plan.judge, synthesis_body(plan, body, d.labelled, _usable(d.judge)), headers=headers, parent=span
+            )
+            async with asyncio.timeout(plan.config.timeouts.synthesis):
+                async for chunk in chunks:
+                    usage.add(Usage.parse(chunk.get("usage")))
+                    for choice in chunk.get("choices") or []:
+                        delta = choice.get("delta") or {}
+                        if delta.get("content"):
+                            text.append(delta["content"])
+                        finish = choice.get("finish_reason") or finish
+                        if delta or choice.get("finish_reason"):
+                            sent = True
+                            yield choice
     except (ModelCallError, TimeoutError) as exc:
         err = exc if isinstance(exc, ModelCallError) else ModelCallError(plan.judge.name, "synthesis timed out")
         fallback = _fallback(d, err, time.monotonic() - started)
@@ -130,6 +169,11 @@ async def synthesize_stream(
     final.append(
         FinalAnswer({"role": "assistant", "content": "".join(text)}, finish, usage, time.monotonic() - started)
     )
+
+
+@contextmanager
+def _no_stage(name: str, **attributes: Any) -> Iterator[None]:
+    yield None
 
 
 def _usable(judge: JudgeResult) -> dict[str, Any] | None:

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.trace import Span
+
 from extproc.fusion.plan import FusionPlan
 from extproc.models import Completion, ModelCallError, ModelClient, Usage
 from extproc.runtime import Model
@@ -59,7 +61,7 @@ _NOT_FOR_PANEL = frozenset(
 
 
 async def run_panel(
-    client: ModelClient, plan: FusionPlan, body: dict[str, Any], headers: dict[str, str]
+    client: ModelClient, plan: FusionPlan, body: dict[str, Any], headers: dict[str, str], parent: Span | None = None
 ) -> PanelResult:
     cfg = plan.config
     started = time.monotonic()
@@ -69,7 +71,12 @@ async def run_panel(
     async def ask(model: Model) -> Completion:
         async with limit:
             return await client.complete(
-                model, panel_body(plan, body, model), time_limit=cfg.timeouts.panel, retry=plan.retry, headers=headers
+                model,
+                panel_body(plan, body, model),
+                time_limit=cfg.timeouts.panel,
+                retry=plan.retry,
+                headers=headers,
+                parent=parent,
             )
 
     tasks = {asyncio.create_task(ask(m), name=f"panel:{m.name}"): m for m in plan.panel}

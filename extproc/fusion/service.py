@@ -45,8 +45,9 @@ class FusionService:
             # Envoy's per-message timeout (200 ms by default) would cut the run: ask for the run's budget.
             yield envoy.extend_message_timeout(min(plan.budget + TIMEOUT_MARGIN, self.max_message_timeout))
         body, call_headers = ctx.chat.body, self._call_headers(ctx)
-        deliberation = await deliberate(self.client, plan, body, call_headers)
-        final = await synthesize(self.client, deliberation, body, call_headers)
+        deliberation = await deliberate(self.client, plan, body, call_headers, ctx.recorder)
+        final = await synthesize(self.client, deliberation, body, call_headers, ctx.recorder)
+        self._record(ctx, deliberation, final)
         headers = self.response_headers(plan, ctx)
         if ctx.chat.stream:
             writer = ChunkWriter(ctx.chat.model, _include_usage(body))
@@ -61,7 +62,7 @@ class FusionService:
         headers = {"content-type": "text/event-stream", "cache-control": "no-cache", **self.response_headers(plan, ctx)}
         yield envoy.streamed_answer_headers(200, headers)
         writer = ChunkWriter(ctx.chat.model, _include_usage(body))
-        task = asyncio.ensure_future(deliberate(self.client, plan, body, call_headers))
+        task = asyncio.ensure_future(deliberate(self.client, plan, body, call_headers, ctx.recorder))
         try:
             while True:
                 done, _ = await asyncio.wait({task}, timeout=plan.config.heartbeat_interval)
@@ -70,6 +71,8 @@ class FusionService:
                 yield envoy.streamed_answer_body(HEARTBEAT)
             deliberation: Deliberation = task.result()
         except QuorumError as err:  # the status line is gone: report the failure in the stream
+            if ctx.recorder is not None:
+                ctx.recorder.answered(200, "fusion")
             yield envoy.streamed_answer_body(encode_event(err.to_openai()) + b"data: [DONE]\n\n", end_of_stream=True)
             return
         finally:
@@ -77,13 +80,32 @@ class FusionService:
         final: list[FinalAnswer] = []
         yield envoy.streamed_answer_body(writer.chunk([_role_delta()]))
         try:
-            async for choice in synthesize_stream(self.client, deliberation, body, call_headers, final):
+            async for choice in synthesize_stream(self.client, deliberation, body, call_headers, final, ctx.recorder):
                 yield envoy.streamed_answer_body(writer.chunk([choice]))
         except Exception as exc:  # failed after the first token: the answer so far cannot be taken back
             error = QuorumError(f"Fusion synthesis failed mid-stream: {exc}", code="fusion_synthesis_failed")
             yield envoy.streamed_answer_body(encode_event(error.to_openai()) + b"data: [DONE]\n\n", end_of_stream=True)
             return
+        self._record(ctx, deliberation, final[0])
         yield envoy.streamed_answer_body(writer.closing(deliberation, final[0]), end_of_stream=True)
+
+    def _record(self, ctx: RouteContext, d: Deliberation, final: FinalAnswer) -> None:
+        """Usage per model, panel failures and the outcome, for metrics, the span and the access log."""
+        recorder = ctx.recorder
+        if recorder is None:
+            return
+        recorder.model = d.plan.judge.name
+        recorder.answered(200, "fusion")
+        models = self.runtime.models
+        for answer in d.panel.answers:
+            recorder.add_usage(models[answer.model], answer.usage)
+        metrics = recorder.telemetry.metrics
+        for failure in d.panel.failures:
+            recorder.add_usage(models[failure.model], failure.usage)
+            if metrics is not None:
+                metrics.panel_failures.labels(failure.model).inc()
+        recorder.add_usage(d.plan.judge, d.judge.usage)
+        recorder.add_usage(d.plan.judge, final.usage)
 
     @staticmethod
     def _call_headers(ctx: RouteContext) -> dict[str, str]:
