@@ -18,6 +18,8 @@ envoy:
   request_body_mode: {body_mode}
 observability:
   metrics: {{listen: "127.0.0.1:{metrics_port}"}}
+  tracing: {tracing}
+  usage: {usage}
 providers:
   defaults: {{default_model: demo-small}}
   models:
@@ -64,10 +66,16 @@ routing:
 PORT_KEYS = ("grpc_port", "envoy_port", "admin_port", "small_port", "coder_port", "large_port", "metrics_port")
 
 
-def config_text(max_body: int = 1 << 20, body_mode: str = "buffered", **ports: int) -> str:
+def config_text(
+    max_body: int = 1 << 20,
+    body_mode: str = "buffered",
+    tracing: str = "{exporter: none}",
+    usage: str = "{enabled: false}",
+    **ports: int,
+) -> str:
     values = dict.fromkeys(PORT_KEYS, 1)
     values.update(ports)
-    return BASE_CONFIG.format(max_body=max_body, body_mode=body_mode, **values)
+    return BASE_CONFIG.format(max_body=max_body, body_mode=body_mode, tracing=tracing, usage=usage, **values)
 
 
 def headers_msg(headers: dict[str, str], end_of_stream: bool = False) -> ep.ProcessingRequest:

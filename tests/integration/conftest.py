@@ -17,16 +17,20 @@ LARGE_KEY = "sk-quorum-test-large"
 MAX_BODY = 256 * 1024
 
 
-def write_config(directory: Path, body_mode: str = "buffered", **overrides: int) -> tuple[Path, dict[str, int]]:
+def write_config(
+    directory: Path, body_mode: str = "buffered", tracing: str = "{exporter: none}", usage: str = "{enabled: false}",
+    **overrides: int,
+) -> tuple[Path, dict[str, int]]:
     ports = {key: free_port() for key in PORT_KEYS}
     ports.update(overrides)
     path = directory / "quorum.yaml"
-    path.write_text(config_text(max_body=MAX_BODY, body_mode=body_mode, **ports), encoding="utf-8")
+    text = config_text(max_body=MAX_BODY, body_mode=body_mode, tracing=tracing, usage=usage, **ports)
+    path.write_text(text, encoding="utf-8")
     return path, ports
 
 
-def _running_stack(workdir: Path, body_mode: str) -> Iterator[Stack]:
-    path, _ = write_config(workdir, body_mode)
+def _running_stack(workdir: Path, body_mode: str, **settings: str) -> Iterator[Stack]:
+    path, _ = write_config(workdir, body_mode, **settings)
     os.environ["QUORUM_TEST_LARGE_KEY"] = LARGE_KEY
     try:
         with Stack(path, workdir) as running:
