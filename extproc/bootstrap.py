@@ -161,7 +161,8 @@ def _extproc_filter(config: Config) -> dict[str, Any]:
             "processing_mode": {
                 "request_header_mode": "SEND",
                 "request_body_mode": "FULL_DUPLEX_STREAMED" if duplex else "BUFFERED",
-                "response_header_mode": "SKIP",
+                # Usage accounting reads routed responses; otherwise they never touch Quorum.
+                "response_header_mode": "SEND" if config.observability.usage.enabled else "SKIP",
                 "response_body_mode": "NONE",
                 "request_trailer_mode": "SEND" if duplex else "SKIP",  # Envoy requires SEND with full duplex
                 "response_trailer_mode": "SKIP",

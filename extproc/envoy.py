@@ -91,6 +91,12 @@ def streamed_answer_body(body: bytes, end_of_stream: bool = False) -> ep.Process
     return ep.ProcessingResponse(streamed_immediate_response=answer)
 
 
+def replace_response_body(body: bytes) -> ep.ProcessingResponse:
+    """STREAMED response: send `body` on in place of the chunk just received."""
+    common = ep.CommonResponse(body_mutation=ep.BodyMutation(body=body))
+    return ep.ProcessingResponse(response_body=ep.BodyResponse(response=common))
+
+
 TRAILERS_CONTINUE = ep.ProcessingResponse(request_trailers=ep.TrailersResponse())
 
 

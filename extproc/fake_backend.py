@@ -33,6 +33,8 @@ break_stream_after  x-fake-break-stream-after      streaming only: send N ``data
                                                    final HTTP chunk (the client sees an
                                                    incomplete body)
 stream_delay_ms=N   x-fake-stream-delay-ms         pause N ms between streamed frames
+split_frames        x-fake-split-frames            streaming only: write each frame in two halves
+                                                   30 ms apart (frames straddle chunk boundaries)
 tool_call           x-fake-tool-call               if the request has ``tools``, call the first
                                                    tool with arguments ``{}``
 judge=MODE          x-fake-judge                   judge answers only: ``valid`` (default),
@@ -97,7 +99,7 @@ Script = Mapping[str, ScriptValue]
 _DIRECTIVE_RE = re.compile(r"\[\[fake:([^\]]*)\]\]")
 # A run of blocks with the blanks around it becomes one space: "a [[fake:x]] b" -> "a b".
 _DIRECTIVE_RUN_RE = re.compile(r"[ \t]*(?:\[\[fake:[^\]]*\]\][ \t]*)+")
-_KEYS = ("status", "delay_ms", "break_stream_after", "stream_delay_ms", "tool_call", "judge", "only")
+_KEYS = ("status", "delay_ms", "break_stream_after", "stream_delay_ms", "tool_call", "judge", "split_frames", "only")
 _JUDGE_MODES = ("valid", "invalid", "fenced")
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -153,6 +155,7 @@ class _Directives:
     stream_delay_ms: float | None = None
     tool_call: bool = False
     judge: str = "valid"
+    split_frames: bool = False  # write every SSE frame in two halves, 30 ms apart
 
     def apply(self, pairs: Mapping[str, str], model: str, source: str) -> None:
         """Apply one block (or the header set); ``source`` names it in error messages."""
@@ -175,6 +178,8 @@ class _Directives:
                 self.stream_delay_ms = _non_negative(float(pairs["stream_delay_ms"]))
             if "tool_call" in pairs:
                 self.tool_call = pairs["tool_call"].lower() not in ("0", "false", "no", "off")
+            if "split_frames" in pairs:
+                self.split_frames = pairs["split_frames"].lower() not in ("0", "false", "no", "off")
             if "judge" in pairs:
                 if pairs["judge"] not in _JUDGE_MODES:
                     raise ValueError
@@ -401,6 +406,11 @@ async def _stream(request: web.Request, chat: _Chat, record: dict[str, Any], del
             return response
         if index and delay_s:
             await asyncio.sleep(delay_s)
+        if chat.directives.split_frames:  # a reader must reassemble frames that straddle chunks
+            half = len(frame) // 2
+            await response.write(frame[:half])
+            await asyncio.sleep(0.03)
+            frame = frame[half:]
         await response.write(frame)
     await response.write_eof()
     record["completed"] = True

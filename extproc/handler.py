@@ -29,10 +29,11 @@ from extproc.errors import (
 from extproc.fusion.plan import REQUEST_DECISION, fusion_plugin
 from extproc.openai import ChatRequest, parse_chat_request
 from extproc.pb import ep, pm
-from extproc.runtime import Runtime
+from extproc.runtime import Model, Runtime
 from extproc.signals import SignalResults, SignalSet
 from extproc.telemetry.recorder import RequestRecorder
 from extproc.telemetry.setup import NO_TELEMETRY, Telemetry
+from extproc.telemetry.usage import StreamUsage, json_usage
 
 log = logging.getLogger("quorum.handler")
 
@@ -85,7 +86,10 @@ class StreamHandler:
         "received",
         "recorder",
         "request_id",
+        "routed",
         "runtime",
+        "stream_usage",
+        "strip_usage",
     )
 
     def __init__(
@@ -101,6 +105,9 @@ class StreamHandler:
         self.chunks: list[bytes] = []  # duplex mode: the body so far
         self.received = 0
         self.answered = False  # an ImmediateResponse was sent: the exchange is over
+        self.routed: Model | None = None  # the model a routed request went to
+        self.strip_usage = False  # we asked the backend for a usage chunk the client did not want
+        self.stream_usage: StreamUsage | None = None
 
     async def handle(self, request: ep.ProcessingRequest) -> AsyncIterator[ep.ProcessingResponse]:
         which = request.WhichOneof("request")
@@ -116,6 +123,10 @@ class StreamHandler:
             elif which == "request_trailers":
                 async for response in self.on_request_trailers():
                     yield response
+            elif which == "response_headers":
+                yield self.on_response_headers(request.response_headers)
+            elif which == "response_body":
+                yield self.on_response_body(request.response_body)
             else:
                 yield _EMPTY_ANSWERS.get(which, _EMPTY_ANSWERS["request_body"])
         except QuorumError as err:
@@ -269,12 +280,49 @@ class StreamHandler:
     def _route(self, chat: ChatRequest, match: Match) -> tuple[list[tuple[str, str]], bytes | None]:
         """The headers that steer Envoy to the model, and the body rewritten for it (None: unchanged)."""
         rt = self.runtime
-        model = rt.models[match.decision.models[0]]
+        model = self.routed = rt.models[match.decision.models[0]]
         headers = [(rt.route_header, model.name), (rt.decision_header, match.decision.name)]
         if model.authorization is not None:
             headers.append(("authorization", model.authorization))
+        if rt.request_stream_usage and chat.stream and not chat.wants_usage:
+            self.strip_usage = True
+            return headers, chat.with_model(model.upstream_model, stream_options={"include_usage": True})
         body = None if chat.model == model.upstream_model else chat.with_model(model.upstream_model)
         return headers, body
+
+    # ------------------------------------------------------------------ response (usage accounting)
+
+    def on_response_headers(self, msg: ep.HttpHeaders) -> ep.ProcessingResponse:
+        """Routed responses: note the status, and ask for the body when it carries usage."""
+        response = ep.ProcessingResponse(response_headers=ep.HeadersResponse())
+        if self.routed is None or not self.runtime.account_usage:
+            return response
+        headers = envoy.header_map(msg)
+        status = headers.get(":status", "")
+        if status.isdigit():
+            self.recorder.answered(int(status))
+        content_type = headers.get("content-type", "")
+        if msg.end_of_stream:
+            return response
+        if content_type.startswith("text/event-stream"):
+            self.stream_usage = StreamUsage(strip=self.strip_usage)
+            response.mode_override.response_body_mode = pm.ProcessingMode.STREAMED
+        elif "json" in content_type:
+            response.mode_override.response_body_mode = pm.ProcessingMode.BUFFERED
+        return response
+
+    def on_response_body(self, msg: ep.HttpBody) -> ep.ProcessingResponse:
+        if self.routed is None:
+            return _EMPTY_ANSWERS["response_body"]
+        if self.stream_usage is None:
+            self.recorder.add_usage(self.routed, json_usage(msg.body))
+            return _EMPTY_ANSWERS["response_body"]
+        replacement = self.stream_usage.feed(msg.body, msg.end_of_stream)
+        if msg.end_of_stream:
+            self.recorder.add_usage(self.routed, self.stream_usage.usage)  # once, at the end
+        if replacement is None:
+            return _EMPTY_ANSWERS["response_body"]
+        return envoy.replace_response_body(replacement)
 
     # ------------------------------------------------------------------ helpers
 

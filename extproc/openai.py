@@ -77,11 +77,18 @@ class ChatRequest:
             folded = self._folded[scope] = self.text(scope).casefold()
         return folded
 
-    def with_model(self, model: str) -> bytes:
-        """The body re-encoded with another `model`; every other field is kept as sent."""
+    def with_model(self, model: str, **fields: Any) -> bytes:
+        """The body re-encoded with another `model` (and `fields`); every other field is kept as sent."""
         body = dict(self.body)
         body["model"] = model
+        body.update(fields)
         return orjson.dumps(body)
+
+    @property
+    def wants_usage(self) -> bool:
+        """A streaming client that asked for the final usage chunk."""
+        options = self.body.get("stream_options")
+        return bool(isinstance(options, dict) and options.get("include_usage"))
 
 
 def message_text(message: dict[str, Any]) -> str:

@@ -53,6 +53,8 @@ class Runtime:
     decision_header: str
     models_body: bytes  # GET /v1/models
     model_bodies: dict[str, bytes]  # GET /v1/models/{id}
+    account_usage: bool = False  # read routed responses for token usage
+    request_stream_usage: bool = False  # ask streaming backends for usage, strip it if the client did not
 
 
 def build_runtime(config: Config, environ: dict[str, str] | None = None) -> Runtime:
@@ -103,6 +105,8 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None) -> Runt
         decision_header=config.server.decision_header,
         models_body=render_model_list(owners, created),
         model_bodies={name: render_model(name, owner, created) for name, owner in owners},
+        account_usage=config.observability.usage.enabled,
+        request_stream_usage=config.observability.usage.enabled and config.observability.usage.request_stream_usage,
     )
 
 

@@ -18,7 +18,10 @@ MAX_BODY = 256 * 1024
 
 
 def write_config(
-    directory: Path, body_mode: str = "buffered", tracing: str = "{exporter: none}", usage: str = "{enabled: false}",
+    directory: Path,
+    body_mode: str = "buffered",
+    tracing: str = "{exporter: none}",
+    usage: str = "{enabled: false}",
     **overrides: int,
 ) -> tuple[Path, dict[str, int]]:
     ports = {key: free_port() for key in PORT_KEYS}

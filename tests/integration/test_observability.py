@@ -31,22 +31,24 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
         self.spans: list[dict] = []
         self.lock = threading.Lock()
 
-    def Export(self, request, context):  # noqa: N802 - the gRPC method name
+    def Export(self, request, context):
         with self.lock:
             for resource_spans in request.resource_spans:
                 service = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
                 for scope in resource_spans.scope_spans:
                     for span in scope.spans:
-                        self.spans.append({
-                            "name": span.name,
-                            "trace_id": span.trace_id.hex(),
-                            "span_id": span.span_id.hex(),
-                            "parent": span.parent_span_id.hex(),
-                            "kind": span.kind,
-                            "attributes": {a.key: _value(a.value) for a in span.attributes},
-                            "status": span.status.code,
-                            "service": service.get("service.name"),
-                        })
+                        self.spans.append(
+                            {
+                                "name": span.name,
+                                "trace_id": span.trace_id.hex(),
+                                "span_id": span.span_id.hex(),
+                                "parent": span.parent_span_id.hex(),
+                                "kind": span.kind,
+                                "attributes": {a.key: _value(a.value) for a in span.attributes},
+                                "status": span.status.code,
+                                "service": service.get("service.name"),
+                            }
+                        )
         return trace_service_pb2.ExportTraceServiceResponse()
 
     def trace(self, trace_id: str, names: set[str], timeout: float = 15) -> list[dict]:
@@ -109,7 +111,8 @@ def test_routed_request_span_tree(traced_stack, receiver):
     header = traceparent()
     trace_id = header["traceparent"].split("-")[1]
     client_for(traced_stack).chat.completions.create(
-        model="quorum/auto", messages=[{"role": "user", "content": f"python help {SECRET_PROMPT}"}],
+        model="quorum/auto",
+        messages=[{"role": "user", "content": f"python help {SECRET_PROMPT}"}],
         extra_headers=header,
     )
     spans = receiver.trace(trace_id, {"quorum.request", "quorum.signals", "quorum.decision"})
@@ -132,7 +135,8 @@ def test_fusion_span_tree_with_genai_attributes(traced_stack, receiver):
     header = traceparent()
     trace_id = header["traceparent"].split("-")[1]
     client_for(traced_stack).chat.completions.create(
-        model="quorum/auto", messages=[{"role": "user", "content": f"compare a and b {SECRET_PROMPT}"}],
+        model="quorum/auto",
+        messages=[{"role": "user", "content": f"compare a and b {SECRET_PROMPT}"}],
         extra_headers={**header, "x-request-id": "fusion-rid-1"},
     )
     names = {"quorum.request", "quorum.fusion.panel", "quorum.fusion.judge", "quorum.fusion.synthesis"}
@@ -143,7 +147,9 @@ def test_fusion_span_tree_with_genai_attributes(traced_stack, receiver):
     [synthesis] = by_name(spans, "quorum.fusion.synthesis")
     assert {panel["parent"], judge["parent"], synthesis["parent"]} == {root["span_id"]}
     calls = [s for s in spans if s["name"].startswith("chat ")]
-    assert sorted(s["parent"] for s in calls) == sorted([panel["span_id"]] * 2 + [judge["span_id"], synthesis["span_id"]])
+    assert sorted(s["parent"] for s in calls) == sorted(
+        [panel["span_id"]] * 2 + [judge["span_id"], synthesis["span_id"]]
+    )
     for call in calls:
         attrs = call["attributes"]
         assert call["kind"] == 3  # SPAN_KIND_CLIENT
@@ -166,7 +172,8 @@ def test_failed_panel_call_has_error_type(traced_stack, receiver):
     header = traceparent()
     trace_id = header["traceparent"].split("-")[1]
     client_for(traced_stack).chat.completions.create(
-        model="quorum/auto", messages=[{"role": "user", "content": "compare [[fake:status=503 only=demo-small]]"}],
+        model="quorum/auto",
+        messages=[{"role": "user", "content": "compare [[fake:status=503 only=demo-small]]"}],
         extra_headers=header,
     )
     spans = receiver.trace(trace_id, {"chat small-v1", "quorum.fusion.synthesis"})
@@ -180,7 +187,8 @@ def test_propagation_without_tracing(stack):
     clear_backends(stack)
     header = traceparent()
     client_for(stack).chat.completions.create(
-        model="quorum/auto", messages=[{"role": "user", "content": "compare x and y"}],
+        model="quorum/auto",
+        messages=[{"role": "user", "content": "compare x and y"}],
         extra_headers={**header, "x-request-id": "plain-rid"},
     )
     received = [r for m in ("demo-small", "demo-coder", "demo-large") for r in backend_requests(stack, m)]
