@@ -163,7 +163,7 @@ def test_fusion_span_tree_with_genai_attributes(traced_stack, receiver):
     assert len(received) == 4
     call_span_ids = {s["span_id"] for s in calls}
     for record in received:
-        version, trace, span_id, _flags = record["headers"]["traceparent"].split("-")
+        _version, trace, span_id, _flags = record["headers"]["traceparent"].split("-")
         assert trace == trace_id and span_id in call_span_ids
         assert record["headers"]["x-request-id"] == "fusion-rid-1"
 
