@@ -24,6 +24,7 @@ from extproc.config import EXTPROC_CLUSTER, Config, ModelConfig, split_host_port
 from extproc.server import worker_addresses
 
 _HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+DEBUG_HEADERS = ("x-quorum-signals", "x-quorum-confidence")  # set only with observability.debug_headers
 BODY_SLACK_BYTES = 64 * 1024  # room for the rewritten model name and header growth
 
 
@@ -90,7 +91,7 @@ def _routes(config: Config) -> dict[str, Any]:
     server, env = config.server, config.envoy
     copy_back = [
         {"header": {"key": name, "value": f"%REQ({name})%"}, "keep_empty_value": False}
-        for name in (server.route_header, server.decision_header)
+        for name in (server.route_header, server.decision_header, *DEBUG_HEADERS)
     ]
     routes = []
     for model in config.providers.models:

@@ -47,7 +47,7 @@ FusionRunner = Callable[["RouteContext"], AsyncIterator[ep.ProcessingResponse]]
 class RouteContext:
     """What routing learned about one chat request; handed to the fusion runner."""
 
-    __slots__ = ("chat", "duplex", "headers", "match", "recorder", "request_id")
+    __slots__ = ("chat", "debug_headers", "duplex", "headers", "match", "recorder", "request_id")
 
     def __init__(
         self,
@@ -57,8 +57,10 @@ class RouteContext:
         request_id: str,
         duplex: bool = False,
         recorder: RequestRecorder | None = None,
+        debug_headers: dict[str, str] | None = None,
     ) -> None:
         self.chat = chat
+        self.debug_headers = debug_headers or {}  # matched signals and confidence, when enabled
         self.headers = headers
         self.match = match
         self.request_id = request_id
@@ -83,6 +85,7 @@ class StreamHandler:
         "fusion",
         "headers",
         "kind",
+        "matched",
         "received",
         "recorder",
         "request_id",
@@ -108,6 +111,7 @@ class StreamHandler:
         self.routed: Model | None = None  # the model a routed request went to
         self.strip_usage = False  # we asked the backend for a usage chunk the client did not want
         self.stream_usage: StreamUsage | None = None
+        self.matched: list[str] = []  # signals that matched, for debug headers
 
     async def handle(self, request: ep.ProcessingRequest) -> AsyncIterator[ep.ProcessingResponse]:
         which = request.WhichOneof("request")
@@ -229,11 +233,13 @@ class StreamHandler:
                 raise InternalError("Fusion is not enabled on this router.", code="fusion_unavailable")
             self.answered = True
             self.recorder.decided(decision.name, decision.priority, match.confidence, "", "fusion")
-            ctx = RouteContext(chat, self.headers, match, self.request_id, self.duplex, self.recorder)
+            debug = dict(self._debug(match))
+            ctx = RouteContext(chat, self.headers, match, self.request_id, self.duplex, self.recorder, debug)
             async for response in self.fusion(ctx):
                 yield response
             return
         headers, new_body = self._route(chat, match)
+        headers += self._debug(match)
         self.recorder.decided(decision.name, decision.priority, match.confidence, decision.models[0], "route")
         if not self.duplex:
             yield envoy.route_request(headers, new_body)
@@ -275,7 +281,15 @@ class StreamHandler:
         started = time.perf_counter()
         results = signals.evaluate(chat, self.headers)
         self.recorder.signals(results, started)
+        if self.recorder.telemetry.debug_headers:
+            self.matched = [f"{kind}:{name}" for (kind, name), conf in results.items() if conf is not None]
         return results
+
+    def _debug(self, match: Match) -> list[tuple[str, str]]:
+        """`x-quorum-signals` and `x-quorum-confidence`, when the operator enabled debug headers."""
+        if not self.recorder.telemetry.debug_headers:
+            return []
+        return [("x-quorum-signals", ",".join(self.matched) or "-"), ("x-quorum-confidence", f"{match.confidence:.4f}")]
 
     def _route(self, chat: ChatRequest, match: Match) -> tuple[list[tuple[str, str]], bytes | None]:
         """The headers that steer Envoy to the model, and the body rewritten for it (None: unchanged)."""

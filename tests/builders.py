@@ -20,6 +20,7 @@ observability:
   metrics: {{listen: "127.0.0.1:{metrics_port}"}}
   tracing: {tracing}
   usage: {usage}
+  debug_headers: {debug_headers}
 providers:
   defaults: {{default_model: demo-small}}
   models:
@@ -71,11 +72,19 @@ def config_text(
     body_mode: str = "buffered",
     tracing: str = "{exporter: none}",
     usage: str = "{enabled: false}",
+    debug_headers: bool = False,
     **ports: int,
 ) -> str:
     values = dict.fromkeys(PORT_KEYS, 1)
     values.update(ports)
-    return BASE_CONFIG.format(max_body=max_body, body_mode=body_mode, tracing=tracing, usage=usage, **values)
+    return BASE_CONFIG.format(
+        max_body=max_body,
+        body_mode=body_mode,
+        tracing=tracing,
+        usage=usage,
+        debug_headers=str(debug_headers).lower(),
+        **values,
+    )
 
 
 def headers_msg(headers: dict[str, str], end_of_stream: bool = False) -> ep.ProcessingRequest:

@@ -121,6 +121,7 @@ class FusionService:
         }
         if ctx.request_id != "-":
             headers["x-request-id"] = ctx.request_id
+        headers.update(ctx.debug_headers)
         return headers
 
 

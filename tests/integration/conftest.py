@@ -22,12 +22,15 @@ def write_config(
     body_mode: str = "buffered",
     tracing: str = "{exporter: none}",
     usage: str = "{enabled: false}",
+    debug_headers: bool = False,
     **overrides: int,
 ) -> tuple[Path, dict[str, int]]:
     ports = {key: free_port() for key in PORT_KEYS}
     ports.update(overrides)
     path = directory / "quorum.yaml"
-    text = config_text(max_body=MAX_BODY, body_mode=body_mode, tracing=tracing, usage=usage, **ports)
+    text = config_text(
+        max_body=MAX_BODY, body_mode=body_mode, tracing=tracing, usage=usage, debug_headers=debug_headers, **ports
+    )
     path.write_text(text, encoding="utf-8")
     return path, ports
 

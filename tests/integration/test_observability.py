@@ -85,7 +85,7 @@ def receiver() -> Iterator[Receiver]:
 def traced_stack(tmp_path_factory, receiver) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("traced")
     tracing = f"{{exporter: otlp_grpc, endpoint: 'http://127.0.0.1:{receiver.port}', service_name: quorum-test}}"
-    path, _ = write_config(workdir, tracing=tracing)
+    path, _ = write_config(workdir, tracing=tracing, debug_headers=True)
     os.environ.update({"QUORUM_TEST_LARGE_KEY": "k", "OTEL_BSP_SCHEDULE_DELAY": "50"})
     try:
         with Stack(path, workdir) as stack:
@@ -210,3 +210,25 @@ def test_metrics_endpoint(traced_stack):
     assert 'quorum_tokens_total{direction="input",model="demo-small"}' in text
     assert "quorum_inflight_streams 0.0" in text
     assert 'quorum_extproc_processing_seconds_count{kind="route"}' in text
+
+
+def test_debug_headers_when_enabled(traced_stack):
+    client = client_for(traced_stack)
+    raw = client.chat.completions.with_raw_response.create(
+        model="quorum/auto", messages=[{"role": "user", "content": "python bug ABC-12"}]
+    )
+    assert set(raw.headers["x-quorum-signals"].split(",")) == {"keyword:code", "regex:ticket"}
+    assert raw.headers["x-quorum-confidence"] == "1.0000"
+    fused = client.chat.completions.with_raw_response.create(
+        model="quorum/auto", messages=[{"role": "user", "content": "compare a and b"}]
+    )
+    assert "keyword:compare" in fused.headers["x-quorum-signals"]
+
+
+def test_debug_headers_cannot_be_forged_when_disabled(client):
+    raw = client.chat.completions.with_raw_response.create(
+        model="quorum/auto",
+        messages=[{"role": "user", "content": "python"}],
+        extra_headers={"x-quorum-signals": "forged", "x-quorum-confidence": "9"},
+    )
+    assert "x-quorum-signals" not in raw.headers and "x-quorum-confidence" not in raw.headers

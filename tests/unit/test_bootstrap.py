@@ -124,7 +124,7 @@ def test_route_per_model_matches_the_route_header() -> None:
         assert "regex_rewrite" not in route["route"]  # base_url path is /v1
         assert "host_rewrite_literal" not in route["route"]  # an IP address needs no Host rewrite
         copied = {h["header"]["key"] for h in route["response_headers_to_add"]}
-        assert copied == {"x-quorum-model", "x-quorum-decision"}
+        assert copied == {"x-quorum-model", "x-quorum-decision", "x-quorum-signals", "x-quorum-confidence"}
 
 
 def test_custom_route_header_is_matched() -> None:
