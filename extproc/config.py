@@ -62,6 +62,8 @@ def _token_count(value: Any) -> Any:
 
 
 Seconds = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
+Scope = Literal["last_user", "user", "conversation", "conversation_no_system"]
+Fraction = Annotated[float, Field(ge=0, le=1)]
 Tokens = Annotated[int, BeforeValidator(_token_count), Field(ge=0)]
 
 
@@ -185,7 +187,7 @@ class KeywordSignal(Strict):
     keywords: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
     operator: Literal["any", "all", "none"] = "any"
     case_sensitive: bool = False
-    scope: Literal["last_user", "user", "conversation"] = "last_user"
+    scope: Scope = "last_user"
 
     @field_validator("operator", mode="before")
     @classmethod
@@ -199,7 +201,7 @@ class RegexSignal(Strict):
     patterns: list[str] = Field(min_length=1)
     operator: Literal["any", "all", "none"] = "any"
     case_sensitive: bool = True
-    scope: Literal["last_user", "user", "conversation"] = "last_user"
+    scope: Scope = "last_user"
 
     @field_validator("patterns")
     @classmethod
@@ -245,11 +247,95 @@ class HeaderSignal(Strict):
         return v
 
 
+class EmbeddingSignal(Strict):
+    """Similar to example phrases: score = best_weight * best + (1 - best_weight) * mean of the top_k."""
+
+    name: str = Field(pattern=_NAME)
+    candidates: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    threshold: Fraction = 0.6
+    top_k: int = Field(3, ge=1, le=64)
+    best_weight: Fraction = 0.75
+    scope: Scope = "last_user"
+
+
+class DomainSignal(Strict):
+    """One domain; the request gets the nearest domain of its scope when it wins by `margin`."""
+
+    name: str = Field(pattern=_NAME)
+    examples: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    threshold: Fraction = 0.25
+    margin: Fraction = 0.02
+    scope: Scope = "last_user"
+
+
+class ComplexitySignal(Strict):
+    """Matches when the request is closer to the `level` side (hard or easy examples) by `margin`."""
+
+    name: str = Field(pattern=_NAME)
+    hard: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    easy: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    level: Literal["hard", "easy"] = "hard"
+    margin: Fraction = 0.02
+    scope: Scope = "last_user"
+
+
+class LanguageSignal(Strict):
+    """Matches when the detected language (ISO 639-1) is one of `languages` (default: the name)."""
+
+    name: str = Field(pattern=_NAME)
+    languages: list[Annotated[str, Field(pattern=r"^[a-z]{2}$")]] | None = None
+    threshold: Fraction = 0.5
+    scope: Scope = "last_user"
+
+
+PIIKind = Literal["email", "phone", "payment_card", "iban", "ip_address", "us_ssn"]
+
+
+class PIISignal(Strict):
+    """Matches when any of `kinds` is found; reports which kinds, never the values."""
+
+    name: str = Field(pattern=_NAME)
+    kinds: list[PIIKind] = ["email", "phone", "payment_card", "iban", "ip_address", "us_ssn"]
+    scope: Scope = "user"
+
+
+class JailbreakSignal(Strict):
+    """Known attack phrasing (patterns), plus similarity to attack examples when `embeddings`."""
+
+    name: str = Field(pattern=_NAME)
+    threshold: Fraction = 0.5
+    embeddings: bool = True
+    scope: Scope = "user"
+
+
 class SignalsConfig(Strict):
     keyword: list[KeywordSignal] = []
     regex: list[RegexSignal] = []
     context: list[ContextSignal] = []
     header: list[HeaderSignal] = []
+    embedding: list[EmbeddingSignal] = []
+    domain: list[DomainSignal] = []
+    complexity: list[ComplexitySignal] = []
+    language: list[LanguageSignal] = []
+    pii: list[PIISignal] = []
+    jailbreak: list[JailbreakSignal] = []
+
+
+class EmbeddingEngineConfig(Strict):
+    """Where embeddings come from: the bundled offline model, or an OpenAI-compatible endpoint."""
+
+    backend: Literal["local", "remote"] = "local"
+    model: str = "all-MiniLM-L6-v2"
+    max_tokens: int = Field(256, ge=8, le=512)
+    cache_size: int = Field(4096, ge=0)
+    base_url: str | None = None  # remote: e.g. http://embeddings:8000/v1
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @model_validator(mode="after")
+    def _remote_needs_url(self) -> EmbeddingEngineConfig:
+        if self.backend == "remote" and not self.base_url:
+            raise ValueError("backend remote needs base_url")
+        return self
 
 
 # ---------------------------------------------------------------- decisions
@@ -258,6 +344,7 @@ class SignalsConfig(Strict):
 class RuleLeaf(Strict):
     type: str
     name: str
+    threshold: Fraction | None = None  # match only when the signal's confidence is at least this
 
 
 def _rule_kind(value: Any) -> str:
@@ -347,6 +434,7 @@ class DecisionConfig(Strict):
 class RoutingConfig(Strict):
     auto_model_names: list[str] = ["quorum/auto", "auto"]
     fusion_model_names: list[str] = ["quorum/fusion"]
+    embedding: EmbeddingEngineConfig = EmbeddingEngineConfig()
     signals: SignalsConfig = SignalsConfig()
     decisions: list[DecisionConfig] = []
 

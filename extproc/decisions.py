@@ -31,7 +31,15 @@ def compile_rule(node: RuleNode | RuleLeaf | None) -> Rule:
         return _always
     if isinstance(node, RuleLeaf):
         key = (node.type, node.name)
-        return lambda results: results.get(key)
+        threshold = node.threshold
+        if threshold is None:
+            return lambda results: results.get(key)
+
+        def at_least(results: SignalResults) -> float | None:
+            conf = results.get(key)
+            return conf if conf is not None and conf >= threshold else None
+
+        return at_least
     children = tuple(compile_rule(c) for c in node.conditions)
     if node.operator == "NOT":
         (child,) = children

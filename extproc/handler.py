@@ -226,7 +226,7 @@ class StreamHandler:
 
     async def _complete(self, body: bytes, trailers: bool) -> AsyncIterator[ep.ProcessingResponse]:
         chat = parse_chat_request(body)
-        match = self._decide(chat)
+        match = await self._decide(chat)
         decision = match.decision
         if decision.is_fusion:
             if self.fusion is None:
@@ -248,11 +248,11 @@ class StreamHandler:
         # Envoy sends a streamed body upstream chunked (it drops content-length), so no length to fix.
         yield envoy.streamed_body(body if new_body is None else new_body, end_of_stream=not trailers)
 
-    def _decide(self, chat: ChatRequest) -> Match:
+    async def _decide(self, chat: ChatRequest) -> Match:
         rt = self.runtime
         model = chat.model
         if model in rt.auto_names:
-            match = select(rt.decisions, self._signals(rt.signals, chat))
+            match = select(rt.decisions, await self._signals(rt.signals, chat))
             if match is not None:
                 return match
             if rt.default_model is None:
@@ -263,7 +263,7 @@ class StreamHandler:
                 )
             return Match(fixed_decision("default", rt.default_model), 0.0)
         if model in rt.fusion_names:
-            match = select(rt.fusion_decisions, self._signals(rt.fusion_signals, chat))
+            match = select(rt.fusion_decisions, await self._signals(rt.fusion_signals, chat))
             if match is None and fusion_plugin(chat.body) is not None:
                 return Match(REQUEST_DECISION, 1.0)
             if match is None:
@@ -277,9 +277,9 @@ class StreamHandler:
             return Match(fixed_decision("explicit", model), 1.0)
         raise ModelNotFound(f"The model '{model}' does not exist or you do not have access to it.", param="model")
 
-    def _signals(self, signals: SignalSet, chat: ChatRequest) -> SignalResults:
+    async def _signals(self, signals: SignalSet, chat: ChatRequest) -> SignalResults:
         started = time.perf_counter()
-        results = signals.evaluate(chat, self.headers)
+        results = await signals.evaluate(chat, self.headers)
         self.recorder.signals(results, started)
         if self.recorder.telemetry.debug_headers:
             self.matched = [f"{kind}:{name}" for (kind, name), conf in results.items() if conf is not None]
@@ -332,8 +332,7 @@ class StreamHandler:
             self.recorder.add_usage(self.routed, json_usage(msg.body))
             return _EMPTY_ANSWERS["response_body"]
         replacement = self.stream_usage.feed(msg.body, msg.end_of_stream)
-        if msg.end_of_stream:
-            self.recorder.add_usage(self.routed, self.stream_usage.usage)  # once, at the end
+        self.recorder.add_usage(self.routed, self.stream_usage.final_usage(msg.end_of_stream))
         if replacement is None:
             return _EMPTY_ANSWERS["response_body"]
         return envoy.replace_response_body(replacement)

@@ -7,7 +7,7 @@ Unknown top-level fields pass through untouched; the backend judges those.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -18,42 +18,56 @@ ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function
 _PART_TYPES_WITH_TEXT = frozenset({"text", "input_text"})
 
 
-class ChatRequest:
-    """A validated `/v1/chat/completions` body. Derived texts are computed on first use."""
+def _last_user(messages: list[dict[str, Any]]) -> str:
+    return next((message_text(m) for m in reversed(messages) if m["role"] == "user"), "")
 
-    __slots__ = ("_conversation", "_folded", "_last_user", "_token_estimate", "_user", "body", "model", "stream")
+
+TEXT_SCOPES: dict[str, Callable[[list[dict[str, Any]]], str]] = {
+    "last_user": _last_user,
+    "user": lambda ms: "\n".join(message_text(m) for m in ms if m["role"] == "user"),
+    "conversation": lambda ms: "\n".join(message_text(m) for m in ms),
+    "conversation_no_system": lambda ms: "\n".join(
+        message_text(m) for m in ms if m["role"] not in ("system", "developer")
+    ),
+}
+
+
+class ChatRequest:
+    """A validated `/v1/chat/completions` body. Derived texts are computed on first use, once."""
+
+    __slots__ = ("_folded", "_texts", "_token_estimate", "body", "model", "stream")
 
     def __init__(self, body: dict[str, Any]) -> None:
         self.body = body
         self.model: str = body["model"]
         self.stream: bool = body.get("stream") is True
-        self._last_user: str | None = None
-        self._user: str | None = None
-        self._conversation: str | None = None
-        self._token_estimate: int | None = None
+        self._texts: dict[str, str] = {}
         self._folded: dict[str, str] = {}
+        self._token_estimate: int | None = None
 
     @property
     def messages(self) -> list[dict[str, Any]]:
         return self.body["messages"]
 
+    def text(self, scope: str) -> str:
+        """The text signals read: `last_user` (default), `user`, `conversation` (system prompt
+        included) or `conversation_no_system`."""
+        text = self._texts.get(scope)
+        if text is None:
+            text = self._texts[scope] = TEXT_SCOPES[scope](self.messages)
+        return text
+
     @property
     def last_user_text(self) -> str:
-        if self._last_user is None:
-            self._last_user = next((message_text(m) for m in reversed(self.messages) if m["role"] == "user"), "")
-        return self._last_user
+        return self.text("last_user")
 
     @property
     def user_text(self) -> str:
-        if self._user is None:
-            self._user = "\n".join(message_text(m) for m in self.messages if m["role"] == "user")
-        return self._user
+        return self.text("user")
 
     @property
     def conversation_text(self) -> str:
-        if self._conversation is None:
-            self._conversation = "\n".join(message_text(m) for m in self.messages)
-        return self._conversation
+        return self.text("conversation")
 
     @property
     def token_estimate(self) -> int:
@@ -62,13 +76,6 @@ class ChatRequest:
             size = sum(len(message_text(m).encode()) for m in self.messages)
             self._token_estimate = (size + 3) // 4 + 4 * len(self.messages)
         return self._token_estimate
-
-    def text(self, scope: str) -> str:
-        if scope == "last_user":
-            return self.last_user_text
-        if scope == "user":
-            return self.user_text
-        return self.conversation_text
 
     def folded_text(self, scope: str) -> str:
         """`text(scope)` case-folded, computed once per request for every case-insensitive signal."""

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from extproc.config import Config, ConfigError, FusionConfig, ModelConfig, Pricing
 from extproc.decisions import Decision, compile_rule, rule_signals
 from extproc.openai import render_model, render_model_list
 from extproc.signals import SignalSet, compile_signals
+from extproc.signals.semantic import SEMANTIC_KINDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +60,9 @@ class Runtime:
     request_stream_usage: bool = False  # ask streaming backends for usage, strip it if the client did not
 
 
-def build_runtime(config: Config, environ: dict[str, str] | None = None) -> Runtime:
+def build_runtime(config: Config, environ: dict[str, str] | None = None, semantic: Any = None) -> Runtime:
+    """Compile `config`. Semantic signals get `semantic` (a SemanticContext) or one made for the config;
+    `await prepare_runtime(runtime)` must run before serving when any is used."""
     env = os.environ if environ is None else environ
     missing = [
         f"providers.models[{i}].api_key_env: environment variable {m.api_key_env} is not set"
@@ -86,6 +91,9 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None) -> Runt
     used = set().union(*(rule_signals(d.rules) for d in routing.decisions)) if routing.decisions else set()
     fusion_used = {key for d in routing.decisions if d.algorithm.type == "fusion" for key in rule_signals(d.rules)}
 
+    if semantic is None and any(kind in SEMANTIC_KINDS for kind, _ in used):
+        semantic = semantic_context(config, env)
+
     created = int(time.time())
     owners = [(m.name, "quorum") for m in config.providers.models]
     owners += [(n, "quorum-router") for n in routing.auto_model_names]
@@ -98,8 +106,8 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None) -> Runt
         default_model=config.providers.defaults.default_model,
         decisions=tuple(decisions),
         fusion_decisions=tuple(d for d in decisions if d.is_fusion),
-        signals=compile_signals(routing.signals, used),
-        fusion_signals=compile_signals(routing.signals, fusion_used),
+        signals=compile_signals(routing.signals, used, semantic),
+        fusion_signals=compile_signals(routing.signals, fusion_used, semantic),
         max_body_bytes=config.server.max_body_bytes,
         route_header=config.server.route_header,
         decision_header=config.server.decision_header,
@@ -108,6 +116,50 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None) -> Runt
         account_usage=config.observability.usage.enabled,
         request_stream_usage=config.observability.usage.enabled and config.observability.usage.request_stream_usage,
     )
+
+
+async def prepare_runtime(runtime: Runtime) -> None:
+    """Load models and embed example phrases now, so the first request is not the slow one."""
+    await runtime.signals.prepare()
+    await runtime.fusion_signals.prepare()
+
+
+def semantic_context(config: Config, env: Mapping[str, str]) -> Any:
+    """The embedding engine (only if a used signal needs one) and a small pool for detectors."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from extproc.signals.semantic import NEEDS_ENGINE, SemanticContext
+
+    routing = config.routing
+    used = {kind for d in routing.decisions for kind, _ in rule_signals(d.rules)}
+    needs_engine = bool(used & set(NEEDS_ENGINE)) or any(
+        s.embeddings for s in routing.signals.jailbreak if "jailbreak" in used
+    )
+    engine = None
+    if needs_engine:
+        try:
+            engine = make_engine(config.routing.embedding, env)
+        except ImportError as exc:
+            raise ConfigError(
+                [
+                    f"routing.embedding: semantic signals need the semantic extra ({exc}); "
+                    "install it with: pip install 'quorum[semantic]'"
+                ]
+            ) from None
+    return SemanticContext(engine, ThreadPoolExecutor(max_workers=2, thread_name_prefix="quorum-signals"))
+
+
+def make_engine(cfg: Any, env: Mapping[str, str]) -> Any:
+    from extproc.semantic.engine import EngineUnavailable, LocalEmbeddingEngine, RemoteEmbeddingEngine
+
+    if cfg.backend == "remote":
+        return RemoteEmbeddingEngine(cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, cache_size=cfg.cache_size)
+    try:
+        engine = LocalEmbeddingEngine(cfg.model, max_tokens=cfg.max_tokens, cache_size=cfg.cache_size)
+        engine.load()
+    except EngineUnavailable as exc:
+        raise ConfigError([f"routing.embedding.model: {exc}"]) from None
+    return engine
 
 
 def _model(m: ModelConfig, env: os._Environ[str] | dict[str, str]) -> Model:

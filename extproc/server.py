@@ -30,7 +30,7 @@ from extproc.fusion.service import FusionService
 from extproc.handler import FusionRunner, StreamHandler
 from extproc.models import ModelClient
 from extproc.pb import ep, ep_grpc
-from extproc.runtime import Runtime, build_runtime
+from extproc.runtime import Runtime, build_runtime, prepare_runtime
 from extproc.telemetry import Telemetry, build_telemetry
 from extproc.telemetry.setup import NO_TELEMETRY
 
@@ -107,6 +107,10 @@ async def _set_health(servicer: health.HealthServicer, name: str, status: int) -
 
 async def serve_forever(config: Config, address: str, worker: int = 0) -> None:
     runtime = build_runtime(config)
+    started = time.perf_counter()
+    await prepare_runtime(runtime)
+    if len(runtime.signals.producers):
+        log.info("semantic signals ready in %.2fs", time.perf_counter() - started)
     telemetry = build_telemetry(config.observability)
     if telemetry.metrics is not None:
         host, port = split_host_port(config.observability.metrics.listen)

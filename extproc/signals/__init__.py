@@ -1,13 +1,15 @@
 """Signals: facts computed from one request, which decision rules test by `(type, name)`.
 
 A signal returns a confidence in (0, 1] when it matches and None when it does not. Signals are
-synchronous and cheap; anything expensive (an embedding, a classifier) will be computed once per
-request by a producer off the event loop and handed to the signals that read it.
+synchronous and cheap. Anything expensive (an embedding, language detection, a PII scan) is a
+*producer*: computed once per request, off the event loop, concurrently with the other producers,
+and handed to every signal that reads it as `features`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import asyncio
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from extproc.openai import ChatRequest
@@ -18,13 +20,19 @@ SignalKey = tuple[str, str]  # (type, name) as written in a rule leaf
 SignalResults = dict[SignalKey, float | None]
 
 
+class Producer(Protocol):
+    key: str
+
+    async def produce(self, chat: ChatRequest) -> Any: ...
+
+
 class Signal(Protocol):
     name: str
 
-    def evaluate(self, chat: ChatRequest, headers: Mapping[str, str]) -> float | None: ...
+    def evaluate(self, chat: ChatRequest, headers: Mapping[str, str], features: Any = None) -> float | None: ...
 
 
-SIGNAL_KINDS: dict[str, Callable[[Any], Signal]] = {
+LEXICAL_KINDS: dict[str, Any] = {
     "keyword": KeywordMatcher,
     "regex": RegexMatcher,
     "context": ContextLength,
@@ -35,23 +43,76 @@ SIGNAL_KINDS: dict[str, Callable[[Any], Signal]] = {
 class SignalSet:
     """The signals some decision uses, compiled once; evaluated together per request."""
 
-    __slots__ = ("_signals",)
+    __slots__ = ("_producers", "_signals")
 
     def __init__(self, signals: Iterable[tuple[SignalKey, Signal]]) -> None:
         self._signals = tuple(signals)
+        producers: dict[str, Producer] = {}
+        for _, signal in self._signals:
+            for producer in getattr(signal, "producers", ()):
+                producers.setdefault(producer.key, producer)
+        self._producers = tuple(producers.values())
 
     def __len__(self) -> int:
         return len(self._signals)
 
-    def evaluate(self, chat: ChatRequest, headers: Mapping[str, str]) -> SignalResults:
-        return {key: signal.evaluate(chat, headers) for key, signal in self._signals}
+    @property
+    def producers(self) -> tuple[Producer, ...]:
+        return self._producers
+
+    async def prepare(self) -> None:
+        """Embed example phrases and load models before the first request (not on it)."""
+        for _, signal in self._signals:
+            prepare = getattr(signal, "prepare", None)
+            if prepare is not None:
+                await prepare()
+
+    async def evaluate(self, chat: ChatRequest, headers: Mapping[str, str]) -> SignalResults:
+        features: dict[str, Any] = {}
+        if self._producers:
+            values = await asyncio.gather(*(p.produce(chat) for p in self._producers))
+            features = {p.key: v for p, v in zip(self._producers, values, strict=True)}
+        return {key: signal.evaluate(chat, headers, features) for key, signal in self._signals}
 
 
-def compile_signals(signals_config: Any, used: set[SignalKey]) -> SignalSet:
-    """Build only the signals in `used`; the rest of the configuration costs nothing per request."""
-    compiled = []
-    for kind, factory in SIGNAL_KINDS.items():
+def compile_signals(signals_config: Any, used: set[SignalKey], semantic: Any = None) -> SignalSet:
+    """Build only the signals in `used`; the rest of the configuration costs nothing per request.
+
+    `semantic` is the process's SemanticContext (engine and executor), needed only when a used
+    signal is a semantic one.
+    """
+    compiled: list[tuple[SignalKey, Signal]] = []
+    for kind, factory in LEXICAL_KINDS.items():
         for cfg in getattr(signals_config, kind):
             if (kind, cfg.name) in used:
                 compiled.append(((kind, cfg.name), factory(cfg)))
+    if any(kind not in LEXICAL_KINDS for kind, _ in used):
+        compiled.extend(_semantic(signals_config, used, semantic))
     return SignalSet(compiled)
+
+
+def _semantic(signals_config: Any, used: set[SignalKey], ctx: Any) -> list[tuple[SignalKey, Signal]]:
+    from extproc.signals import semantic as sem
+
+    if ctx is None:
+        raise RuntimeError("semantic signals need a SemanticContext")
+    out: list[tuple[SignalKey, Signal]] = []
+    classifiers: dict[str, sem.DomainClassifier] = {}
+    for cfg in signals_config.domain:
+        if cfg.scope not in classifiers:
+            same_scope = [d for d in signals_config.domain if d.scope == cfg.scope]
+            classifiers[cfg.scope] = sem.DomainClassifier(same_scope, ctx, cfg.scope)
+    for kind, factory in (
+        ("embedding", sem.EmbeddingMatch),
+        ("complexity", sem.ComplexityMatch),
+        ("language", sem.LanguageMatch),
+        ("pii", sem.PIIMatch),
+        ("jailbreak", sem.JailbreakMatch),
+    ):
+        for cfg in getattr(signals_config, kind):
+            if (kind, cfg.name) in used:
+                out.append(((kind, cfg.name), factory(cfg, ctx)))
+    for cfg in signals_config.domain:
+        if ("domain", cfg.name) in used:
+            out.append((("domain", cfg.name), sem.DomainMatch(cfg, ctx, classifiers[cfg.scope])))
+    return out

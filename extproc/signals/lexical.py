@@ -69,7 +69,7 @@ class KeywordMatcher:
         self.case_sensitive: bool = cfg.case_sensitive
         self.keywords = tuple(k if cfg.case_sensitive else k.casefold() for k in cfg.keywords)
 
-    def evaluate(self, chat: ChatRequest, headers: Mapping[str, str]) -> float | None:
+    def evaluate(self, chat: ChatRequest, headers: Mapping[str, str], features: Any = None) -> float | None:
         text = chat.text(self.scope) if self.case_sensitive else chat.folded_text(self.scope)
         return _verdict(self.operator, (_contains_word(text, k) for k in self.keywords))
 
@@ -83,6 +83,6 @@ class RegexMatcher:
         self.scope: str = cfg.scope
         self.patterns = tuple(compile_regex(p, cfg.case_sensitive) for p in cfg.patterns)
 
-    def evaluate(self, chat: ChatRequest, headers: Mapping[str, str]) -> float | None:
+    def evaluate(self, chat: ChatRequest, headers: Mapping[str, str], features: Any = None) -> float | None:
         text = chat.text(self.scope)
         return _verdict(self.operator, (p.search(text) is not None for p in self.patterns))

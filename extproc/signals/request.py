@@ -18,7 +18,7 @@ class ContextLength:
         self.min_tokens: int = cfg.min_tokens
         self.max_tokens: int | None = cfg.max_tokens
 
-    def evaluate(self, chat: ChatRequest, headers: Mapping[str, str]) -> float | None:
+    def evaluate(self, chat: ChatRequest, headers: Mapping[str, str], features: Any = None) -> float | None:
         tokens = chat.token_estimate
         if tokens < self.min_tokens or (self.max_tokens is not None and tokens > self.max_tokens):
             return None
@@ -40,7 +40,7 @@ class HeaderMatch:
         values = cfg.values
         self.values = None if values is None else frozenset(v if cfg.case_sensitive else v.lower() for v in values)
 
-    def evaluate(self, chat: ChatRequest, headers: Mapping[str, str]) -> float | None:
+    def evaluate(self, chat: ChatRequest, headers: Mapping[str, str], features: Any = None) -> float | None:
         value = headers.get(self.header)
         if value is None:
             return None

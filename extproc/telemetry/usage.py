@@ -3,7 +3,8 @@
 JSON bodies arrive whole (BUFFERED); SSE streams arrive in whatever chunks the upstream and Envoy
 produced (STREAMED), so events are reassembled across chunk boundaries before they are read. Line
 ends may be LF, CRLF or CR, and `data:` may come with or without its space. A stream's usage is
-its last usage object (some servers repeat a running total), counted once when the stream ends.
+its last usage object (some servers repeat a running total), counted once: at `data: [DONE]`, or
+when the stream ends without one.
 """
 
 from __future__ import annotations
@@ -44,12 +45,21 @@ class StreamUsage:
     a partial event waits for the next chunk), or None when the chunk may pass unchanged.
     """
 
-    __slots__ = ("pending", "strip", "usage")
+    __slots__ = ("counted", "done", "pending", "strip", "usage")
 
     def __init__(self, strip: bool = False) -> None:
         self.pending = b""
         self.strip = strip
         self.usage: Usage | None = None
+        self.done = False  # `data: [DONE]` seen: the usage is final even before the stream closes
+        self.counted = False
+
+    def final_usage(self, end_of_stream: bool) -> Usage | None:
+        """The stream's usage the first time it is final (at [DONE] or the end), then never again."""
+        if self.counted or not (self.done or end_of_stream):
+            return None
+        self.counted = True
+        return self.usage
 
     def feed(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
         buffer = self.pending + chunk
@@ -66,10 +76,13 @@ class StreamUsage:
 
     def _read(self, event: bytes) -> bool:
         """Record the event's usage; True if it is a usage-only chunk to strip."""
-        if b"usage" not in event:
+        if b"usage" not in event and b"[DONE]" not in event:
             return False
         data = event_data(event)
-        if not data or data == b"[DONE]":
+        if data == b"[DONE]":
+            self.done = True
+            return False
+        if not data:
             return False
         try:
             chunk: Any = orjson.loads(data)

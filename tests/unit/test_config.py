@@ -343,9 +343,9 @@ PROBLEMS: list[Any] = [
         id="undeclared-signal-nested",
     ),
     pytest.param(
-        lambda r: _decision(0)(r)["rules"]["conditions"][0].update(type="embedding"),
+        lambda r: _decision(0)(r)["rules"]["conditions"][0].update(type="sentiment"),
         "routing.decisions[0].rules.conditions[0].type",
-        ["unknown signal type 'embedding'", "keyword, regex, context, header"],
+        ["unknown signal type 'sentiment'", "keyword, regex, context, header, embedding, domain"],
         id="unknown-signal-type",
     ),
     pytest.param(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -263,7 +264,7 @@ def test_demo_routing(text: str, headers: dict[str, str], expected: str | None) 
     request = parse_chat_request(
         orjson.dumps({"model": "quorum/auto", "messages": [{"role": "user", "content": text}]})
     )
-    match = select(runtime.decisions, runtime.signals.evaluate(request, headers))
+    match = select(runtime.decisions, asyncio.run(runtime.signals.evaluate(request, headers)))
     assert (match.decision.name if match else None) == expected
     if match is not None:
         assert isinstance(match.decision, Decision)

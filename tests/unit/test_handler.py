@@ -200,7 +200,7 @@ async def test_fusion_decision_goes_to_the_fusion_runner(runtime):
 
 async def test_internal_fault_is_a_500_with_request_id(runtime, caplog):
     class Exploding:
-        def evaluate(self, chat, headers):
+        def evaluate(self, chat, headers, features=None):
             raise RuntimeError("boom")
 
     from extproc.signals import SignalSet

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ def evaluate(kind: str, spec: dict[str, Any], request: ChatRequest, headers: dic
         },
     }
     runtime = build_runtime(parse_config(json.dumps(raw)), environ={})
-    results = runtime.signals.evaluate(request, headers or {})
+    results = asyncio.run(runtime.signals.evaluate(request, headers or {}))
     assert list(results) == [(kind, "s")]
     return results[(kind, "s")]
 
@@ -333,10 +334,10 @@ MANY_SIGNALS = {
 def test_only_signals_used_by_a_decision_are_compiled() -> None:
     runtime = build_runtime(parse_config(json.dumps(MANY_SIGNALS)), environ={})
     assert len(runtime.signals) == 3
-    results = runtime.signals.evaluate(chat("b c"), {"x-h": "1", "x-i": "1"})
+    results = asyncio.run(runtime.signals.evaluate(chat("b c"), {"x-h": "1", "x-i": "1"}))
     assert results == {("keyword", "k2"): MATCH, ("regex", "r1"): MATCH, ("header", "h1"): MATCH}
     assert len(runtime.fusion_signals) == 1
-    assert runtime.fusion_signals.evaluate(chat("b c"), {}) == {("regex", "r1"): MATCH}
+    assert asyncio.run(runtime.fusion_signals.evaluate(chat("b c"), {})) == {("regex", "r1"): MATCH}
 
 
 def test_no_decisions_compile_no_signals() -> None:
@@ -344,14 +345,14 @@ def test_no_decisions_compile_no_signals() -> None:
     raw["routing"]["decisions"] = []
     runtime = build_runtime(parse_config(json.dumps(raw)), environ={})
     assert len(runtime.signals) == 0
-    assert runtime.signals.evaluate(chat("a b c"), {"x-h": "1"}) == {}
+    assert asyncio.run(runtime.signals.evaluate(chat("a b c"), {"x-h": "1"})) == {}
 
 
 def test_demo_signals() -> None:
     runtime = build_runtime(load_config(DEMO), environ={})
     assert len(runtime.signals) == 5
     assert len(runtime.fusion_signals) == 2
-    results = runtime.signals.evaluate(chat("compare python with JIRA-7"), {"x-user-tier": "gold"})
+    results = asyncio.run(runtime.signals.evaluate(chat("compare python with JIRA-7"), {"x-user-tier": "gold"}))
     assert results == {
         ("keyword", "code"): MATCH,
         ("keyword", "compare"): MATCH,

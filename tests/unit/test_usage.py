@@ -79,3 +79,16 @@ def test_event_data_and_json_usage():
     assert event_data(b"event: x\r\ndata: a\r\ndata:b\r\n\r\n") == b"a\nb"
     assert json_usage(orjson.dumps({"usage": USAGE})).as_dict() == USAGE
     assert json_usage(b"not json") is None and json_usage(b"[1]") is None
+
+
+def test_usage_is_final_once_at_done_or_end():
+    stream, _ = sse()
+    reader = StreamUsage()
+    reader.feed(stream, end_of_stream=False)  # [DONE] seen, the stream not closed yet
+    assert reader.final_usage(end_of_stream=False).as_dict() == USAGE
+    assert reader.final_usage(end_of_stream=True) is None  # never twice
+    no_done, _ = sse()
+    reader = StreamUsage()
+    reader.feed(no_done.replace(b"data: [DONE]\n\n", b""), end_of_stream=False)
+    assert reader.final_usage(end_of_stream=False) is None
+    assert reader.final_usage(end_of_stream=True).as_dict() == USAGE
