@@ -90,7 +90,7 @@ def _exporter(name: str, endpoint: str | None) -> SpanExporter:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
         return HttpExporter(endpoint=endpoint) if endpoint else HttpExporter()
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+    from extproc.telemetry.otlp import GrpcSpanExporter as GrpcExporter
 
     if endpoint:
         return GrpcExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))

@@ -1,0 +1,137 @@
+"""A fast OTLP span encoder, plugged into the OpenTelemetry SDK's own OTLP exporters.
+
+The SDK's encoder builds a protobuf object per span, attribute and value in Python: about as much
+CPU as the request it describes. Routing is CPU-bound, so this module writes the same
+`ExportTraceServiceRequest` bytes directly, reusing the encoding of repeated attribute pairs
+(decision names, models, paths), and the gRPC exporter keeps the SDK's endpoint, header, TLS,
+retry and `OTEL_*` handling (the HTTP exporter has no such hook and keeps the SDK's encoder).
+`tests/unit/test_otlp_encoder.py` checks the bytes decode to exactly what the SDK's encoder produces.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as _GrpcExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind, StatusCode
+
+_KIND = {
+    SpanKind.INTERNAL: 1,
+    SpanKind.SERVER: 2,
+    SpanKind.CLIENT: 3,
+    SpanKind.PRODUCER: 4,
+    SpanKind.CONSUMER: 5,
+}
+_STATUS = {StatusCode.UNSET: 0, StatusCode.OK: 1, StatusCode.ERROR: 2}
+
+
+def _varint(n: int) -> bytes:
+    n &= 0xFFFFFFFFFFFFFFFF  # negative int64 values are ten-byte two's complement varints
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (strings, bytes, nested messages)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _any_value(value: Any) -> bytes:
+    if isinstance(value, str):
+        return _field(1, value.encode())
+    if isinstance(value, bool):
+        return b"\x10" + (b"\x01" if value else b"\x00")
+    if isinstance(value, int):
+        return b"\x18" + _varint(value)
+    if isinstance(value, float):
+        return b"\x21" + struct.pack("<d", value)
+    if isinstance(value, bytes):
+        return _field(7, value)
+    if isinstance(value, (list, tuple)):
+        return _field(5, b"".join(_field(1, _any_value(v)) for v in value))
+    return _field(1, str(value).encode())
+
+
+@lru_cache(maxsize=8192)
+def _key_value(key: str, value: Any) -> bytes:
+    return _field(9, _field(1, key.encode()) + _field(2, _any_value(value)))
+
+
+def _attributes(attributes: Any) -> bytes:
+    parts = []
+    for key, value in attributes.items():
+        if isinstance(value, list):
+            value = tuple(value)
+        parts.append(_key_value(key, value))
+    return b"".join(parts)
+
+
+def _span(span: ReadableSpan) -> bytes:
+    ctx = span.context
+    out = [
+        _field(1, ctx.trace_id.to_bytes(16, "big")),
+        _field(2, ctx.span_id.to_bytes(8, "big")),
+    ]
+    if ctx.trace_state:
+        out.append(_field(3, ctx.trace_state.to_header().encode()))
+    if span.parent is not None:
+        out.append(_field(4, span.parent.span_id.to_bytes(8, "big")))
+    out.append(_field(5, span.name.encode()))
+    out.append(b"\x30" + _varint(_KIND[span.kind]))
+    out.append(b"\x39" + struct.pack("<Q", span.start_time or 0))
+    out.append(b"\x41" + struct.pack("<Q", span.end_time or 0))
+    if span.attributes:
+        out.append(_attributes(span.attributes))
+    status = span.status
+    code = _STATUS[status.status_code]
+    message = _field(2, status.description.encode()) if status.description else b""
+    out.append(_field(15, message + (b"\x18" + _varint(code) if code else b"")))
+    flags = 0x100 | (0x200 if span.parent is not None and span.parent.is_remote else 0)
+    out.append(b"\x85\x01" + struct.pack("<I", flags))
+    return _field(2, b"".join(out))
+
+
+def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
+    """Serialized ExportTraceServiceRequest: spans grouped by resource, then by instrumentation scope."""
+    by_resource: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
+    for span in spans:
+        resource, scope = span.resource, span.instrumentation_scope
+        scopes = by_resource.setdefault(id(resource), (resource, {}))[1]
+        scopes.setdefault(id(scope), (scope, []))[1].append(_span(span))
+    out = []
+    for resource, scopes in by_resource.values():
+        scope_spans = []
+        for scope, encoded in scopes.values():
+            scope_msg = b""
+            if scope is not None:
+                scope_msg = _field(1, scope.name.encode()) + (
+                    _field(2, scope.version.encode()) if scope.version else b""
+                )
+            head = _field(1, scope_msg) if scope is not None else b""
+            if scope is not None and scope.schema_url:
+                encoded = [*encoded, _field(3, scope.schema_url.encode())]
+            scope_spans.append(_field(2, head + b"".join(encoded)))
+        resource_msg = _field(1, _resource_attributes(resource)) if resource is not None else b""
+        schema = _field(3, resource.schema_url.encode()) if resource is not None and resource.schema_url else b""
+        out.append(_field(1, resource_msg + b"".join(scope_spans) + schema))
+    return b"".join(out)
+
+
+def _resource_attributes(resource: Any) -> bytes:
+    return b"".join(_field(1, _field(1, k.encode()) + _field(2, _any_value(v))) for k, v in resource.attributes.items())
+
+
+class GrpcSpanExporter(_GrpcExporter):
+    """The SDK's OTLP/gRPC exporter with the fast encoder."""
+
+    def _translate_data(self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:  # type: ignore[override]
+        return ExportTraceServiceRequest.FromString(encode_spans(data))
