@@ -29,6 +29,7 @@ test-unit: install
 
 bench: install
 	$(PY) tests/bench/run.py --output docs/benchmarks.md
+	$(PY) tests/bench/fusion.py --output docs/benchmarks.md
 
 lint: install
 	$(VENV)/bin/ruff check .
