@@ -1,4 +1,4 @@
-"""Calls Quorum makes to models itself (fusion): pooled httpx, retries with backoff, usage, SSE.
+"""Calls Quorum makes to models itself (fusion): pooled connections, retries with backoff, usage, SSE.
 
 Only configured models are ever called, at their configured `base_url`; nothing a client sends
 can change the URL. `Authorization` comes from the model's `api_key_env`, and the request id is
@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 from opentelemetry.trace import Span
 
@@ -92,26 +92,42 @@ class ModelCallError(Exception):
 
 @dataclass
 class ModelClient:
+    """Pooled keep-alive connections to every backend (aiohttp).
+
+    aiohttp rather than httpx: measured on this project's fusion benchmark, httpx spent about 2 ms
+    of CPU per call and its connection pool grew quadratically costly with ~100 calls in flight,
+    which made Quorum's own CPU the bottleneck of a fusion run; aiohttp costs a fraction of that.
+    """
+
     telemetry: Telemetry = field(default_factory=lambda: NO_TELEMETRY)
-    http: httpx.AsyncClient = field(
-        default_factory=lambda: httpx.AsyncClient(
-            http2=True,
-            timeout=httpx.Timeout(None, connect=5.0),
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
-        )
-    )
+    max_connections: int = 512
+    _session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """Created on first use, inside the running event loop (aiohttp binds sessions to a loop)."""
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0, keepalive_timeout=30)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0),
+                skip_auto_headers=("User-Agent",),
+                json_serialize=lambda o: orjson.dumps(o).decode(),
+            )
+        return self._session
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        if self._session is not None:
+            await self._session.close()
 
-    def _request(self, model: Model, body: dict[str, Any], headers: Mapping[str, str]) -> httpx.Request:
-        out = {"content-type": "application/json", **headers}
+    def _request(
+        self, model: Model, body: dict[str, Any], headers: Mapping[str, str]
+    ) -> tuple[str, bytes, dict[str, str]]:
+        out = {"content-type": "application/json", "user-agent": "quorum", **headers}
         if model.authorization:
             out["authorization"] = model.authorization
         payload = {**body, "model": model.upstream_model}
-        return self.http.build_request(
-            "POST", f"{model.base_url}/chat/completions", content=orjson.dumps(payload), headers=out
-        )
+        return f"{model.base_url}/chat/completions", orjson.dumps(payload), out
 
     async def complete(
         self,
@@ -155,19 +171,19 @@ class ModelClient:
             async with asyncio.timeout(time_limit):
                 while True:
                     attempt += 1
+                    url, payload, call_headers = self._request(model, body, headers)
                     try:
-                        response = await self.http.send(self._request(model, body, headers))
-                    except httpx.TransportError as exc:
+                        async with self.session.post(url, data=payload, headers=call_headers) as response:
+                            status, raw = response.status, await response.read()
+                    except aiohttp.ClientError as exc:
                         error = ModelCallError(model.name, f"connection error: {type(exc).__name__}")
                     else:
-                        data = _json(response)
+                        data = _json_bytes(raw)
                         usage.add(Usage.parse(data.get("usage")) if isinstance(data, dict) else None)
-                        if response.status_code == 200:
+                        if status == 200:
                             return _completion(model.name, data, usage, time.monotonic() - started, attempt)
-                        error = ModelCallError(
-                            model.name, _error_text(response.status_code, data), response.status_code
-                        )
-                        if response.status_code not in RETRY_STATUSES:
+                        error = ModelCallError(model.name, _error_text(status, data), status)
+                        if status not in RETRY_STATUSES:
                             raise error
                     if attempt >= retry.attempts:
                         raise error
@@ -220,36 +236,32 @@ class ModelClient:
     async def _stream(
         self, model: Model, payload: dict[str, Any], headers: dict[str, str]
     ) -> AsyncIterator[dict[str, Any]]:
-        request = self._request(model, payload, headers)
+        url, data, call_headers = self._request(model, payload, headers)
         try:
-            response = await self.http.send(request, stream=True)
-        except httpx.TransportError as exc:
+            response = await self.session.post(url, data=data, headers=call_headers)
+        except aiohttp.ClientError as exc:
             raise ModelCallError(model.name, f"connection error: {type(exc).__name__}") from None
         try:
-            if response.status_code != 200:
-                data = _json_bytes(await response.aread())
-                raise ModelCallError(model.name, _error_text(response.status_code, data), response.status_code)
+            if response.status != 200:
+                body = _json_bytes(await response.read())
+                raise ModelCallError(model.name, _error_text(response.status, body), response.status)
             decoder = SSEDecoder()
             done = False
             try:
-                async for raw in response.aiter_bytes():
-                    for data in decoder.feed(raw):
-                        if data == "[DONE]":
+                async for raw in response.content.iter_any():
+                    for event in decoder.feed(raw):
+                        if event == "[DONE]":
                             done = True
                             continue
-                        chunk = orjson.loads(data)
+                        chunk = orjson.loads(event)
                         if isinstance(chunk, dict):
                             yield chunk
-            except httpx.TransportError as exc:
+            except aiohttp.ClientError as exc:
                 raise ModelCallError(model.name, f"stream broken: {type(exc).__name__}") from None
             if not done:
                 raise ModelCallError(model.name, "stream ended without [DONE]")
         finally:
-            await response.aclose()
-
-
-def _json(response: httpx.Response) -> Any:
-    return _json_bytes(response.content)
+            response.release()
 
 
 def _json_bytes(raw: bytes) -> Any:

@@ -17,8 +17,7 @@ from urllib.parse import urlsplit
 from extproc.config import Config, ConfigError, FusionConfig, ModelConfig, Pricing
 from extproc.decisions import Decision, compile_rule, rule_signals
 from extproc.openai import render_model, render_model_list
-from extproc.signals import SignalSet, compile_signals
-from extproc.signals.semantic import SEMANTIC_KINDS
+from extproc.signals import NEEDS_ENGINE, SEMANTIC_KINDS, SignalSet, compile_signals
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +127,7 @@ def semantic_context(config: Config, env: Mapping[str, str]) -> Any:
     """The embedding engine (only if a used signal needs one) and a small pool for detectors."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from extproc.signals.semantic import NEEDS_ENGINE, SemanticContext
+    from extproc.signals.semantic import SemanticContext
 
     routing = config.routing
     used = {kind for d in routing.decisions for kind, _ in rule_signals(d.rules)}
@@ -152,13 +151,16 @@ def semantic_context(config: Config, env: Mapping[str, str]) -> Any:
 def make_engine(cfg: Any, env: Mapping[str, str]) -> Any:
     from extproc.semantic.engine import EngineUnavailable, LocalEmbeddingEngine, RemoteEmbeddingEngine
 
-    if cfg.backend == "remote":
-        return RemoteEmbeddingEngine(cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, cache_size=cfg.cache_size)
     try:
-        engine = LocalEmbeddingEngine(cfg.model, max_tokens=cfg.max_tokens, cache_size=cfg.cache_size)
+        if cfg.backend == "remote":
+            engine: Any = RemoteEmbeddingEngine(
+                cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, cache_size=cfg.cache_size, env=dict(env)
+            )
+        else:
+            engine = LocalEmbeddingEngine(cfg.model, max_tokens=cfg.max_tokens, cache_size=cfg.cache_size)
         engine.load()
     except EngineUnavailable as exc:
-        raise ConfigError([f"routing.embedding.model: {exc}"]) from None
+        raise ConfigError([f"routing.embedding: {exc}"]) from None
     return engine
 
 

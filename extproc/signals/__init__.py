@@ -16,6 +16,10 @@ from extproc.openai import ChatRequest
 from extproc.signals.lexical import KeywordMatcher, RegexMatcher
 from extproc.signals.request import ContextLength, HeaderMatch
 
+# Kinds whose module (and its numpy / onnxruntime / lingua dependencies) loads only when used.
+SEMANTIC_KINDS = ("embedding", "domain", "complexity", "language", "pii", "jailbreak")
+NEEDS_ENGINE = ("embedding", "domain", "complexity")  # plus jailbreak with `embeddings: true`
+
 SignalKey = tuple[str, str]  # (type, name) as written in a rule leaf
 SignalResults = dict[SignalKey, float | None]
 

@@ -18,6 +18,7 @@ from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 from extproc.openai import ChatRequest
+from extproc.semantic.similarity import prototype_score
 
 if TYPE_CHECKING:
     import numpy as np
@@ -28,16 +29,6 @@ if TYPE_CHECKING:
 INLINE_SCAN_CHARS = 4096
 
 Features = dict[str, Any]
-
-
-def prototype_score(similarities: np.ndarray, top_k: int, best_weight: float) -> float:
-    import numpy as np
-
-    if similarities.size == 0:
-        return 0.0
-    k = min(top_k, similarities.size)
-    top = np.partition(similarities, -k)[-k:]
-    return float(best_weight * top.max() + (1 - best_weight) * top.mean())
 
 
 class SemanticContext:
@@ -243,7 +234,3 @@ class JailbreakMatch:
             if attack > benign:  # closer to known attacks than to lookalike benign prompts
                 score = max(score, attack)
         return score if score >= self.cfg.threshold else None
-
-
-SEMANTIC_KINDS = ("embedding", "domain", "complexity", "language", "pii", "jailbreak")
-NEEDS_ENGINE = ("embedding", "domain", "complexity")
