@@ -287,6 +287,21 @@ class LanguageSignal(Strict):
     threshold: Fraction = 0.5
     scope: Scope = "last_user"
 
+    @model_validator(mode="after")
+    def _supported(self) -> LanguageSignal:
+        try:
+            from extproc.signals.language import supported_languages
+        except ImportError:
+            return self  # reported when the signal is built: the semantic extra is missing
+        try:
+            known = supported_languages()
+        except Exception:  # lingua not installed
+            return self
+        unknown = sorted(set(self.languages or [self.name]) - known)
+        if unknown:
+            raise ValueError(f"unsupported language code(s) {unknown}; use ISO 639-1 codes lingua knows")
+        return self
+
 
 PIIKind = Literal["email", "phone", "payment_card", "iban", "ip_address", "us_ssn"]
 

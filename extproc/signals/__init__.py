@@ -106,10 +106,17 @@ def _semantic(signals_config: Any, used: set[SignalKey], ctx: Any) -> list[tuple
         if cfg.scope not in classifiers:
             same_scope = [d for d in signals_config.domain if d.scope == cfg.scope]
             classifiers[cfg.scope] = sem.DomainClassifier(same_scope, ctx, cfg.scope)
+    language_signals = [c for c in signals_config.language if ("language", c.name) in used]
+    if language_signals:
+        from extproc.signals.language import DEFAULT_LANGUAGES, get_language_detector
+
+        codes = set(DEFAULT_LANGUAGES).union(*(c.languages or [c.name] for c in language_signals))
+        detector = get_language_detector(codes)
+        for cfg in language_signals:
+            out.append((("language", cfg.name), sem.LanguageMatch(cfg, ctx, detector)))
     for kind, factory in (
         ("embedding", sem.EmbeddingMatch),
         ("complexity", sem.ComplexityMatch),
-        ("language", sem.LanguageMatch),
         ("pii", sem.PIIMatch),
         ("jailbreak", sem.JailbreakMatch),
     ):

@@ -170,16 +170,15 @@ class ComplexityMatch:
 
 
 class LanguageMatch:
-    def __init__(self, cfg: Any, ctx: SemanticContext) -> None:
-        from extproc.signals.language import detect_language
-
+    def __init__(self, cfg: Any, ctx: SemanticContext, detector: Any) -> None:
         self.name = cfg.name
         self.cfg = cfg
+        self.detector = detector  # shared by every language signal: the union of their languages
         self.languages = frozenset(cfg.languages or [cfg.name])
-        self.producers = [DetectorProducer(ctx, "language", cfg.scope, detect_language)]
+        self.producers = [DetectorProducer(ctx, "language", cfg.scope, detector.detect)]
 
     async def prepare(self) -> None:
-        return None
+        await asyncio.get_running_loop().run_in_executor(None, self.detector.warm_up)  # load models now
 
     def evaluate(self, chat: ChatRequest, headers: Mapping[str, str], features: Features) -> float | None:
         code, confidence = features[f"language:{self.cfg.scope}"]
