@@ -130,9 +130,9 @@ def semantic_context(config: Config, env: Mapping[str, str]) -> Any:
     from extproc.signals.semantic import SemanticContext
 
     routing = config.routing
-    used = {kind for d in routing.decisions for kind, _ in rule_signals(d.rules)}
-    needs_engine = bool(used & set(NEEDS_ENGINE)) or any(
-        s.embeddings for s in routing.signals.jailbreak if "jailbreak" in used
+    used = set().union(*(rule_signals(d.rules) for d in routing.decisions)) if routing.decisions else set()
+    needs_engine = any(kind in NEEDS_ENGINE for kind, _ in used) or any(
+        s.embeddings for s in routing.signals.jailbreak if ("jailbreak", s.name) in used
     )
     engine = None
     if needs_engine:

@@ -111,7 +111,8 @@ def _semantic(signals_config: Any, used: set[SignalKey], ctx: Any) -> list[tuple
         from extproc.signals.language import DEFAULT_LANGUAGES, get_language_detector
 
         codes = set(DEFAULT_LANGUAGES).union(*(c.languages or [c.name] for c in language_signals))
-        detector = get_language_detector(codes)
+        # Preloaded so no request pays for loading a language model (at the cost of memory: ~25 MB a language).
+        detector = get_language_detector(codes, preload=True)
         for cfg in language_signals:
             out.append((("language", cfg.name), sem.LanguageMatch(cfg, ctx, detector)))
     for kind, factory in (

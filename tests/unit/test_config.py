@@ -58,7 +58,15 @@ def test_demo_config_parses() -> None:
     assert config.model("demo-coder").upstream_model == "coder-v1"
     assert config.providers.defaults.default_model == "demo-small"
     assert config.server.max_body_bytes == 8388608
-    assert [d.name for d in config.routing.decisions] == ["coding", "premium", "deliberate"]
+    assert [d.name for d in config.routing.decisions] == [
+        "coding",
+        "premium",
+        "deliberate",
+        "legal-or-medical",
+        "hard-reasoning",
+    ]
+    assert [s.name for s in config.routing.signals.domain] == ["law", "medicine", "finance"]
+    assert [s.name for s in config.routing.signals.complexity] == ["hard"]
     assert [s.name for s in config.routing.signals.keyword] == ["code", "compare"]
     assert config.routing.signals.keyword[0].keywords == ["python", "stack trace"]
     assert config.routing.signals.context[0].min_tokens == 4000
@@ -80,6 +88,10 @@ routing:
     regex: [{name: ticket, patterns: ["[A-Z]+-[0-9]+"]}]
     context: [{name: long_prompt, min_tokens: 4000}]
     header: [{name: premium, header: x-user-tier, values: [gold]}]
+    domain:
+      - {name: law, examples: [a]}
+      - {name: medicine, examples: [b]}
+    complexity: [{name: hard, hard: [c], easy: [d]}]
   decisions:
     - name: coding
       priority: 100
@@ -93,12 +105,20 @@ routing:
       priority: 200
       rules: {operator: OR, conditions: [{type: keyword, name: compare}, {type: context, name: long_prompt}]}
       algorithm: {type: fusion, fusion: {model: demo-large, analysis_models: [demo-small, demo-coder]}}
+    - name: legal-or-medical
+      priority: 120
+      rules: {operator: OR, conditions: [{type: domain, name: law}, {type: domain, name: medicine}]}
+      modelRefs: [{model: demo-large}]
+    - name: hard-reasoning
+      priority: 90
+      rules: {type: complexity, name: hard}
+      modelRefs: [{model: demo-large}]
 """
 
 
 def test_demo_decision_shape_is_accepted_as_is() -> None:
     config = parse_config(DEMO_DECISIONS_SHAPE)
-    coding, premium, deliberate = config.routing.decisions
+    coding, premium, deliberate, _legal_or_medical, _hard_reasoning = config.routing.decisions
 
     assert (coding.priority, coding.algorithm.type) == (100, "static")
     assert [r.model for r in coding.model_refs] == ["demo-coder"]
@@ -362,7 +382,7 @@ PROBLEMS: list[Any] = [
     ),
     pytest.param(_dup_model, "providers.models[3].name", ["duplicate model name 'demo-small'"], id="duplicate-model"),
     pytest.param(
-        _dup_decision, "routing.decisions[3].name", ["duplicate decision name 'coding'"], id="duplicate-decision"
+        _dup_decision, "routing.decisions[5].name", ["duplicate decision name 'coding'"], id="duplicate-decision"
     ),
     pytest.param(
         lambda r: r["routing"]["signals"]["keyword"].append({"name": "code", "keywords": ["x"]}),
@@ -514,9 +534,9 @@ def test_all_reference_problems_are_reported_at_once() -> None:
     assert_problem(problems, "routing.decisions[1].rules.conditions[1].name", "'nope'")
     assert_problem(problems, "routing.decisions[2].algorithm.fusion.model", "'judge'")
     assert_problem(problems, "routing.auto_model_names[0]", "'demo-small'")
-    assert_problem(problems, "routing.decisions[3].name", "duplicate decision name 'coding'")
+    assert_problem(problems, "routing.decisions[5].name", "duplicate decision name 'coding'")
     # the duplicated decision repeats the unknown modelRef
-    assert_problem(problems, "routing.decisions[3].modelRefs[0].model", "'ghost'")
+    assert_problem(problems, "routing.decisions[5].modelRefs[0].model", "'ghost'")
     assert len(problems) == 7, problems
 
 
@@ -546,7 +566,7 @@ def test_config_error_message_lists_the_problems_and_source(tmp_path: Path) -> N
 def test_cli_validate_demo_config(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(DEMO)]) == 0
     out, err = capsys.readouterr()
-    assert "ok (3 models, 3 decisions)" in out
+    assert "ok (3 models, 5 decisions)" in out
     assert err == ""
 
 

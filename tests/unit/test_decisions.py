@@ -236,7 +236,13 @@ def test_fusion_decisions_list_contains_only_fusion_decisions() -> None:
 
 def test_demo_fusion_decisions() -> None:
     runtime = build_runtime(load_config(DEMO), environ={})
-    assert [d.name for d in runtime.decisions] == ["deliberate", "premium", "coding"]
+    assert [d.name for d in runtime.decisions] == [
+        "deliberate",
+        "premium",
+        "legal-or-medical",
+        "coding",
+        "hard-reasoning",
+    ]
     assert [d.name for d in runtime.fusion_decisions] == ["deliberate"]
     (deliberate,) = runtime.fusion_decisions
     assert deliberate.fusion.model == "demo-large"
@@ -257,15 +263,31 @@ def test_demo_fusion_decisions() -> None:
         ("x" * 20_000, {}, "deliberate"),  # long_prompt
         ("hello there", {"x-user-tier": "silver"}, None),
         ("pythonic stacktraces", {}, None),
+        ("Can my landlord keep my deposit if I leave early?", {}, "legal-or-medical"),
+        ("Is it dangerous to mix alcohol and antibiotics?", {}, "legal-or-medical"),
+        ("Should I put my bonus into my 401k or pay off my car loan?", {}, None),  # finance: declared, not routed
+        ("Prove that every bounded monotone sequence converges.", {}, "hard-reasoning"),
+        ("How do I make risotto?", {}, None),
     ],
 )
-def test_demo_routing(text: str, headers: dict[str, str], expected: str | None) -> None:
-    runtime = build_runtime(load_config(DEMO), environ={})
+def test_demo_routing(demo_runtime: Runtime, text: str, headers: dict[str, str], expected: str | None) -> None:
     request = parse_chat_request(
         orjson.dumps({"model": "quorum/auto", "messages": [{"role": "user", "content": text}]})
     )
-    match = select(runtime.decisions, asyncio.run(runtime.signals.evaluate(request, headers)))
+    match = select(demo_runtime.decisions, asyncio.run(demo_runtime.signals.evaluate(request, headers)))
     assert (match.decision.name if match else None) == expected
     if match is not None:
         assert isinstance(match.decision, Decision)
-        assert match.confidence == 1.0
+        semantic = expected in ("legal-or-medical", "hard-reasoning")
+        assert 0.0 < match.confidence <= 1.0 if semantic else match.confidence == 1.0
+
+
+@pytest.fixture(scope="module")
+def demo_runtime() -> Runtime:
+    """The demo's domain and complexity signals embed their examples once, before any request."""
+    pytest.importorskip("onnxruntime", reason="the demo's domain and complexity signals need the semantic extra")
+    from extproc.runtime import prepare_runtime
+
+    runtime = build_runtime(load_config(DEMO), environ={})
+    asyncio.run(prepare_runtime(runtime))
+    return runtime

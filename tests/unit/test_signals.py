@@ -349,8 +349,12 @@ def test_no_decisions_compile_no_signals() -> None:
 
 
 def test_demo_signals() -> None:
+    pytest.importorskip("onnxruntime", reason="the demo's domain and complexity signals need the semantic extra")
+    from extproc.runtime import prepare_runtime
+
     runtime = build_runtime(load_config(DEMO), environ={})
-    assert len(runtime.signals) == 5
+    asyncio.run(prepare_runtime(runtime))
+    assert len(runtime.signals) == 8
     assert len(runtime.fusion_signals) == 2
     results = asyncio.run(runtime.signals.evaluate(chat("compare python with JIRA-7"), {"x-user-tier": "gold"}))
     assert results == {
@@ -359,6 +363,9 @@ def test_demo_signals() -> None:
         ("regex", "ticket"): MATCH,
         ("context", "long_prompt"): NO,
         ("header", "premium"): MATCH,
+        ("domain", "law"): NO,
+        ("domain", "medicine"): NO,
+        ("complexity", "hard"): NO,
     }
 
 
