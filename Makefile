@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install protos run test test-unit bench lint format envoy-configs validate-envoy clean
+.PHONY: install protos run test test-unit bench lint format envoy-configs clean
 
 install: $(STAMP)
 
@@ -32,6 +32,7 @@ test-unit: install
 bench: install
 	$(PY) tests/bench/run.py --output docs/benchmarks.md
 	$(PY) tests/bench/fusion.py --output docs/benchmarks.md
+	$(PY) tests/bench/tracing.py --output docs/benchmarks.md
 
 lint: install
 	$(VENV)/bin/ruff check .
