@@ -343,6 +343,7 @@ class EmbeddingEngineConfig(Strict):
     model: str = "all-MiniLM-L6-v2"
     max_tokens: int = Field(256, ge=8, le=512)
     cache_size: int = Field(4096, ge=0)
+    threads: int | None = Field(None, ge=1, le=64)  # inference threads (default: one per core)
     base_url: str | None = None  # remote: e.g. http://embeddings:8000/v1
     api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -157,7 +157,9 @@ def make_engine(cfg: Any, env: Mapping[str, str]) -> Any:
                 cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, cache_size=cfg.cache_size, env=dict(env)
             )
         else:
-            engine = LocalEmbeddingEngine(cfg.model, max_tokens=cfg.max_tokens, cache_size=cfg.cache_size)
+            engine = LocalEmbeddingEngine(
+                cfg.model, max_tokens=cfg.max_tokens, cache_size=cfg.cache_size, threads=cfg.threads
+            )
         engine.load()
     except EngineUnavailable as exc:
         raise ConfigError([f"routing.embedding: {exc}"]) from None
