@@ -280,9 +280,7 @@ class StreamHandler:
     async def _signals(self, signals: SignalSet, chat: ChatRequest) -> SignalResults:
         started = time.perf_counter()
         results = await signals.evaluate(chat, self.headers)
-        self.recorder.signals(results, started)
-        if self.recorder.telemetry.debug_headers:
-            self.matched = [f"{kind}:{name}" for (kind, name), conf in results.items() if conf is not None]
+        self.matched = self.recorder.signals(results, started)
         return results
 
     def _debug(self, match: Match) -> list[tuple[str, str]]:

@@ -91,7 +91,7 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None, semanti
     fusion_used = {key for d in routing.decisions if d.algorithm.type == "fusion" for key in rule_signals(d.rules)}
 
     if semantic is None and any(kind in SEMANTIC_KINDS for kind, _ in used):
-        semantic = semantic_context(config, env)
+        semantic = semantic_context(config, env, used)
 
     created = int(time.time())
     owners = [(m.name, "quorum") for m in config.providers.models]
@@ -123,14 +123,13 @@ async def prepare_runtime(runtime: Runtime) -> None:
     await runtime.fusion_signals.prepare()
 
 
-def semantic_context(config: Config, env: Mapping[str, str]) -> Any:
+def semantic_context(config: Config, env: Mapping[str, str], used: set[tuple[str, str]]) -> Any:
     """The embedding engine (only if a used signal needs one) and a small pool for detectors."""
     from concurrent.futures import ThreadPoolExecutor
 
     from extproc.signals.semantic import SemanticContext
 
     routing = config.routing
-    used = set().union(*(rule_signals(d.rules) for d in routing.decisions)) if routing.decisions else set()
     needs_engine = any(kind in NEEDS_ENGINE for kind, _ in used) or any(
         s.embeddings for s in routing.signals.jailbreak if ("jailbreak", s.name) in used
     )

@@ -122,9 +122,12 @@ class RequestRecorder:
         context = trace.set_span_in_context(parent or self.span)
         return self.telemetry.tracer.start_span(name, context=context, kind=kind, attributes=attrs or None)
 
-    def signals(self, results: Mapping[tuple[str, str], float | None], started: float) -> None:
+    def signals(self, results: Mapping[tuple[str, str], float | None], started: float) -> list[str]:
+        """Record the signal evaluation; returns the matched `type:name`s when tracing or debug headers use them."""
+        if not (self.telemetry.tracing or self.telemetry.debug_headers):
+            return []
+        matched = [f"{kind}:{name}" for (kind, name), conf in results.items() if conf is not None]
         if self.telemetry.tracing:
-            matched = [f"{kind}:{name}" for (kind, name), conf in results.items() if conf is not None]
             span = self.telemetry.tracer.start_span(
                 "quorum.signals",
                 context=trace.set_span_in_context(self.span),
@@ -132,6 +135,7 @@ class RequestRecorder:
                 attributes={"quorum.signals.evaluated": len(results), "quorum.signals.matched": matched},
             )
             span.end()
+        return matched
 
     def decided(self, decision: str, priority: int, confidence: float, model: str, kind: str) -> None:
         self.decision, self.model, self.kind = decision, model, kind
