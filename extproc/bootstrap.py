@@ -144,6 +144,7 @@ def _routes(config: Config) -> dict[str, Any]:
 def _extproc_filter(config: Config) -> dict[str, Any]:
     env = config.envoy
     duplex = env.request_body_mode == "full_duplex_streamed"
+    usage = config.observability.usage.enabled
     return {
         "name": "envoy.filters.http.ext_proc",
         "typed_config": {
@@ -163,8 +164,11 @@ def _extproc_filter(config: Config) -> dict[str, Any]:
                 "request_header_mode": "SEND",
                 "request_body_mode": "FULL_DUPLEX_STREAMED" if duplex else "BUFFERED",
                 # Usage accounting reads routed responses; otherwise they never touch Quorum.
-                "response_header_mode": "SEND" if config.observability.usage.enabled else "SKIP",
-                "response_body_mode": "NONE",
+                "response_header_mode": "SEND" if usage else "SKIP",
+                # Buffered mode asks for a response body per response (mode_override); Envoy 1.40
+                # ignores mode_override when the request body mode is FULL_DUPLEX_STREAMED, so there
+                # every response body streams through Quorum when usage accounting is on.
+                "response_body_mode": "STREAMED" if usage and duplex else "NONE",
                 "request_trailer_mode": "SEND" if duplex else "SKIP",  # Envoy requires SEND with full duplex
                 "response_trailer_mode": "SKIP",
             },

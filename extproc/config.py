@@ -109,9 +109,11 @@ class EnvoyConfig(Strict):
 
     listen: str = "127.0.0.1:8080"
     admin: str = "127.0.0.1:9901"
-    # buffered: Envoy sends the whole body at once; fusion answers in one piece (the default).
-    # full_duplex_streamed: the body streams in, and fusion can stream its answer token by token.
-    request_body_mode: Literal["buffered", "full_duplex_streamed"] = "buffered"
+    # full_duplex_streamed (the default): Envoy sends the body without waiting for the headers
+    # answer, so routing costs one ext_proc round trip instead of two, and fusion can stream its
+    # answer token by token. buffered: Envoy buffers the body and enforces its own size limit
+    # first; the routed upstream request keeps its content-length instead of going out chunked.
+    request_body_mode: Literal["buffered", "full_duplex_streamed"] = "full_duplex_streamed"
     message_timeout: Seconds = 5.0
     max_message_timeout: Seconds = 600.0
     upstream_timeout: Seconds = 600.0

@@ -89,6 +89,7 @@ class StreamHandler:
         "received",
         "recorder",
         "request_id",
+        "response_json",
         "routed",
         "runtime",
         "stream_usage",
@@ -111,6 +112,7 @@ class StreamHandler:
         self.routed: Model | None = None  # the model a routed request went to
         self.strip_usage = False  # we asked the backend for a usage chunk the client did not want
         self.stream_usage: StreamUsage | None = None
+        self.response_json: list[bytes] | None = None  # a routed JSON response, read for its usage
         self.matched: list[str] = []  # signals that matched, for debug headers
 
     async def handle(self, request: ep.ProcessingRequest) -> AsyncIterator[ep.ProcessingResponse]:
@@ -316,18 +318,26 @@ class StreamHandler:
         content_type = headers.get("content-type", "")
         if msg.end_of_stream:
             return response
+        # In duplex mode the response body streams to us anyway (see bootstrap): no override there.
         if content_type.startswith("text/event-stream"):
             self.stream_usage = StreamUsage(strip=self.strip_usage)
-            response.mode_override.response_body_mode = pm.ProcessingMode.STREAMED
+            if not self.duplex:
+                response.mode_override.response_body_mode = pm.ProcessingMode.STREAMED
         elif "json" in content_type:
-            response.mode_override.response_body_mode = pm.ProcessingMode.BUFFERED
+            self.response_json = []
+            if not self.duplex:
+                response.mode_override.response_body_mode = pm.ProcessingMode.BUFFERED
         return response
 
     def on_response_body(self, msg: ep.HttpBody) -> ep.ProcessingResponse:
         if self.routed is None:
             return _EMPTY_ANSWERS["response_body"]
         if self.stream_usage is None:
-            self.recorder.add_usage(self.routed, json_usage(msg.body))
+            if self.response_json is not None:
+                self.response_json.append(msg.body)
+                if msg.end_of_stream:
+                    self.recorder.add_usage(self.routed, json_usage(b"".join(self.response_json)))
+                    self.response_json = None
             return _EMPTY_ANSWERS["response_body"]
         replacement = self.stream_usage.feed(msg.body, msg.end_of_stream)
         self.recorder.add_usage(self.routed, self.stream_usage.final_usage(msg.end_of_stream))

@@ -69,7 +69,7 @@ PORT_KEYS = ("grpc_port", "envoy_port", "admin_port", "small_port", "coder_port"
 
 def config_text(
     max_body: int = 1 << 20,
-    body_mode: str = "buffered",
+    body_mode: str = "full_duplex_streamed",
     tracing: str = "{exporter: none}",
     usage: str = "{enabled: false}",
     debug_headers: bool = False,

@@ -19,7 +19,7 @@ MAX_BODY = 256 * 1024
 
 def write_config(
     directory: Path,
-    body_mode: str = "buffered",
+    body_mode: str = "full_duplex_streamed",
     tracing: str = "{exporter: none}",
     usage: str = "{enabled: false}",
     debug_headers: bool = False,
@@ -45,10 +45,19 @@ def _running_stack(workdir: Path, body_mode: str, **settings: str) -> Iterator[S
         os.environ.pop("QUORUM_TEST_LARGE_KEY", None)
 
 
+BODY_MODES = {"duplex": "full_duplex_streamed", "buffered": "buffered"}
+
+
+@pytest.fixture(scope="session", params=list(BODY_MODES))
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The shared stack, once per Envoy request body mode: every test that uses it runs in both."""
+    yield from _running_stack(tmp_path_factory.mktemp(request.param), BODY_MODES[request.param])
+
+
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Envoy in its default BUFFERED body mode."""
-    yield from _running_stack(tmp_path_factory.mktemp("stack"), "buffered")
+def buffered_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Envoy with request_body_mode BUFFERED: fusion answers arrive in one ImmediateResponse."""
+    yield from _running_stack(tmp_path_factory.mktemp("buffered"), "buffered")
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +69,11 @@ def duplex_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture
 def duplex_client(duplex_stack: Stack) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{duplex_stack.envoy_url}/v1", api_key="k", max_retries=0, timeout=20)
+
+
+@pytest.fixture
+def buffered_client(buffered_stack: Stack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{buffered_stack.envoy_url}/v1", api_key="k", max_retries=0, timeout=20)
 
 
 @pytest.fixture

@@ -89,8 +89,8 @@ def test_true_streaming_delivers_synthesis_tokens_as_they_are_produced(duplex_cl
     assert times[-1] - times[0] >= 0.2
 
 
-def test_buffered_mode_delivers_the_same_answer_at_once(client):
-    times, content, _ = stream_times(client, f"compare tea and coffee {SLOW_SYNTHESIS}")
+def test_buffered_mode_delivers_the_same_answer_at_once(buffered_client):
+    times, content, _ = stream_times(buffered_client, f"compare tea and coffee {SLOW_SYNTHESIS}")
     assert content.startswith("[demo-large] compare tea and coffee")
     assert times[-1] - times[0] < 0.2  # one ImmediateResponse: every piece arrives together
 

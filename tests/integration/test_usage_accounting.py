@@ -8,19 +8,20 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from conftest import backend_requests, clear_backends, write_config
+from conftest import BODY_MODES, backend_requests, clear_backends, write_config
 
 from extproc.devstack import Stack
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def accounting_stack(tmp_path_factory) -> Iterator[Stack]:
+@pytest.fixture(scope="module", params=list(BODY_MODES))
+def accounting_stack(request, tmp_path_factory) -> Iterator[Stack]:
+    """Both body modes: buffered asks for each response body, duplex has them all streamed."""
     import os
 
-    workdir = tmp_path_factory.mktemp("usage")
-    path, _ = write_config(workdir, usage="{enabled: true, request_stream_usage: true}")
+    workdir = tmp_path_factory.mktemp(f"usage-{request.param}")
+    path, _ = write_config(workdir, BODY_MODES[request.param], usage="{enabled: true, request_stream_usage: true}")
     os.environ["QUORUM_TEST_LARGE_KEY"] = "k"
     try:
         with Stack(path, workdir) as stack:

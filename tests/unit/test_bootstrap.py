@@ -100,7 +100,7 @@ def test_one_cluster_per_distinct_model_cluster() -> None:
     assert model_route(bootstrap, "org/c:1")["route"]["cluster"] == "org_c_1"
 
 
-def test_ext_proc_filter_is_fail_closed_and_buffers_the_request_body() -> None:
+def test_ext_proc_filter_is_fail_closed_and_streams_the_request_body_full_duplex() -> None:
     bootstrap = render(load_config(DEMO))
     filters = hcm(bootstrap)["http_filters"]
     assert [f["name"] for f in filters] == ["envoy.filters.http.ext_proc", "envoy.filters.http.router"]
@@ -109,8 +109,31 @@ def test_ext_proc_filter_is_fail_closed_and_buffers_the_request_body() -> None:
     assert ext_proc["grpc_service"]["envoy_grpc"]["cluster_name"] == EXTPROC_CLUSTER
     mode = ext_proc["processing_mode"]
     assert mode["request_header_mode"] == "SEND"
-    assert mode["request_body_mode"] == "BUFFERED"
+    assert mode["request_body_mode"] == "FULL_DUPLEX_STREAMED"  # the default: one round trip per request
+    assert mode["request_trailer_mode"] == "SEND"  # Envoy rejects full duplex without it
+    assert (mode["response_header_mode"], mode["response_body_mode"]) == ("SKIP", "NONE")
     assert ext_proc["message_timeout"] == "5.000s"
+
+
+@pytest.mark.parametrize(
+    ("body_mode", "request_mode", "response_body_mode"),
+    [("buffered", "BUFFERED", "NONE"), ("full_duplex_streamed", "FULL_DUPLEX_STREAMED", "STREAMED")],
+)
+def test_usage_accounting_reads_responses_in_either_body_mode(body_mode, request_mode, response_body_mode) -> None:
+    cfg = load_config(DEMO)
+    cfg = cfg.model_copy(
+        update={
+            "envoy": cfg.envoy.model_copy(update={"request_body_mode": body_mode}),
+            "observability": cfg.observability.model_copy(
+                update={"usage": cfg.observability.usage.model_copy(update={"enabled": True})}
+            ),
+        }
+    )
+    mode = ext_proc_filter(render(cfg))["typed_config"]["processing_mode"]
+    assert mode["request_body_mode"] == request_mode
+    assert mode["response_header_mode"] == "SEND"
+    # Buffered mode asks per response with mode_override; Envoy ignores that under full duplex.
+    assert mode["response_body_mode"] == response_body_mode
 
 
 def test_route_per_model_matches_the_route_header() -> None:

@@ -10,7 +10,7 @@ from builders import body_msg, chat, chat_headers, config_text, headers_msg, set
 
 from extproc.config import parse_config
 from extproc.handler import RouteContext, StreamHandler
-from extproc.pb import ep
+from extproc.pb import core, ep, pm
 from extproc.runtime import Runtime, build_runtime
 
 SECRET = "sk-test-secret-value"
@@ -219,3 +219,35 @@ async def test_unexpected_phases_get_an_answer_of_their_own_kind(runtime, which)
     message = ep.ProcessingRequest(**{which: {}})
     [response] = await exchange(StreamHandler(runtime), message)
     assert response.WhichOneof("response") == which
+
+
+def _response_headers(content_type: str) -> ep.ProcessingRequest:
+    hmap = core.HeaderMap(
+        headers=[
+            core.HeaderValue(key=k, raw_value=v.encode())
+            for k, v in {":status": "200", "content-type": content_type}.items()
+        ]
+    )
+    return ep.ProcessingRequest(response_headers=ep.HttpHeaders(headers=hmap))
+
+
+def _response_body(data: bytes, end: bool) -> ep.ProcessingRequest:
+    return ep.ProcessingRequest(response_body=ep.HttpBody(body=data, end_of_stream=end))
+
+
+@pytest.mark.parametrize("duplex", [False, True])
+async def test_json_response_usage_is_read_once_even_when_the_body_arrives_in_pieces(duplex):
+    rt = build_runtime(parse_config(config_text(usage="{enabled: true}")), environ={"QUORUM_TEST_LARGE_KEY": SECRET})
+    handler = StreamHandler(rt)
+    request_headers = chat_headers()
+    if duplex:
+        request_headers.protocol_config.request_body_mode = pm.ProcessingMode.FULL_DUPLEX_STREAMED
+    await exchange(handler, request_headers, body_msg(chat("python")))
+    [answer] = await exchange(handler, _response_headers("application/json"))
+    # Buffered mode asks Envoy for the whole body; duplex mode has it streamed already (see bootstrap).
+    assert answer.HasField("mode_override") is not duplex
+    body = orjson.dumps({"id": "x", "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 7}})
+    pieces = [body[:20], body[20:]] if duplex else [body]
+    for i, piece in enumerate(pieces):
+        await exchange(handler, _response_body(piece, end=i == len(pieces) - 1))
+    assert (handler.recorder.usage_in, handler.recorder.usage_out) == (11, 7)
