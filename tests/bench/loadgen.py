@@ -184,6 +184,13 @@ def chat_body(model: str, size: int, prompt: str) -> bytes:
 # ---------------------------------------------------------------- CPU
 
 
+def pin(pid: int, cpus: set[int]) -> None:
+    """Run every thread of a process on `cpus` (threads it starts later inherit the mask)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(task.name), cpus)
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), in seconds."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as fh:

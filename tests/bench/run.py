@@ -3,6 +3,11 @@
     make bench       # .venv/bin/python tests/bench/run.py --output docs/benchmarks.md  (about 4.5 min)
     .venv/bin/python tests/bench/run.py --quick             # smoke run: 1 round, 1 s warm-up + 2 s per case
     .venv/bin/python tests/bench/run.py --profile /tmp/prof # also py-spy profiles of Quorum under load
+    .venv/bin/python tests/bench/run.py --layout shared     # no CPU pinning (make bench runs both layouts)
+
+Layouts: `dedicated` (the default) pins Quorum to CPU 1 and everything else (wrk, both Envoys, the
+fake backend, this script) to CPU 0, as an operator gives an ext_proc its own core; `shared` lets
+every process use any core, and writes the `routing-shared` section instead.
 
 Each case gets a warm-up, then a measured wrk run (--duration, 8 s); the whole matrix runs --repeat
 times (2), interleaved, and the report shows per-case medians plus each round's figure for the targets.
@@ -55,6 +60,7 @@ from loadgen import (
     chat_body,
     cpu_seconds,
     ensure_wrk,
+    pin,
     run_wrk,
     system_cpu_seconds,
     wrk_version,
@@ -239,8 +245,11 @@ def preflight(fake_url: str, bare_url: str, quorum_url: str, bodies: dict[str, b
         record = last_record(fake_url)
         if record["body"] != json.loads(bodies["bare"]):
             raise BenchError(f"{name}: the backend did not receive the expected body (model {record['body']['model']})")
-        if record["headers"].get("content-length") != str(len(bodies["bare"])):
-            raise BenchError(f"{name}: upstream content-length {record['headers'].get('content-length')}")
+        length = record["headers"].get("content-length")
+        # Full duplex mode (the default) sends the rewritten body upstream chunked.
+        chunked = name == "Envoy + Quorum" and record["headers"].get("transfer-encoding") == "chunked"
+        if length != str(len(bodies["bare"])) and not (length is None and chunked):
+            raise BenchError(f"{name}: upstream content-length {length}")
         if name == "Envoy + Quorum":
             got = (headers.get("x-quorum-model"), headers.get("x-quorum-decision"))
             if got != (ROUTED_MODEL, ROUTED_DECISION):
@@ -553,17 +562,30 @@ def render_report(
         f"{q16.cpu_pct('envoy'):.0f}%, fake backend {q16.cpu_pct('fake'):.0f}%, wrk {q16.cpu_pct('wrk'):.0f}% "
         f"of the {100 * cores}% there is.",
         "- At c16 the added latency is mostly queueing behind the busiest process; the c1 rows are the "
-        "unloaded cost of the extra hop (one gRPC stream per request, two messages each way: request "
-        "headers and request body).",
+        "unloaded cost of the extra hop: one gRPC stream per request and, in the default full-duplex body "
+        "mode, one round trip (Envoy sends the headers and the body without waiting; Quorum answers both "
+        "once the body is complete). The bare Envoy routes a body it never holds back, so the 256 KiB "
+        "difference also contains Envoy collecting the body for Quorum.",
         f"- **Noise:** the rest of the machine (kernel threads, softirq for loopback traffic, any other job) used "
         f"up to {worst_other.other_cpu_pct:.0f}% CPU during a measured case ({worst_name}), and the hypervisor "
         f"stole up to {steal_pct:.0f}%. {spread(q1, q16)}",
         *log_notes,
     ]
+    if args.layout == "dedicated":
+        where = (
+            "Everything runs on loopback on this one machine. **Quorum has CPU 1 to itself; wrk, both Envoys and "
+            "the fake backend share CPU 0** (`sched_setaffinity` on every thread), the way an operator gives the "
+            "ext_proc its own core (a Kubernetes static CPU policy, `taskset`, a systemd `CPUAffinity=`). "
+            "`--layout shared` runs the same cases with every process free to use any core (section below)."
+        )
+    else:
+        where = (
+            "Everything runs on loopback on this one machine: **all processes (wrk, both Envoys, Quorum and the "
+            f"fake backend) share the same {cores} cores**, with no pinning, so absolute numbers are lower bounds "
+            "and the differences are the useful part."
+        )
     setup = (
-        "**Setup.** Everything runs on loopback on this one machine: **all processes (wrk, both Envoys, Quorum "
-        f"and the fake backend) share the same {cores} cores**, so absolute numbers are lower bounds and the "
-        "differences are the useful part. Envoy runs with `--concurrency 1` (one worker, as a sidecar would) and "
+        f"**Setup.** {where} Envoy runs with `--concurrency 1` (one worker, as a sidecar would) and "
         "Quorum with one worker process (grpc.aio on uvloop). The upstream is one fake OpenAI backend "
         "(`quorum fake-backend`, aiohttp) shared by all cases; *fake backend direct* is wrk straight at it. "
         "*Bare Envoy* is a second Envoy rendered from the same config by `extproc.bootstrap.render` with the "
@@ -577,14 +599,20 @@ def render_report(
         "measured run, 100 = one full core; *kernel + other CPU %* is what the rest of the machine used meanwhile "
         "(from /proc/stat; mostly softirq for loopback traffic, unless another job was running)."
     )
+    title = "Quorum on its own core" if args.layout == "dedicated" else "all processes sharing the cores"
     parts = [
-        "## Routing overhead: bare Envoy vs Envoy + Quorum",
+        f"## Routing overhead: bare Envoy vs Envoy + Quorum ({title})",
         environment_lines(find_envoy(), {"wrk": wrk_version(wrk), "run": run_line}),
         setup,
     ]
     for size_label, _ in SIZES:
         parts += [f"### {size_label} request body", size_tables(results, size_label)]
-    parts += ["### Acceptance targets", acc, "### Reading the numbers", "\n".join(notes)]
+    acc_title = (
+        "### Acceptance targets"
+        if args.layout == "dedicated"
+        else "### The acceptance targets in this layout (for comparison; they are judged in the section above)"
+    )
+    parts += [acc_title, acc, "### Reading the numbers", "\n".join(notes)]
     return "\n\n".join(parts) + "\n", ok
 
 
@@ -628,7 +656,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep-logs", action="store_true", help="keep the work directory with all logs")
     parser.add_argument("--profile", metavar="DIR", help="also record py-spy profiles of Quorum into DIR")
     parser.add_argument("--strict", action="store_true", help="exit 1 when an acceptance target fails")
+    parser.add_argument(
+        "--layout",
+        choices=("dedicated", "shared"),
+        default="dedicated",
+        help="dedicated: Quorum pinned to CPU 1, everything else to CPU 0; shared: no pinning (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
+    if args.layout == "dedicated" and (os.cpu_count() or 1) < 2:
+        parser.error("--layout dedicated needs at least 2 CPUs; use --layout shared")
     if args.quick:
         args.duration, args.warmup = 2, 1
     if args.repeat is None:
@@ -676,6 +712,10 @@ def measure(args: argparse.Namespace, wrk: str, workdir: Path) -> list[CaseResul
             "envoy-bare": procs["envoy-bare"].pid,
             "fake": procs[fake_name].pid,
         }
+        if args.layout == "dedicated":
+            pin(os.getpid(), {0})  # this script, and the wrk processes it starts
+            for name, pid in pids.items():
+                pin(pid, {1} if name == "quorum" else {0})
         urls = {"fake": f"http://{fake_host}:{fake_port}", "bare": bare.url, "quorum": stack.envoy_url}
         bodies = {"bare": chat_body(PROVIDER_MODEL, 1024, PROMPT), "quorum": chat_body(AUTO_MODEL, 1024, PROMPT)}
         preflight(urls["fake"], urls["bare"], urls["quorum"], bodies)
@@ -721,8 +761,9 @@ def main(argv: list[str] | None = None) -> int:
     report, ok = render_report(results, args, wrk, time.monotonic() - started, log_notes, handler_us)
     print(report)
     if args.output:
-        write_section(args.output, SECTION, report)
-        print(f"wrote the `{SECTION}` section of {args.output}", file=sys.stderr)
+        section = SECTION if args.layout == "dedicated" else f"{SECTION}-shared"
+        write_section(args.output, section, report)
+        print(f"wrote the `{section}` section of {args.output}", file=sys.stderr)
     if not ok:
         print("some acceptance targets FAIL (see the report)", file=sys.stderr)
         return 1 if args.strict else 0
