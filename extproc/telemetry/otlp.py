@@ -30,7 +30,12 @@ _KIND = {
 _STATUS = {StatusCode.UNSET: 0, StatusCode.OK: 1, StatusCode.ERROR: 2}
 
 
+_SMALL_VARINTS = [bytes([n]) for n in range(128)]
+
+
 def _varint(n: int) -> bytes:
+    if 0 <= n < 128:
+        return _SMALL_VARINTS[n]
     n &= 0xFFFFFFFFFFFFFFFF  # negative int64 values are ten-byte two's complement varints
     out = bytearray()
     while n > 0x7F:
@@ -75,28 +80,37 @@ def _attributes(attributes: Any) -> bytes:
     return b"".join(parts)
 
 
+@lru_cache(maxsize=256)
+def _name_and_kind(name: str, kind: SpanKind) -> bytes:
+    return _field(5, name.encode()) + b"\x30" + _varint(_KIND[kind])
+
+
+_TIMES = struct.Struct("<BQBQ")  # start_time_unix_nano (field 7) and end_time_unix_nano (field 8), fixed64
+_UNSET_STATUS = _field(15, b"")
+_FLAGS_LOCAL_PARENT = b"\x85\x01" + struct.pack("<I", 0x100)  # "is the parent remote" is known: no
+_FLAGS_REMOTE_PARENT = b"\x85\x01" + struct.pack("<I", 0x300)  # ... yes
+
+
 def _span(span: ReadableSpan) -> bytes:
     ctx = span.context
-    out = [
-        _field(1, ctx.trace_id.to_bytes(16, "big")),
-        _field(2, ctx.span_id.to_bytes(8, "big")),
-    ]
+    parent = span.parent
+    out = [b"\x0a\x10", ctx.trace_id.to_bytes(16, "big"), b"\x12\x08", ctx.span_id.to_bytes(8, "big")]
     if ctx.trace_state:
         out.append(_field(3, ctx.trace_state.to_header().encode()))
-    if span.parent is not None:
-        out.append(_field(4, span.parent.span_id.to_bytes(8, "big")))
-    out.append(_field(5, span.name.encode()))
-    out.append(b"\x30" + _varint(_KIND[span.kind]))
-    out.append(b"\x39" + struct.pack("<Q", span.start_time or 0))
-    out.append(b"\x41" + struct.pack("<Q", span.end_time or 0))
+    if parent is not None:
+        out += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
+    out.append(_name_and_kind(span.name, span.kind))
+    out.append(_TIMES.pack(0x39, span.start_time or 0, 0x41, span.end_time or 0))
     if span.attributes:
         out.append(_attributes(span.attributes))
     status = span.status
     code = _STATUS[status.status_code]
-    message = _field(2, status.description.encode()) if status.description else b""
-    out.append(_field(15, message + (b"\x18" + _varint(code) if code else b"")))
-    flags = 0x100 | (0x200 if span.parent is not None and span.parent.is_remote else 0)
-    out.append(b"\x85\x01" + struct.pack("<I", flags))
+    if code or status.description:
+        message = _field(2, status.description.encode()) if status.description else b""
+        out.append(_field(15, message + (b"\x18" + _varint(code) if code else b"")))
+    else:
+        out.append(_UNSET_STATUS)
+    out.append(_FLAGS_REMOTE_PARENT if parent is not None and parent.is_remote else _FLAGS_LOCAL_PARENT)
     return _field(2, b"".join(out))
 
 

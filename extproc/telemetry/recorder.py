@@ -8,6 +8,9 @@ Spans (names as exported):
     quorum.fusion.judge     with its `chat <model>` call(s)
     quorum.fusion.synthesis with its `chat <model>` call
 Prompt and answer text are recorded only with `observability.tracing.capture_content`.
+
+The request, signals and decision spans are written whole when they end (telemetry/spans.py);
+`span` is then a non-recording span that carries the request's context to the fusion stages.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from extproc.telemetry.setup import ACCESS_LOG, Telemetry
@@ -40,15 +43,18 @@ def inject_context(span: Span, headers: dict[str, str]) -> None:
 
 class RequestRecorder:
     __slots__ = (
+        "attributes",
         "busy",
         "decision",
         "finished",
         "kind",
         "method",
         "model",
+        "parent",
         "path",
         "request_id",
         "span",
+        "start_ns",
         "started",
         "status",
         "telemetry",
@@ -70,6 +76,9 @@ class RequestRecorder:
         self.usage_in = self.usage_out = 0
         self.finished = False
         self.traceparent: dict[str, str] | None = None  # the client's, kept for propagation when not tracing
+        self.attributes: dict[str, Any] = {}  # of the request span, written when the request ends
+        self.start_ns = 0
+        self.parent: SpanContext | None = None  # the client's (or Envoy's) span, from `traceparent`
         if telemetry.metrics is not None:
             telemetry.metrics.inflight.inc()
 
@@ -81,18 +90,18 @@ class RequestRecorder:
         self.path = headers.get(":path", "").partition("?")[0]
         if "traceparent" in headers:
             self.traceparent = {k: headers[k] for k in ("traceparent", "tracestate") if k in headers}
-        if self.telemetry.tracing:
-            parent = PROPAGATOR.extract(self.traceparent) if self.traceparent else None
-            self.span = self.telemetry.tracer.start_span(
-                "quorum.request",
-                context=parent,
-                kind=SpanKind.SERVER,
-                attributes={
-                    "http.request.method": self.method,
-                    "url.path": self.path,
-                    "quorum.request_id": self.request_id,
-                },
-            )
+        spans = self.telemetry.spans
+        if spans is not None:
+            self.start_ns = time.time_ns()
+            self.attributes = {
+                "http.request.method": self.method,
+                "url.path": self.path,
+                "quorum.request_id": self.request_id,
+            }
+            if self.traceparent is not None:
+                self.parent = trace.get_current_span(PROPAGATOR.extract(self.traceparent)).get_span_context()
+            context = spans.root(self.parent, "quorum.request", SpanKind.SERVER, self.attributes)
+            self.span = NonRecordingSpan(context)
 
     @contextmanager
     def stage(self, name: str, parent: Span | None = None, **attributes: Any) -> Iterator[Span]:
@@ -127,31 +136,36 @@ class RequestRecorder:
         if not (self.telemetry.tracing or self.telemetry.debug_headers):
             return []
         matched = [f"{kind}:{name}" for (kind, name), conf in results.items() if conf is not None]
-        if self.telemetry.tracing:
-            span = self.telemetry.tracer.start_span(
+        spans = self.telemetry.spans
+        if spans is not None:
+            root = self.span.get_span_context()
+            spans.write(
                 "quorum.signals",
-                context=trace.set_span_in_context(self.span),
-                start_time=_ns(started),
-                attributes={"quorum.signals.evaluated": len(results), "quorum.signals.matched": matched},
+                spans.child(root),
+                root,
+                SpanKind.INTERNAL,
+                _ns(started),
+                time.time_ns(),
+                {"quorum.signals.evaluated": len(results), "quorum.signals.matched": matched},
             )
-            span.end()
         return matched
 
     def decided(self, decision: str, priority: int, confidence: float, model: str, kind: str) -> None:
         self.decision, self.model, self.kind = decision, model, kind
-        if self.telemetry.tracing:
-            span = self.child(
-                "quorum.decision",
-                **{
-                    "quorum.decision.name": decision,
-                    "quorum.decision.priority": priority,
-                    "quorum.decision.confidence": confidence,
-                    "quorum.model": model,
-                    "quorum.route.kind": kind,
-                },
-            )
-            span.end()
-            self.span.set_attributes({"quorum.decision.name": decision, "quorum.model": model})
+        spans = self.telemetry.spans
+        if spans is not None:
+            root = self.span.get_span_context()
+            now = time.time_ns()
+            attributes = {
+                "quorum.decision.name": decision,
+                "quorum.decision.priority": priority,
+                "quorum.decision.confidence": confidence,
+                "quorum.model": model,
+                "quorum.route.kind": kind,
+            }
+            spans.write("quorum.decision", spans.child(root), root, SpanKind.INTERNAL, now, now, attributes)
+            self.attributes["quorum.decision.name"] = decision
+            self.attributes["quorum.model"] = model
 
     def answered(self, status: int, kind: str | None = None) -> None:
         self.status = status
@@ -187,17 +201,20 @@ class RequestRecorder:
             metrics.inflight.dec()
             metrics.requests.labels(self.decision or "-", self.model or "-", status).inc()
             metrics.processing.labels(self.kind).observe(self.busy)
-        if self.telemetry.tracing:
-            span = self.span
+        spans = self.telemetry.spans
+        if spans is not None:
+            attributes = self.attributes
             if self.status is not None:
-                span.set_attribute("http.response.status_code", self.status)
+                attributes["http.response.status_code"] = self.status
             if self.usage_in or self.usage_out:
-                span.set_attributes(
-                    {"gen_ai.usage.input_tokens": self.usage_in, "gen_ai.usage.output_tokens": self.usage_out}
-                )
+                attributes["gen_ai.usage.input_tokens"] = self.usage_in
+                attributes["gen_ai.usage.output_tokens"] = self.usage_out
+            span_status = Status()
             if error is not None or (self.status is not None and self.status >= 500):
-                span.set_status(Status(StatusCode.ERROR, type(error).__name__ if error else str(self.status)))
-            span.end()
+                span_status = Status(StatusCode.ERROR, type(error).__name__ if error else str(self.status))
+            root = self.span.get_span_context()
+            kind, end = SpanKind.SERVER, time.time_ns()
+            spans.write("quorum.request", root, self.parent, kind, self.start_ns, end, attributes, span_status)
         if self.telemetry.access_log and ACCESS_LOG.isEnabledFor(20):
             ACCESS_LOG.info(self.access_line(status, elapsed))
 

@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from extproc.config import ObservabilityConfig, TracingConfig
 from extproc.telemetry.metrics import Metrics
+from extproc.telemetry.spans import SpanWriter
 
 log = logging.getLogger("quorum.telemetry")
 ACCESS_LOG = logging.getLogger("quorum.access")
@@ -29,10 +30,11 @@ class Telemetry:
     access_log: bool = True
     debug_headers: bool = False
     provider: TracerProvider | None = None
+    spans: SpanWriter | None = None  # writes the routing spans to the provider's span processor
 
     @property
     def tracing(self) -> bool:
-        return self.provider is not None
+        return self.spans is not None
 
     def shutdown(self) -> None:
         if self.provider is not None:
@@ -43,7 +45,7 @@ def build_telemetry(
     config: ObservabilityConfig, environ: Mapping[str, str] | None = None, metrics: Metrics | None = None
 ) -> Telemetry:
     env = os.environ if environ is None else environ
-    provider = _tracer_provider(config.tracing, env)
+    provider, processor = _tracer_provider(config.tracing, env)
     tracer = provider.get_tracer("quorum") if provider is not None else trace.NoOpTracer()
     if metrics is None and config.metrics.enabled:
         metrics = Metrics()
@@ -54,6 +56,7 @@ def build_telemetry(
         access_log=config.access_log,
         debug_headers=config.debug_headers,
         provider=provider,
+        spans=SpanWriter(provider, processor) if provider is not None and processor is not None else None,
     )
 
 
@@ -68,19 +71,22 @@ def exporter_name(cfg: TracingConfig, env: Mapping[str, str]) -> str:
     return name if name in ("console", "none") else "none"
 
 
-def _tracer_provider(cfg: TracingConfig, env: Mapping[str, str]) -> TracerProvider | None:
+def _tracer_provider(
+    cfg: TracingConfig, env: Mapping[str, str]
+) -> tuple[TracerProvider, BatchSpanProcessor] | tuple[None, None]:
     name = exporter_name(cfg, env)
     if name == "none" or env.get("OTEL_SDK_DISABLED", "").lower() == "true":
-        return None
+        return None, None
     exporter = _exporter(name, cfg.endpoint)
     attributes: dict[str, Any] = {"service.name": env.get("OTEL_SERVICE_NAME") or cfg.service_name}
     provider = TracerProvider(
         resource=Resource.create(attributes),  # also merges OTEL_RESOURCE_ATTRIBUTES
         sampler=ParentBased(TraceIdRatioBased(cfg.sample_ratio)),
     )
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    processor = BatchSpanProcessor(exporter)
+    provider.add_span_processor(processor)
     log.info("tracing: exporting spans with %s%s", name, f" to {cfg.endpoint}" if cfg.endpoint else "")
-    return provider
+    return provider, processor
 
 
 def _exporter(name: str, endpoint: str | None) -> SpanExporter:

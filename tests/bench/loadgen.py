@@ -191,6 +191,14 @@ def pin(pid: int, cpus: set[int]) -> None:
             os.sched_setaffinity(int(task.name), cpus)
 
 
+def dedicate_cpu(processes: dict[str, int], ext_proc: str = "quorum") -> None:
+    """The `dedicated` layout: Quorum's processes on CPU 1, everything else (and this script, so the
+    wrk it starts) on CPU 0. `processes` maps names to pids; names starting with `ext_proc` get CPU 1."""
+    pin(os.getpid(), {0})
+    for name, pid in processes.items():
+        pin(pid, {1} if name.startswith(ext_proc) else {0})
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), in seconds."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as fh:

@@ -59,8 +59,8 @@ from loadgen import (
     WrkResult,
     chat_body,
     cpu_seconds,
+    dedicate_cpu,
     ensure_wrk,
-    pin,
     run_wrk,
     system_cpu_seconds,
     wrk_version,
@@ -713,9 +713,7 @@ def measure(args: argparse.Namespace, wrk: str, workdir: Path) -> list[CaseResul
             "fake": procs[fake_name].pid,
         }
         if args.layout == "dedicated":
-            pin(os.getpid(), {0})  # this script, and the wrk processes it starts
-            for name, pid in pids.items():
-                pin(pid, {1} if name == "quorum" else {0})
+            dedicate_cpu(pids)
         urls = {"fake": f"http://{fake_host}:{fake_port}", "bare": bare.url, "quorum": stack.envoy_url}
         bodies = {"bare": chat_body(PROVIDER_MODEL, 1024, PROMPT), "quorum": chat_body(AUTO_MODEL, 1024, PROMPT)}
         preflight(urls["fake"], urls["bare"], urls["quorum"], bodies)

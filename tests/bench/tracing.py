@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import chat_body, ensure_wrk, run_wrk
+from loadgen import chat_body, dedicate_cpu, ensure_wrk, run_wrk
 from reportlib import environment_lines, table, write_section
 
 from extproc.devstack import Stack, find_envoy, free_port
@@ -78,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1 round of 3 s")
+    parser.add_argument(
+        "--layout",
+        choices=("dedicated", "shared"),
+        default="dedicated",
+        help="dedicated: each Quorum on CPU 1, everything else on CPU 0 (as in run.py); shared: no pinning",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.rounds = 3.0, 1
@@ -99,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             workdir = work / name.split()[1]
             workdir.mkdir()
             stacks[name] = Stack(write_config(workdir, tracing), workdir).start()
+            if args.layout == "dedicated":
+                dedicate_cpu({f"{n}-{name}": p.pid for n, p in stacks[name].processes})
         for stack in stacks.values():  # warm-up
             run_wrk(wrk, f"{stack.envoy_url}/v1/chat/completions", body, connections=16, duration_s=2)
         for _ in range(args.rounds):
@@ -132,7 +140,13 @@ def main(argv: list[str] | None = None) -> int:
             "## Tracing cost: routing throughput with spans exported over OTLP vs tracing off",
             environment_lines(find_envoy()),
             "Two identical stacks (Envoy `--concurrency 1`, one Quorum worker, one fake backend each) routed by a "
-            "keyword decision with 1 KiB bodies, wrk `-t2 -c16`, rounds alternating off/on; the *on* stack exports "
+            + (
+                "keyword decision; each Quorum pinned to CPU 1 and everything else (Envoys, fake backends, wrk, the "
+                "OTLP sink) to CPU 0, as in the routing section; "
+                if args.layout == "dedicated"
+                else "keyword decision, no CPU pinning; "
+            )
+            + "1 KiB bodies, wrk `-t2 -c16`, rounds alternating off/on; the *on* stack exports "
             "every request's spans (`quorum.request`, `quorum.signals`, `quorum.decision`) with the SDK's batch "
             f"processor to an OTLP/gRPC sink on this machine ({received[0] / 1e6:.1f} MB of spans received). "
             "Access logs were off in both, so the difference is tracing alone.",

@@ -541,13 +541,20 @@ async def test_pii_value_never_leaves_the_detector(kind: str, caplog: pytest.Log
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     from extproc.telemetry.setup import Telemetry
+    from extproc.telemetry.spans import SpanWriter
 
     text, value = PII_SAMPLES[kind]
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    processor = SimpleSpanProcessor(exporter)
+    provider.add_span_processor(processor)
     telemetry = Telemetry(
-        tracer=provider.get_tracer("t"), metrics=None, provider=provider, access_log=True, debug_headers=True
+        tracer=provider.get_tracer("t"),
+        metrics=None,
+        provider=provider,
+        spans=SpanWriter(provider, processor),
+        access_log=True,
+        debug_headers=True,
     )
     runtime = await runtime_for({"pii": [{"name": "pii"}]}, [decision("private", "pii", "pii", "private")], None)
 
