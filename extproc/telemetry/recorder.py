@@ -100,8 +100,7 @@ class RequestRecorder:
             }
             if self.traceparent is not None:
                 self.parent = trace.get_current_span(PROPAGATOR.extract(self.traceparent)).get_span_context()
-            context = spans.root(self.parent, "quorum.request", SpanKind.SERVER, self.attributes)
-            self.span = NonRecordingSpan(context)
+            self.span = NonRecordingSpan(spans.root(self.parent))
 
     @contextmanager
     def stage(self, name: str, parent: Span | None = None, **attributes: Any) -> Iterator[Span]:

@@ -56,7 +56,7 @@ def build_telemetry(
         access_log=config.access_log,
         debug_headers=config.debug_headers,
         provider=provider,
-        spans=SpanWriter(provider, processor) if provider is not None and processor is not None else None,
+        spans=SpanWriter(provider, processor, config.tracing.sample_ratio) if processor is not None else None,
     )
 
 

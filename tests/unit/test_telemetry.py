@@ -95,3 +95,59 @@ routing:
     with pytest.raises(ConfigError) as info:
         build_runtime(config, environ={})
     assert info.value.problems[0].startswith("routing.embedding: ")
+
+
+def _recorded_request(ratio: float, traceparent: str | None):
+    """One routed request through a recorder with an in-memory exporter, sampled at `ratio`."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    from extproc.telemetry.setup import Telemetry
+    from extproc.telemetry.spans import SpanWriter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))
+    processor = SimpleSpanProcessor(exporter)
+    provider.add_span_processor(processor)
+    telemetry = Telemetry(
+        tracer=provider.get_tracer("t"),
+        metrics=None,
+        provider=provider,
+        spans=SpanWriter(provider, processor, ratio),
+    )
+    recorder = RequestRecorder(telemetry)
+    headers = {":method": "POST", ":path": "/v1/chat/completions", "x-request-id": "r-1"}
+    if traceparent:
+        headers["traceparent"] = traceparent
+    recorder.start(headers)
+    recorder.signals({("keyword", "code"): 1.0, ("keyword", "other"): None}, 0.0)
+    recorder.decided("coding", 100, 1.0, "coder", "route")
+    with recorder.stage("quorum.fusion.panel"):  # an SDK span under the written request span
+        pass
+    recorder.answered(200)
+    recorder.finish()
+    return {s.name: s for s in exporter.get_finished_spans()}
+
+
+def test_routing_spans_form_one_tree_under_the_clients_trace():
+    client_trace, client_span = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    spans = _recorded_request(1.0, f"00-{client_trace}-{client_span}-01")
+    assert set(spans) == {"quorum.request", "quorum.signals", "quorum.decision", "quorum.fusion.panel"}
+    root = spans["quorum.request"]
+    assert format(root.context.trace_id, "032x") == client_trace
+    assert root.parent is not None and root.parent.is_remote and format(root.parent.span_id, "016x") == client_span
+    for name in ("quorum.signals", "quorum.decision", "quorum.fusion.panel"):
+        assert spans[name].context.trace_id == root.context.trace_id
+        assert spans[name].parent.span_id == root.context.span_id
+    assert root.start_time <= spans["quorum.decision"].start_time <= root.end_time
+    assert root.attributes["quorum.decision.name"] == "coding" and root.attributes["http.response.status_code"] == 200
+    assert list(spans["quorum.signals"].attributes["quorum.signals.matched"]) == ["keyword:code"]
+
+
+def test_sampling_applies_to_written_spans_and_their_sdk_children():
+    assert _recorded_request(0.0, None) == {}  # the ratio sampler said no: nothing at all is exported
+    # ParentBased: a sampled client trace is kept even at ratio 0, and an unsampled one is not.
+    assert len(_recorded_request(0.0, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")) == 4
+    assert _recorded_request(1.0, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00") == {}
