@@ -20,6 +20,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
+from extproc.telemetry.spans import DECISION_SPAN, REQUEST_SPAN, SIGNALS_SPAN, RequestSpans
+
 _KIND = {
     SpanKind.INTERNAL: 1,
     SpanKind.SERVER: 2,
@@ -93,17 +95,38 @@ _FLAGS_REMOTE_PARENT = b"\x85\x01" + struct.pack("<I", 0x300)  # ... yes
 
 def _span(span: ReadableSpan) -> bytes:
     ctx = span.context
-    parent = span.parent
-    out = [b"\x0a\x10", ctx.trace_id.to_bytes(16, "big"), b"\x12\x08", ctx.span_id.to_bytes(8, "big")]
-    if ctx.trace_state:
-        out.append(_field(3, ctx.trace_state.to_header().encode()))
+    return _encode(
+        b"\x0a\x10" + ctx.trace_id.to_bytes(16, "big"),
+        ctx.span_id,
+        _field(3, ctx.trace_state.to_header().encode()) if ctx.trace_state else b"",
+        span.parent,
+        _name_and_kind(span.name, span.kind),
+        span.start_time or 0,
+        span.end_time or 0,
+        span.attributes,
+        span.status,
+    )
+
+
+def _encode(
+    trace_id: bytes,
+    span_id: int,
+    state: bytes,
+    parent: Any,
+    head: bytes,
+    start: int,
+    end: int,
+    attributes: Any,
+    status: Any,
+) -> bytes:
+    """One Span message; `trace_id`, `state` and `head` (name and kind) come encoded."""
+    out = [trace_id, b"\x12\x08", span_id.to_bytes(8, "big"), state]
     if parent is not None:
         out += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
-    out.append(_name_and_kind(span.name, span.kind))
-    out.append(_TIMES.pack(0x39, span.start_time or 0, 0x41, span.end_time or 0))
-    if span.attributes:
-        out.append(_attributes(span.attributes))
-    status = span.status
+    out.append(head)
+    out.append(_TIMES.pack(0x39, start, 0x41, end))
+    if attributes:
+        out.append(_attributes(attributes))
     code = _STATUS[status.status_code]
     if code or status.description:
         message = _field(2, status.description.encode()) if status.description else b""
@@ -114,13 +137,55 @@ def _span(span: ReadableSpan) -> bytes:
     return _field(2, b"".join(out))
 
 
-def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
+_SIGNALS_HEAD = _name_and_kind(SIGNALS_SPAN, SpanKind.INTERNAL)
+_DECISION_HEAD = _name_and_kind(DECISION_SPAN, SpanKind.INTERNAL)
+_REQUEST_HEAD = _name_and_kind(REQUEST_SPAN, SpanKind.SERVER)
+
+
+def _request_spans(record: RequestSpans) -> list[bytes]:
+    """A request record's spans, encoded as `_span` would encode its expansion (children first)."""
+    ctx = record.context
+    trace_id = b"\x0a\x10" + ctx.trace_id.to_bytes(16, "big")
+    state = _field(3, ctx.trace_state.to_header().encode()) if ctx.trace_state else b""
+    under_request = b"\x22\x08" + ctx.span_id.to_bytes(8, "big")
+    out = []
+    for head, child in ((_SIGNALS_HEAD, record.signals), (_DECISION_HEAD, record.decision)):
+        if child is not None:
+            span_id, start, end, attributes = child
+            body = (
+                trace_id + b"\x12\x08" + span_id.to_bytes(8, "big") + state + under_request + head,
+                _TIMES.pack(0x39, start, 0x41, end),
+                _attributes(attributes),
+                _UNSET_STATUS + _FLAGS_LOCAL_PARENT,
+            )
+            out.append(_field(2, b"".join(body)))
+    out.append(
+        _encode(
+            trace_id,
+            ctx.span_id,
+            state,
+            record.parent,
+            _REQUEST_HEAD,
+            record.start_time,
+            record.end_time,
+            record.attributes,
+            record.status,
+        )
+    )
+    return out
+
+
+def encode_spans(spans: Sequence[ReadableSpan | RequestSpans]) -> bytes:
     """Serialized ExportTraceServiceRequest: spans grouped by resource, then by instrumentation scope."""
-    by_resource: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
+    by_resource: dict[int, tuple[Any, dict[Any, tuple[Any, list[bytes]]]]] = {}
     for span in spans:
         resource, scope = span.resource, span.instrumentation_scope
         scopes = by_resource.setdefault(id(resource), (resource, {}))[1]
-        scopes.setdefault(id(scope), (scope, []))[1].append(_span(span))
+        encoded = scopes.setdefault(scope, (scope, []))[1]  # by value, as the SDK's encoder groups
+        if isinstance(span, RequestSpans):
+            encoded += _request_spans(span)
+        else:
+            encoded.append(_span(span))
     out = []
     for resource, scopes in by_resource.values():
         scope_spans = []

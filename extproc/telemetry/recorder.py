@@ -9,8 +9,9 @@ Spans (names as exported):
     quorum.fusion.synthesis with its `chat <model>` call
 Prompt and answer text are recorded only with `observability.tracing.capture_content`.
 
-The request, signals and decision spans are written whole when they end (telemetry/spans.py);
-`span` is then a non-recording span that carries the request's context to the fusion stages.
+The request, signals and decision spans are written as one record when the request ends
+(telemetry/spans.py); until then `span` is a non-recording span that carries the request's
+context to the fusion stages.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, S
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from extproc.telemetry.setup import ACCESS_LOG, Telemetry
+from extproc.telemetry.spans import ChildFacts
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from extproc.runtime import Model
 
 PROPAGATOR = TraceContextTextMapPropagator()
+_OK = Status()  # unset: the request span's status unless it failed
 
 
 def inject_context(span: Span, headers: dict[str, str]) -> None:
@@ -46,6 +49,7 @@ class RequestRecorder:
         "attributes",
         "busy",
         "decision",
+        "decision_facts",
         "finished",
         "kind",
         "method",
@@ -53,6 +57,7 @@ class RequestRecorder:
         "parent",
         "path",
         "request_id",
+        "signal_facts",
         "span",
         "start_ns",
         "started",
@@ -79,6 +84,8 @@ class RequestRecorder:
         self.attributes: dict[str, Any] = {}  # of the request span, written when the request ends
         self.start_ns = 0
         self.parent: SpanContext | None = None  # the client's (or Envoy's) span, from `traceparent`
+        self.signal_facts: ChildFacts | None = None  # (start ns, end ns, attributes) of quorum.signals
+        self.decision_facts: ChildFacts | None = None  # ... of quorum.decision
         if telemetry.metrics is not None:
             telemetry.metrics.inflight.inc()
 
@@ -135,25 +142,14 @@ class RequestRecorder:
         if not (self.telemetry.tracing or self.telemetry.debug_headers):
             return []
         matched = [f"{kind}:{name}" for (kind, name), conf in results.items() if conf is not None]
-        spans = self.telemetry.spans
-        if spans is not None:
-            root = self.span.get_span_context()
-            spans.write(
-                "quorum.signals",
-                spans.child(root),
-                root,
-                SpanKind.INTERNAL,
-                _ns(started),
-                time.time_ns(),
-                {"quorum.signals.evaluated": len(results), "quorum.signals.matched": matched},
-            )
+        if self.telemetry.spans is not None:
+            attributes = {"quorum.signals.evaluated": len(results), "quorum.signals.matched": matched}
+            self.signal_facts = (_ns(started), time.time_ns(), attributes)
         return matched
 
     def decided(self, decision: str, priority: int, confidence: float, model: str, kind: str) -> None:
         self.decision, self.model, self.kind = decision, model, kind
-        spans = self.telemetry.spans
-        if spans is not None:
-            root = self.span.get_span_context()
+        if self.telemetry.spans is not None:
             now = time.time_ns()
             attributes = {
                 "quorum.decision.name": decision,
@@ -162,7 +158,7 @@ class RequestRecorder:
                 "quorum.model": model,
                 "quorum.route.kind": kind,
             }
-            spans.write("quorum.decision", spans.child(root), root, SpanKind.INTERNAL, now, now, attributes)
+            self.decision_facts = (now, now, attributes)
             self.attributes["quorum.decision.name"] = decision
             self.attributes["quorum.model"] = model
 
@@ -208,12 +204,19 @@ class RequestRecorder:
             if self.usage_in or self.usage_out:
                 attributes["gen_ai.usage.input_tokens"] = self.usage_in
                 attributes["gen_ai.usage.output_tokens"] = self.usage_out
-            span_status = Status()
+            span_status = _OK
             if error is not None or (self.status is not None and self.status >= 500):
                 span_status = Status(StatusCode.ERROR, type(error).__name__ if error else str(self.status))
-            root = self.span.get_span_context()
-            kind, end = SpanKind.SERVER, time.time_ns()
-            spans.write("quorum.request", root, self.parent, kind, self.start_ns, end, attributes, span_status)
+            spans.write_request(
+                self.span.get_span_context(),
+                self.parent,
+                self.start_ns,
+                time.time_ns(),
+                attributes,
+                span_status,
+                self.signal_facts,
+                self.decision_facts,
+            )
         if self.telemetry.access_log and ACCESS_LOG.isEnabledFor(20):
             ACCESS_LOG.info(self.access_line(status, elapsed))
 

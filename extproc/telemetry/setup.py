@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from extproc.config import ObservabilityConfig, TracingConfig
 from extproc.telemetry.metrics import Metrics
-from extproc.telemetry.spans import SpanWriter
+from extproc.telemetry.spans import RecordExpandingExporter, SpanWriter
 
 log = logging.getLogger("quorum.telemetry")
 ACCESS_LOG = logging.getLogger("quorum.access")
@@ -90,12 +90,13 @@ def _tracer_provider(
 
 
 def _exporter(name: str, endpoint: str | None) -> SpanExporter:
+    """The exporter for `name`; all of them accept the routing path's RequestSpans records."""
     if name == "console":
-        return ConsoleSpanExporter()
+        return RecordExpandingExporter(ConsoleSpanExporter())
     if name == "otlp_http":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
-        return HttpExporter(endpoint=endpoint) if endpoint else HttpExporter()
+        return RecordExpandingExporter(HttpExporter(endpoint=endpoint) if endpoint else HttpExporter())
     from extproc.telemetry.otlp import GrpcSpanExporter as GrpcExporter
 
     if endpoint:

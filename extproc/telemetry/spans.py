@@ -1,12 +1,14 @@
-"""Spans written whole, for the routing path: the request, its signals and its decision.
+"""The routing path's spans, written as one record per request: the request, its signals, its decision.
 
 `tracer.start_span()` and `span.end()` cost about 20 µs a span in the OpenTelemetry SDK (context
-objects, attribute copies under a lock, span-limit checks). A routed request's spans are all
-known whole when they end: their start, end and attributes, with no events or links. So the
-request recorder keeps those facts itself and writes each span as the SDK's own finished-span
-type, `ReadableSpan`, straight to the SDK's span processor (the batch processor and the OTLP
-exporter downstream are unchanged), with the provider's id generator. Fusion stages and model
-calls, which are long and few, still use the SDK's tracer, parented on the request's span context.
+objects, attribute copies under a lock, span-limit checks), and routing is CPU-bound: three spans
+a request that way cost a fifth of the throughput. A routed request's spans are known whole when
+the request ends (start, end, attributes; no events or links), so the recorder keeps those facts
+and hands the SDK's span processor one `RequestSpans` record per request. The processor (the
+SDK's batch processor) queues it like a span; at export time, in the processor's thread, Quorum's
+OTLP/gRPC exporter encodes the record's spans directly, and any other exporter gets them expanded
+into the SDK's own `ReadableSpan`s by `RecordExpandingExporter`. Fusion stages and model calls,
+which are long and few, use the SDK's tracer, parented on the request span's context.
 
 Sampling is the SDK's `ParentBased(TraceIdRatioBased(ratio))`, decided here for the request span
 with the ratio sampler's own bound (the SDK's `should_sample` builds result objects worth a few µs
@@ -16,10 +18,12 @@ the low 64 bits of its id fall under the bound. Child spans inherit the decision
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, TraceFlags
@@ -28,6 +32,132 @@ _UNSET = Status()
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 
+REQUEST_SPAN = "quorum.request"
+SIGNALS_SPAN = "quorum.signals"
+DECISION_SPAN = "quorum.decision"
+
+# (start ns, end ns, attributes) of a child span, as the recorder collects it.
+ChildFacts = tuple[int, int, Mapping[str, Any]]
+
+
+class RequestSpans:
+    """One request's `quorum.request` span and, when they ran, its signals and decision children.
+
+    `context` is the request span's (the span processors read its sampled flag); the children's
+    span ids are in `signals` / `decision` as `(span id, start ns, end ns, attributes)`.
+    """
+
+    __slots__ = (
+        "attributes",
+        "context",
+        "decision",
+        "end_time",
+        "instrumentation_scope",
+        "parent",
+        "resource",
+        "signals",
+        "start_time",
+        "status",
+    )
+
+    def __init__(
+        self,
+        context: SpanContext,
+        parent: SpanContext | None,
+        start_time: int,
+        end_time: int,
+        attributes: Mapping[str, Any],
+        status: Status,
+        signals: tuple[int, int, int, Mapping[str, Any]] | None,
+        decision: tuple[int, int, int, Mapping[str, Any]] | None,
+        resource: Resource,
+        instrumentation_scope: InstrumentationScope,
+    ) -> None:
+        self.context = context
+        self.parent = parent
+        self.start_time = start_time
+        self.end_time = end_time
+        self.attributes = attributes
+        self.status = status
+        self.signals = signals
+        self.decision = decision
+        self.resource = resource
+        self.instrumentation_scope = instrumentation_scope
+
+    def spans(self) -> list[ReadableSpan]:
+        """The same spans as the SDK's finished-span objects (children first, as they ended)."""
+        ctx = self.context
+        out = []
+        for name, child in ((SIGNALS_SPAN, self.signals), (DECISION_SPAN, self.decision)):
+            if child is None:
+                continue
+            span_id, start, end, attributes = child
+            context = SpanContext(ctx.trace_id, span_id, False, ctx.trace_flags, ctx.trace_state)
+            out.append(self._readable(name, context, ctx, SpanKind.INTERNAL, start, end, attributes, _UNSET))
+        out.append(
+            self._readable(
+                REQUEST_SPAN,
+                ctx,
+                self.parent,
+                SpanKind.SERVER,
+                self.start_time,
+                self.end_time,
+                self.attributes,
+                self.status,
+            )
+        )
+        return out
+
+    def _readable(
+        self,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        start: int,
+        end: int,
+        attributes: Mapping[str, Any],
+        status: Status,
+    ) -> ReadableSpan:
+        return ReadableSpan(
+            name=name,
+            context=context,
+            parent=parent,
+            resource=self.resource,
+            attributes=attributes,
+            kind=kind,
+            status=status,
+            start_time=start,
+            end_time=end,
+            instrumentation_scope=self.instrumentation_scope,
+        )
+
+
+def expand(items: Sequence[ReadableSpan | RequestSpans]) -> list[ReadableSpan]:
+    out: list[ReadableSpan] = []
+    for item in items:
+        if isinstance(item, RequestSpans):
+            out.extend(item.spans())
+        else:
+            out.append(item)
+    return out
+
+
+class RecordExpandingExporter(SpanExporter):
+    """Wraps an exporter that only knows the SDK's spans (console, OTLP/HTTP, in-memory)."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        return self.inner.export(expand(spans))
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
 
 class SpanWriter:
     __slots__ = ("_bound", "_ids", "_processor", "_resource", "_scope")
@@ -35,7 +165,7 @@ class SpanWriter:
     def __init__(
         self, provider: TracerProvider, processor: SpanProcessor, sample_ratio: float = 1.0, scope: str = "quorum"
     ) -> None:
-        self._processor = processor  # the one added to `provider`
+        self._processor = processor  # the one added to `provider`; its exporter must know RequestSpans
         self._resource = provider.resource
         self._ids = provider.id_generator
         self._bound = TraceIdRatioBased(sample_ratio).bound
@@ -51,33 +181,30 @@ class SpanWriter:
         sampled = trace_id & TraceIdRatioBased.TRACE_ID_LIMIT < self._bound
         return SpanContext(trace_id, self._ids.generate_span_id(), False, _SAMPLED if sampled else _NOT_SAMPLED)
 
-    def child(self, parent: SpanContext) -> SpanContext:
-        """A child span's context: same trace and sampling decision, a new span id."""
-        return SpanContext(parent.trace_id, self._ids.generate_span_id(), False, parent.trace_flags, parent.trace_state)
-
-    def write(
+    def write_request(
         self,
-        name: str,
         context: SpanContext,
         parent: SpanContext | None,
-        kind: SpanKind,
         start_ns: int,
         end_ns: int,
         attributes: Mapping[str, Any],
-        status: Status = _UNSET,
+        status: Status,
+        signals: ChildFacts | None,
+        decision: ChildFacts | None,
     ) -> None:
         if not context.trace_flags.sampled:
             return
-        span = ReadableSpan(
-            name=name,
-            context=context,
-            parent=parent,
-            resource=self._resource,
-            attributes=attributes,
-            kind=kind,
-            status=status,
-            start_time=start_ns,
-            end_time=end_ns,
-            instrumentation_scope=self._scope,
+        new_id = self._ids.generate_span_id
+        record = RequestSpans(
+            context,
+            parent,
+            start_ns,
+            end_ns,
+            attributes,
+            status,
+            None if signals is None else (new_id(), *signals),
+            None if decision is None else (new_id(), *decision),
+            self._resource,
+            self._scope,
         )
-        self._processor.on_end(span)
+        self._processor.on_end(record)  # type: ignore[arg-type]  # queued like a span; see the module doc

@@ -8,6 +8,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     NonRecordingSpan,
     SpanContext,
@@ -77,3 +78,36 @@ def test_cache_does_not_leak_values_between_spans():
     b = second.resource_spans[0].scope_spans[0].spans
     assert [s.name for s in a] == [s.name for s in b]
     assert a[0].trace_id != b[0].trace_id or a[0].span_id != b[0].span_id
+
+
+def request_records():
+    """Request records as the span writer makes them: with a remote parent and trace state, and without."""
+    from opentelemetry.trace import TraceState
+
+    from extproc.telemetry.spans import RequestSpans
+
+    resource = Resource.create({"service.name": "quorum"})
+    scope = InstrumentationScope("quorum")
+    remote = SpanContext(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, True, TraceFlags(1))
+    traced = SpanContext(remote.trace_id, 0x1111, False, TraceFlags(1), TraceState([("vendor", "x")]))
+    signals = (0x2222, 1_000, 2_000, {"quorum.signals.evaluated": 2, "quorum.signals.matched": ["keyword:code"]})
+    decision = (0x3333, 2_500, 2_500, {"quorum.decision.name": "coding", "quorum.decision.confidence": 0.5})
+    failed = Status(StatusCode.ERROR, "CancelledError")
+    return [
+        RequestSpans(traced, remote, 900, 9_000, {"url.path": "/v1"}, Status(), signals, decision, resource, scope),
+        RequestSpans(
+            SpanContext(0xABC, 0x4444, False, TraceFlags(1)), None, 5, 6, {}, failed, None, None, resource, scope
+        ),
+    ]
+
+
+def test_request_records_encode_as_their_spans_would():
+    from extproc.telemetry.spans import expand
+
+    records = request_records()
+    spans = expand(records)
+    assert [s.name for s in spans] == ["quorum.signals", "quorum.decision", "quorum.request", "quorum.request"]
+    assert spans[0].parent == records[0].context and spans[2].parent == records[0].parent
+    ours = ExportTraceServiceRequest.FromString(encode_spans(records))
+    assert ours == sdk_encode(spans)
+    assert len(ours.resource_spans) == 1 and len(ours.resource_spans[0].scope_spans) == 1

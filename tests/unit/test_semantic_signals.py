@@ -541,12 +541,12 @@ async def test_pii_value_never_leaves_the_detector(kind: str, caplog: pytest.Log
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     from extproc.telemetry.setup import Telemetry
-    from extproc.telemetry.spans import SpanWriter
+    from extproc.telemetry.spans import RecordExpandingExporter, SpanWriter
 
     text, value = PII_SAMPLES[kind]
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
-    processor = SimpleSpanProcessor(exporter)
+    processor = SimpleSpanProcessor(RecordExpandingExporter(exporter))
     provider.add_span_processor(processor)
     telemetry = Telemetry(
         tracer=provider.get_tracer("t"),

@@ -36,8 +36,9 @@ def test_exporter_choice_honours_config_then_otel_variables(configured, env, exp
 
 def test_exporters_and_sdk_disabled():
     assert isinstance(_exporter("otlp_grpc", "http://127.0.0.1:4317"), GrpcSpanExporter)
-    assert isinstance(_exporter("otlp_http", "http://127.0.0.1:4318/v1/traces"), HttpExporter)
-    assert isinstance(_exporter("console", None), ConsoleSpanExporter)
+    # Exporters that only know the SDK's spans get the routing path's records expanded first.
+    assert isinstance(_exporter("otlp_http", "http://127.0.0.1:4318/v1/traces").inner, HttpExporter)
+    assert isinstance(_exporter("console", None).inner, ConsoleSpanExporter)
     on = build_telemetry(ObservabilityConfig(tracing=TracingConfig(exporter="console")), environ={})
     assert on.tracing
     off = build_telemetry(
@@ -105,11 +106,11 @@ def _recorded_request(ratio: float, traceparent: str | None):
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
     from extproc.telemetry.setup import Telemetry
-    from extproc.telemetry.spans import SpanWriter
+    from extproc.telemetry.spans import RecordExpandingExporter, SpanWriter
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))
-    processor = SimpleSpanProcessor(exporter)
+    processor = SimpleSpanProcessor(RecordExpandingExporter(exporter))
     provider.add_span_processor(processor)
     telemetry = Telemetry(
         tracer=provider.get_tracer("t"),
