@@ -10,7 +10,7 @@ What runs (all on loopback, all sharing this machine's cores):
 - `quorum serve` (one worker) and Envoy (`--concurrency 1`), started by `extproc.devstack.Stack`
   with a config whose decision `deliberate` (keyword "compare") is a fusion decision.
 
-1. **Orchestration overhead** (buffered mode, `stream: false`). The *backend chain* is what the
+1. **Orchestration overhead** (the default full-duplex mode, `stream: false`). The *backend chain* is what the
    three stages cost with no Quorum and no Envoy: this script itself makes the very same calls
    Quorum made (the bodies are copied from the fake backends' request records of a preflight
    fusion run): the three panel calls in parallel, then the judge call, then the synthesis call,
@@ -806,11 +806,11 @@ def measure(args: argparse.Namespace, workdir: Path) -> Results:
     results = Results(args, panel)
     body = chat_body(AUTO_MODEL, OVERHEAD_BODY_BYTES, OVERHEAD_PROMPT)
 
-    # Stack 1: buffered mode (the default) — overhead, CPU, memory, buffered TTFT.
-    config = write_config(workdir / "fusion-buffered.yaml", "buffered", panel)
-    stack = Stack(config, workdir / "buffered", workers=1, envoy_concurrency=1, fake_latency_ms=args.latency_ms)
+    # Stack 1: full-duplex mode (the default) — overhead, CPU, memory, true-streaming TTFT.
+    config = write_config(workdir / "fusion-duplex.yaml", "full_duplex_streamed", panel)
+    stack = Stack(config, workdir / "duplex", workers=1, envoy_concurrency=1, fake_latency_ms=args.latency_ms)
     print(
-        f"starting {len(panel) + 1} fake backends (L = {args.latency_ms:g} ms), quorum serve and Envoy (buffered) ...",
+        f"starting {len(panel) + 1} fake backends (L = {args.latency_ms:g} ms), quorum serve and Envoy (duplex) ...",
         file=sys.stderr,
     )
     try:
@@ -832,8 +832,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> Results:
             )
         results.memory["after c32"] = rss_mib(pids["quorum"])
         results.memory["VmHWM"] = hwm_mib(pids["quorum"])
-        print(f"  streaming, buffered mode: {args.requests} requests ...", file=sys.stderr, flush=True)
-        results.buffered, results.buffered_after_synth, results.sdk["buffered"] = measure_streaming(
+        print(f"  streaming, full_duplex_streamed mode: {args.requests} requests ...", file=sys.stderr, flush=True)
+        results.streamed, results.streamed_after_synth, results.sdk["full_duplex_streamed"] = measure_streaming(
             stack, backends, args.requests
         )
         if not args.no_profile:
@@ -844,15 +844,15 @@ def measure(args: argparse.Namespace, workdir: Path) -> Results:
     finally:
         stack.stop()
 
-    # Stack 2: full-duplex streaming — true streaming TTFT.
-    config = write_config(workdir / "fusion-duplex.yaml", "full_duplex_streamed", panel)
-    stack = Stack(config, workdir / "duplex", workers=1, envoy_concurrency=1, fake_latency_ms=args.latency_ms)
-    print("starting the same stack in full_duplex_streamed mode ...", file=sys.stderr, flush=True)
+    # Stack 2: buffered mode — the whole answer in one ImmediateResponse, for comparison.
+    config = write_config(workdir / "fusion-buffered.yaml", "buffered", panel)
+    stack = Stack(config, workdir / "buffered", workers=1, envoy_concurrency=1, fake_latency_ms=args.latency_ms)
+    print("starting the same stack in buffered mode ...", file=sys.stderr, flush=True)
     try:
         stack.start()
         backends = backends_of(stack, panel)
-        print(f"  streaming, full_duplex_streamed mode: {args.requests} requests ...", file=sys.stderr, flush=True)
-        results.streamed, results.streamed_after_synth, results.sdk["full_duplex_streamed"] = measure_streaming(
+        print(f"  streaming, buffered mode: {args.requests} requests ...", file=sys.stderr, flush=True)
+        results.buffered, results.buffered_after_synth, results.sdk["buffered"] = measure_streaming(
             stack, backends, args.requests
         )
     finally:
@@ -986,8 +986,8 @@ def render_report(r: Results) -> tuple[str, bool]:
 
     stream_rows = []
     for label, samples, after in (
-        ("buffered (default)", r.buffered, r.buffered_after_synth),
-        ("full_duplex_streamed", r.streamed, r.streamed_after_synth),
+        ("full_duplex_streamed (default)", r.streamed, r.streamed_after_synth),
+        ("buffered", r.buffered, r.buffered_after_synth),
     ):
         stream_rows.append(
             [
@@ -1086,18 +1086,18 @@ def render_report(r: Results) -> tuple[str, bool]:
     )
     how = (
         "**How measured.** *Orchestration overhead* = a fusion request's wall time at the client, through Envoy "
-        "(buffered mode, `stream: false`) - **B**, the median time of the same backend work done without Quorum "
-        "or Envoy: this script replays the exact bodies Quorum sent in a preflight run (copied from the fake "
+        "(default full-duplex mode, `stream: false`) - **B**, the median time of the same backend work done without "
+        "Quorum or Envoy: this script replays the exact bodies Quorum sent in a preflight run (copied from the fake "
         "backends' request records) straight at the fake backends — the panel calls in parallel, then the judge "
-        "call, then the synthesis call — and B is the median over those chains of *slowest panel call + judge "
-        "call + synthesis call*, measured at the same concurrency as the fusion run it is subtracted from, just "
-        "before it. Both sides use the same minimal asyncio HTTP/1.1 keep-alive client (tens of µs per request, "
-        "so the client's own cost does not tilt the subtraction) in a closed loop: 1 and 32 workers, each "
-        "sending its next request when the previous answer is complete; the first seconds of each run are a "
-        "discarded warm-up. B thus contains the backends' own HTTP handling and timer slack (the *one direct "
-        "call beyond L* row); everything else — Envoy, the ext_proc stream, parsing, the decision, the three "
-        "fan-out/fan-in steps, prompt building, Quorum's httpx calls, rendering the answer and its trace, event "
-        "loop queueing under load — is overhead. Every answer is checked (200, decision, full trace with "
+        "call, then the synthesis call — and B is the median over those chains of *slowest panel call + judge call + "
+        "synthesis call*, measured at the same concurrency as the fusion run it is subtracted from, just before it. "
+        "Both sides use the same minimal asyncio HTTP/1.1 keep-alive client (tens of µs per request, so the client's "
+        "own cost does not tilt the subtraction) in a closed loop: 1 and 32 workers, each sending its next request "
+        "when the previous answer is complete; the first seconds of each run are a discarded warm-up. B thus "
+        "contains the backends' own HTTP handling and timer slack (the *one direct call beyond L* row); everything "
+        "else — Envoy, the ext_proc stream, parsing, the decision, the three fan-out/fan-in steps, prompt building, "
+        "Quorum's httpx calls, rendering the answer and its trace, event loop queueing under load — is overhead. "
+        "Every answer is checked (200, decision, full trace with "
         f"{n_panel} panel responses, nothing degraded, usage > 0); the breakdown joins each request with the "
         "fake backends' records of its calls (`received_at`, by `x-request-id`). *TTFT*: sequential `stream: true` "
         "requests with httpx, the reply "
@@ -1151,7 +1151,7 @@ def render_report(r: Results) -> tuple[str, bool]:
         environment_lines(find_envoy(), {"httpx (TTFT client)": _version("httpx"), "run": run_line}),
         setup,
         how,
-        "### Orchestration overhead (buffered mode, `stream: false`)",
+        "### Orchestration overhead (default full-duplex mode, `stream: false`)",
         overhead_table,
         "### Where the time beyond 3·L goes (from the backends' request records)",
         segment_table,
