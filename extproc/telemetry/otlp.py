@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
+import grpc
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as _GrpcExporter
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -209,8 +210,27 @@ def _resource_attributes(resource: Any) -> bytes:
     return b"".join(_field(1, _field(1, k.encode()) + _field(2, _any_value(v))) for k, v in resource.attributes.items())
 
 
-class GrpcSpanExporter(_GrpcExporter):
-    """The SDK's OTLP/gRPC exporter with the fast encoder."""
+_EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
-    def _translate_data(self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:  # type: ignore[override]
-        return ExportTraceServiceRequest.FromString(encode_spans(data))
+
+class _EncodedTraceClient:
+    """The trace service stub, taking the request already serialized: no parse and re-serialize."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.Export = channel.unary_unary(
+            _EXPORT_METHOD,
+            request_serializer=None,  # the request is bytes from encode_spans
+            response_deserializer=ExportTraceServiceResponse.FromString,
+        )
+
+
+class GrpcSpanExporter(_GrpcExporter):
+    """The SDK's OTLP/gRPC exporter (endpoint, TLS, headers, compression, retries, `OTEL_*`) with the
+    fast encoder, whose bytes go on the wire as they are."""
+
+    def _initialize_channel_and_stub(self) -> None:
+        super()._initialize_channel_and_stub()  # also called to reconnect after transient errors
+        self._client = _EncodedTraceClient(self._channel)
+
+    def _translate_data(self, data: Sequence[ReadableSpan]) -> bytes:  # type: ignore[override]
+        return encode_spans(data)

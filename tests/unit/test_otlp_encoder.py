@@ -111,3 +111,40 @@ def test_request_records_encode_as_their_spans_would():
     ours = ExportTraceServiceRequest.FromString(encode_spans(records))
     assert ours == sdk_encode(spans)
     assert len(ours.resource_spans) == 1 and len(ours.resource_spans[0].scope_spans) == 1
+
+
+def test_grpc_exporter_sends_the_encoded_bytes_as_they_are():
+    """A real OTLP/gRPC endpoint receives exactly encode_spans' bytes, and they parse."""
+    from concurrent import futures
+
+    import grpc
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from extproc.telemetry.otlp import GrpcSpanExporter
+
+    received: list[bytes] = []
+
+    def export(request: bytes, context: grpc.ServicerContext) -> bytes:
+        received.append(request)
+        return b""
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "opentelemetry.proto.collector.trace.v1.TraceService",
+                {"Export": grpc.unary_unary_rpc_method_handler(export)},  # raw bytes in and out
+            )
+        ]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        exporter = GrpcSpanExporter(endpoint=f"http://127.0.0.1:{port}", insecure=True)
+        items = [*request_records(), *spans()]
+        assert exporter.export(items) == SpanExportResult.SUCCESS
+        exporter.shutdown()
+    finally:
+        server.stop(0)
+    assert received == [encode_spans(items)]
+    assert len(ExportTraceServiceRequest.FromString(received[0]).resource_spans) == 2  # two resources
