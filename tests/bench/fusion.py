@@ -61,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loadgen import BenchError, chat_body, cpu_seconds
 from profiling import find_py_spy, summarize
-from reportlib import environment_lines, table, write_section
+from reportlib import environment_lines, scan_logs, table, write_section
 
 from extproc.devstack import Stack, find_envoy, free_port
 
@@ -857,18 +857,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> Results:
         )
     finally:
         stack.stop()
-    results.log_notes = scan_logs(workdir)
+    results.log_notes = scan_logs(workdir, "the fake backends, Quorum or Envoy")
     return results
-
-
-def scan_logs(workdir: Path) -> list[str]:
-    notes = []
-    for log in sorted(workdir.rglob("*.log")):
-        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-        bad = [line for line in lines if any(m in line for m in ("ERROR", "Traceback", "[error]", "[critical]"))]
-        if bad:
-            notes.append(f"- **{log.parent.name}/{log.name}: {len(bad)} error line(s)**, first: `{bad[0][:200]}`")
-    return notes or ["- No error lines in the logs of the fake backends, Quorum or Envoy."]
 
 
 # ---------------------------------------------------------------- report

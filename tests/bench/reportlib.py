@@ -44,6 +44,18 @@ def write_section(path: str | Path, name: str, body: str) -> None:
     path.write_text(text.rstrip() + "\n", encoding="utf-8")
 
 
+def scan_logs(workdir: Path, processes: str) -> list[str]:
+    """Report lines for the error-looking lines in the logs under `workdir`; `processes` says whose logs."""
+    notes = []
+    for log in sorted(workdir.rglob("*.log")):
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        bad = [line for line in lines if any(m in line for m in ("ERROR", "Traceback", "[error]", "[critical]"))]
+        if bad:
+            where = log.relative_to(workdir).as_posix()
+            notes.append(f"- **{where}: {len(bad)} error line(s)**, first: `{bad[0][:200]}`")
+    return notes or [f"- No error lines in the logs of {processes}."]
+
+
 def table(header: Sequence[str], rows: Iterable[Sequence[object]], align: str | None = None) -> str:
     """A Markdown table; `align` is one character per column, `l` or `r` (default: first left, rest right)."""
     align = align or "l" + "r" * (len(header) - 1)

@@ -66,7 +66,7 @@ from loadgen import (
     wrk_version,
 )
 from profiling import profile, summarize
-from reportlib import environment_lines, table, write_section
+from reportlib import environment_lines, scan_logs, table, write_section
 
 from extproc.bootstrap import EXTPROC_CLUSTER, render
 from extproc.config import Config, load_config
@@ -628,17 +628,6 @@ def handler_costs(config_path: Path) -> dict[str, float | None]:
     return out
 
 
-def scan_logs(workdir: Path) -> list[str]:
-    """Lines that look like errors in the processes' logs, summarised for the report."""
-    notes = []
-    for log in sorted(workdir.rglob("*.log")):
-        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-        bad = [line for line in lines if any(m in line for m in ("ERROR", "Traceback", "[error]", "[critical]"))]
-        if bad:
-            notes.append(f"- **{log.name}: {len(bad)} error line(s)**, first: `{bad[0][:200]}`")
-    return notes or ["- No error lines in the logs of the fake backend, Quorum or either Envoy."]
-
-
 # ---------------------------------------------------------------- main
 
 
@@ -750,7 +739,7 @@ def main(argv: list[str] | None = None) -> int:
     except (BenchError, RuntimeError, TimeoutError, OSError) as err:
         print(f"error: {err}\nlogs are in {workdir}", file=sys.stderr)
         return 1
-    log_notes = scan_logs(workdir)
+    log_notes = scan_logs(workdir, "the fake backend, Quorum or either Envoy")
     handler_us = handler_costs(workdir / "bench.yaml")
     if args.keep_logs:
         print(f"logs kept in {workdir}", file=sys.stderr)

@@ -74,7 +74,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loadgen import BenchError, WrkResult, cpu_seconds, ensure_wrk, parse_wrk_output, run_wrk, system_cpu_seconds
 from loadgen import wrk_version as _wrk_version
-from reportlib import environment_lines, package_version, table, write_section
+from reportlib import environment_lines, package_version, scan_logs, table, write_section
 
 from extproc.devstack import Stack, find_envoy, free_port
 
@@ -1373,16 +1373,6 @@ def render(r: dict[str, Any], args: argparse.Namespace, wrk: str, elapsed: float
     return "\n\n".join(parts) + "\n", ok_added
 
 
-def scan_logs(workdir: Path) -> list[str]:
-    notes = []
-    for log in sorted(workdir.rglob("*.log")):
-        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-        bad = [ln for ln in lines if any(k in ln for k in ("ERROR", "Traceback", "[error]", "[critical]"))]
-        if bad:
-            notes.append(f"- **{log.parent.name}/{log.name}: {len(bad)} error line(s)**, first: `{bad[0][:200]}`")
-    return notes or ["- No error lines in the logs of the fake backends, either Quorum or either Envoy."]
-
-
 # ---------------------------------------------------------------- main
 
 
@@ -1540,7 +1530,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for proc, own_session in _CHILDREN:
             _stop(proc, group=own_session)
-    results["log_notes"] = scan_logs(workdir)
+    results["log_notes"] = scan_logs(workdir, "the fake backends, either Quorum or either Envoy")
     if args.keep_logs:
         print(f"logs kept in {workdir}", file=sys.stderr)
     else:
