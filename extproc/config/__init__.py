@@ -1,0 +1,149 @@
+"""The YAML configuration: schema, loading and validation. No behaviour lives here.
+
+One module per top-level part of the file: `server` (and `envoy`), `providers`, `signals`,
+`routing` (decisions, rules, fusion), `observability`; `schema` puts them together and `base`
+holds the shared types. Structural checks come from the pydantic models; cross references (a rule
+naming an undeclared signal, a decision naming an unknown model, ...) are checked by
+`validation.check_references` once the structure is valid. Every problem of a stage is reported at
+once, as `dotted.path[index].key: what is wrong`. Import from `extproc.config`, not the modules.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from extproc.config.base import (
+    CLUSTER_PATTERN,
+    EXTPROC_CLUSTER,
+    INTERNAL_HEADER_PREFIX,
+    NAME_PATTERN,
+    ConfigError,
+    Fraction,
+    Scope,
+    Seconds,
+    Strict,
+    Tokens,
+    split_host_port,
+)
+from extproc.config.observability import (
+    MetricsConfig,
+    ObservabilityConfig,
+    TracingConfig,
+    UsageConfig,
+)
+from extproc.config.providers import (
+    ModelConfig,
+    Pricing,
+    ProviderDefaults,
+    ProvidersConfig,
+)
+from extproc.config.routing import (
+    AlgorithmConfig,
+    AnalysisOverride,
+    DecisionConfig,
+    FusionConfig,
+    ModelRef,
+    RetryConfig,
+    RoutingConfig,
+    Rule,
+    RuleLeaf,
+    RuleNode,
+    StageTimeouts,
+)
+from extproc.config.schema import Config
+from extproc.config.server import (
+    EnvoyConfig,
+    ServerConfig,
+)
+from extproc.config.signals import (
+    ComplexitySignal,
+    ContextSignal,
+    DomainSignal,
+    EmbeddingEngineConfig,
+    EmbeddingSignal,
+    HeaderSignal,
+    JailbreakSignal,
+    KeywordSignal,
+    LanguageSignal,
+    PIIKind,
+    PIISignal,
+    RegexSignal,
+    SignalsConfig,
+)
+from extproc.config.validation import check_references, describe
+
+__all__ = [
+    "CLUSTER_PATTERN",
+    "EXTPROC_CLUSTER",
+    "INTERNAL_HEADER_PREFIX",
+    "NAME_PATTERN",
+    "AlgorithmConfig",
+    "AnalysisOverride",
+    "ComplexitySignal",
+    "Config",
+    "ConfigError",
+    "ContextSignal",
+    "DecisionConfig",
+    "DomainSignal",
+    "EmbeddingEngineConfig",
+    "EmbeddingSignal",
+    "EnvoyConfig",
+    "Fraction",
+    "FusionConfig",
+    "HeaderSignal",
+    "JailbreakSignal",
+    "KeywordSignal",
+    "LanguageSignal",
+    "MetricsConfig",
+    "ModelConfig",
+    "ModelRef",
+    "ObservabilityConfig",
+    "PIIKind",
+    "PIISignal",
+    "Pricing",
+    "ProviderDefaults",
+    "ProvidersConfig",
+    "RegexSignal",
+    "RetryConfig",
+    "RoutingConfig",
+    "Rule",
+    "RuleLeaf",
+    "RuleNode",
+    "Scope",
+    "Seconds",
+    "ServerConfig",
+    "SignalsConfig",
+    "StageTimeouts",
+    "Strict",
+    "Tokens",
+    "TracingConfig",
+    "UsageConfig",
+    "load_config",
+    "parse_config",
+    "split_host_port",
+]
+
+
+def load_config(path: str | Path) -> Config:
+    text = Path(path).read_text(encoding="utf-8")
+    return parse_config(text, source=str(path))
+
+
+def parse_config(text: str, source: str = "config") -> Config:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"not valid YAML: {exc}"], source) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(["the top level must be a mapping"], source)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError([describe(err) for err in exc.errors()], source) from None
+    problems = check_references(config)
+    if problems:
+        raise ConfigError(problems, source)
+    return config

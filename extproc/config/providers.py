@@ -1,0 +1,62 @@
+"""`providers`: the models Quorum may route to or call, and where they live."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from pydantic import (
+    Field,
+    field_validator,
+)
+
+from extproc.config.base import (
+    CLUSTER_PATTERN,
+    NAME_PATTERN,
+    Strict,
+)
+
+
+class Pricing(Strict):
+    """Price per million tokens, for the cost metric and span attribute."""
+
+    prompt_per_1m: float = Field(0.0, ge=0)
+    completion_per_1m: float = Field(0.0, ge=0)
+    currency: str = "USD"
+
+
+class ModelConfig(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    provider_model_id: str | None = None
+    cluster: str | None = Field(None, pattern=CLUSTER_PATTERN)
+    base_url: str
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    supports_json_schema: bool = False
+    pricing: Pricing | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("base_url must be an absolute http:// or https:// URL")
+        if parts.query or parts.fragment:
+            raise ValueError("base_url must not have a query or fragment")
+        return v.rstrip("/")
+
+    @property
+    def upstream_model(self) -> str:
+        return self.provider_model_id or self.name
+
+    @property
+    def cluster_name(self) -> str:
+        return self.cluster or re.sub(r"[^A-Za-z0-9_.-]", "_", self.name)
+
+
+class ProviderDefaults(Strict):
+    default_model: str | None = None
+
+
+class ProvidersConfig(Strict):
+    defaults: ProviderDefaults = ProviderDefaults()
+    models: list[ModelConfig] = Field(min_length=1)

@@ -1,0 +1,147 @@
+"""Checks that need the whole configuration (cross references), and readable pydantic errors."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from extproc.config.base import EXTPROC_CLUSTER
+from extproc.config.routing import (
+    DecisionConfig,
+    FusionConfig,
+    RuleLeaf,
+    RuleNode,
+)
+from extproc.config.schema import Config
+from extproc.config.signals import SignalsConfig
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("leaf", "node") or "[" in part or "(" in part:
+            continue  # union tags and validator labels pydantic inserts; not part of the user's path
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def describe(err: Any) -> str:
+    path = _dotted(tuple(err["loc"]))
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        msg = "unknown key"
+    elif kind == "missing":
+        msg = "required key is missing"
+    elif msg.startswith("Value error, "):
+        msg = msg.removeprefix("Value error, ")
+    return f"{path}: {msg}" if path else msg
+
+
+def check_references(cfg: Config) -> list[str]:
+    problems: list[str] = []
+    models = [m.name for m in cfg.providers.models]
+    model_set = set(models)
+    routing = cfg.routing
+
+    for i, name in enumerate(models):
+        if models.index(name) != i:
+            problems.append(f"providers.models[{i}].name: duplicate model name {name!r}")
+    clusters: dict[str, str] = {}
+    for i, m in enumerate(cfg.providers.models):
+        origin = _origin(m.base_url)
+        if m.cluster_name == EXTPROC_CLUSTER:
+            problems.append(f"providers.models[{i}].cluster: {EXTPROC_CLUSTER!r} is reserved for Quorum itself")
+        known = clusters.setdefault(m.cluster_name, origin)
+        if known != origin:
+            problems.append(f"providers.models[{i}].cluster: cluster {m.cluster_name!r} already points at {known}")
+    if (m_default := cfg.providers.defaults.default_model) and m_default not in model_set:
+        problems.append(f"providers.defaults.default_model: unknown model {m_default!r} ({_known(models)})")
+
+    aliases = {
+        "routing.auto_model_names": routing.auto_model_names,
+        "routing.fusion_model_names": routing.fusion_model_names,
+    }
+    seen_alias: dict[str, str] = {}
+    for path, names in aliases.items():
+        for j, alias in enumerate(names):
+            if alias in model_set:
+                problems.append(f"{path}[{j}]: {alias!r} is also a configured model name")
+            if alias in seen_alias:
+                problems.append(f"{path}[{j}]: {alias!r} is already listed in {seen_alias[alias]}")
+            seen_alias[alias] = path
+
+    declared: dict[str, list[str]] = {}
+    for kind in SignalsConfig.model_fields:
+        names = [s.name for s in getattr(routing.signals, kind)]
+        declared[kind] = names
+        for j, n in enumerate(names):
+            if names.index(n) != j:
+                problems.append(f"routing.signals.{kind}[{j}].name: duplicate {kind} signal {n!r}")
+
+    decision_names: set[str] = set()
+    for i, d in enumerate(routing.decisions):
+        base = f"routing.decisions[{i}]"
+        if d.name in decision_names:
+            problems.append(f"{base}.name: duplicate decision name {d.name!r}")
+        decision_names.add(d.name)
+        if d.rules is not None:
+            problems.extend(_check_rule(d.rules, f"{base}.rules", declared))
+        for j, ref in enumerate(d.model_refs):
+            if ref.model not in model_set:
+                problems.append(f"{base}.modelRefs[{j}].model: unknown model {ref.model!r} ({_known(models)})")
+        if d.algorithm.type == "fusion":
+            problems.extend(_check_fusion(d, base, model_set, models))
+        elif not d.model_refs:
+            problems.append(f"{base}.modelRefs: a {d.algorithm.type} decision needs at least one model")
+        elif d.algorithm.fusion is not None:
+            problems.append(f"{base}.algorithm.fusion: only allowed when algorithm.type is fusion")
+    return problems
+
+
+def _check_fusion(d: DecisionConfig, base: str, model_set: set[str], models: list[str]) -> list[str]:
+    problems = []
+    fusion = d.algorithm.fusion or FusionConfig()
+    path = f"{base}.algorithm.fusion"
+    panel = fusion.analysis_models or [r.model for r in d.model_refs]
+    if not panel:
+        problems.append(f"{path}.analysis_models: a fusion decision needs panel models (here or in modelRefs)")
+    for j, name in enumerate(fusion.analysis_models):
+        if name not in model_set:
+            problems.append(f"{path}.analysis_models[{j}]: unknown model {name!r} ({_known(models)})")
+    if fusion.model is not None and fusion.model not in model_set:
+        problems.append(f"{path}.model: unknown model {fusion.model!r} ({_known(models)})")
+    for name in fusion.analysis_overrides:
+        if name not in panel:
+            problems.append(f"{path}.analysis_overrides.{name}: not one of the panel models {panel}")
+    if panel and fusion.min_successful_responses > len(panel):
+        problems.append(
+            f"{path}.min_successful_responses: {fusion.min_successful_responses} exceeds the panel size {len(panel)}"
+        )
+    return problems
+
+
+def _check_rule(node: RuleNode | RuleLeaf, path: str, declared: dict[str, list[str]]) -> list[str]:
+    if isinstance(node, RuleLeaf):
+        if node.type not in declared:
+            return [f"{path}.type: unknown signal type {node.type!r} (supported: {', '.join(declared)})"]
+        if node.name not in declared[node.type]:
+            names = ", ".join(declared[node.type]) or "none"
+            return [f"{path}.name: undeclared {node.type} signal {node.name!r} (declared: {names})"]
+        return []
+    problems: list[str] = []
+    for k, child in enumerate(node.conditions):
+        problems.extend(_check_rule(child, f"{path}.conditions[{k}]", declared))
+    return problems
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{parts.hostname}:{port}"
+
+
+def _known(names: list[str]) -> str:
+    return "configured: " + ", ".join(names)
