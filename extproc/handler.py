@@ -318,15 +318,16 @@ class StreamHandler:
         content_type = headers.get("content-type", "")
         if msg.end_of_stream:
             return response
-        # In duplex mode the response body streams to us anyway (see bootstrap): no override there.
         if content_type.startswith("text/event-stream"):
             self.stream_usage = StreamUsage(strip=self.strip_usage)
-            if not self.duplex:
-                response.mode_override.response_body_mode = pm.ProcessingMode.STREAMED
+            body_mode = pm.ProcessingMode.STREAMED
         elif "json" in content_type:
             self.response_json = []
-            if not self.duplex:
-                response.mode_override.response_body_mode = pm.ProcessingMode.BUFFERED
+            body_mode = pm.ProcessingMode.BUFFERED
+        else:
+            return response
+        if not self.duplex:  # in duplex mode the body streams to us anyway (see bootstrap)
+            response.mode_override.response_body_mode = body_mode
         return response
 
     def on_response_body(self, msg: ep.HttpBody) -> ep.ProcessingResponse:

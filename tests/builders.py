@@ -87,9 +87,11 @@ def config_text(
     )
 
 
-def headers_msg(headers: dict[str, str], end_of_stream: bool = False) -> ep.ProcessingRequest:
+def headers_msg(
+    headers: dict[str, str], end_of_stream: bool = False, which: str = "request_headers"
+) -> ep.ProcessingRequest:
     hmap = core.HeaderMap(headers=[core.HeaderValue(key=k, raw_value=v.encode()) for k, v in headers.items()])
-    return ep.ProcessingRequest(request_headers=ep.HttpHeaders(headers=hmap, end_of_stream=end_of_stream))
+    return ep.ProcessingRequest(**{which: ep.HttpHeaders(headers=hmap, end_of_stream=end_of_stream)})
 
 
 def chat_headers(**extra: str) -> ep.ProcessingRequest:

@@ -19,7 +19,7 @@ import grpc
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as _GrpcExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from extproc.telemetry.spans import DECISION_SPAN, REQUEST_SPAN, SIGNALS_SPAN, RequestSpans
 
@@ -31,6 +31,7 @@ _KIND = {
     SpanKind.CONSUMER: 5,
 }
 _STATUS = {StatusCode.UNSET: 0, StatusCode.OK: 1, StatusCode.ERROR: 2}
+_UNSET = Status()
 
 
 _SMALL_VARINTS = [bytes([n]) for n in range(128)]
@@ -148,18 +149,11 @@ def _request_spans(record: RequestSpans) -> list[bytes]:
     ctx = record.context
     trace_id = b"\x0a\x10" + ctx.trace_id.to_bytes(16, "big")
     state = _field(3, ctx.trace_state.to_header().encode()) if ctx.trace_state else b""
-    under_request = b"\x22\x08" + ctx.span_id.to_bytes(8, "big")
     out = []
     for head, child in ((_SIGNALS_HEAD, record.signals), (_DECISION_HEAD, record.decision)):
         if child is not None:
             span_id, start, end, attributes = child
-            body = (
-                trace_id + b"\x12\x08" + span_id.to_bytes(8, "big") + state + under_request + head,
-                _TIMES.pack(0x39, start, 0x41, end),
-                _attributes(attributes),
-                _UNSET_STATUS + _FLAGS_LOCAL_PARENT,
-            )
-            out.append(_field(2, b"".join(body)))
+            out.append(_encode(trace_id, span_id, state, ctx, head, start, end, attributes, _UNSET))
     out.append(
         _encode(
             trace_id,

@@ -10,7 +10,7 @@ from builders import body_msg, chat, chat_headers, config_text, headers_msg, set
 
 from extproc.config import parse_config
 from extproc.handler import RouteContext, StreamHandler
-from extproc.pb import core, ep, pm
+from extproc.pb import ep, pm
 from extproc.runtime import Runtime, build_runtime
 
 SECRET = "sk-test-secret-value"
@@ -221,16 +221,6 @@ async def test_unexpected_phases_get_an_answer_of_their_own_kind(runtime, which)
     assert response.WhichOneof("response") == which
 
 
-def _response_headers(content_type: str) -> ep.ProcessingRequest:
-    hmap = core.HeaderMap(
-        headers=[
-            core.HeaderValue(key=k, raw_value=v.encode())
-            for k, v in {":status": "200", "content-type": content_type}.items()
-        ]
-    )
-    return ep.ProcessingRequest(response_headers=ep.HttpHeaders(headers=hmap))
-
-
 def _response_body(data: bytes, end: bool) -> ep.ProcessingRequest:
     return ep.ProcessingRequest(response_body=ep.HttpBody(body=data, end_of_stream=end))
 
@@ -243,7 +233,8 @@ async def test_json_response_usage_is_read_once_even_when_the_body_arrives_in_pi
     if duplex:
         request_headers.protocol_config.request_body_mode = pm.ProcessingMode.FULL_DUPLEX_STREAMED
     await exchange(handler, request_headers, body_msg(chat("python")))
-    [answer] = await exchange(handler, _response_headers("application/json"))
+    json_headers = {":status": "200", "content-type": "application/json"}
+    [answer] = await exchange(handler, headers_msg(json_headers, which="response_headers"))
     # Buffered mode asks Envoy for the whole body; duplex mode has it streamed already (see bootstrap).
     assert answer.HasField("mode_override") is not duplex
     body = orjson.dumps({"id": "x", "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 7}})
