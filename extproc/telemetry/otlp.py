@@ -21,7 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from extproc.telemetry.spans import DECISION_SPAN, REQUEST_SPAN, SIGNALS_SPAN, RequestSpans
+from extproc.telemetry.spans import DECISION_SPAN, REQUEST_SPAN, SIGNALS_SPAN, AttributePairs, RequestSpans
 
 _KIND = {
     SpanKind.INTERNAL: 1,
@@ -40,6 +40,8 @@ _SMALL_VARINTS = [bytes([n]) for n in range(128)]
 def _varint(n: int) -> bytes:
     if 0 <= n < 128:
         return _SMALL_VARINTS[n]
+    if 0 <= n < 16384:  # message lengths: most spans
+        return bytes(((n & 0x7F) | 0x80, n >> 7))
     n &= 0xFFFFFFFFFFFFFFFF  # negative int64 values are ten-byte two's complement varints
     out = bytearray()
     while n > 0x7F:
@@ -75,9 +77,17 @@ def _key_value(key: str, value: Any) -> bytes:
     return _field(9, _field(1, key.encode()) + _field(2, _any_value(value)))
 
 
+# Keys whose value is new with every request: encoded without the cache, where they would only evict
+# the pairs that do repeat.
+_UNIQUE_VALUED = frozenset({"quorum.request_id"})
+
+
 def _attributes(attributes: Any) -> bytes:
     parts = []
     for key, value in attributes.items():
+        if key in _UNIQUE_VALUED:
+            parts.append(_field(9, _field(1, key.encode()) + _field(2, _any_value(value))))
+            continue
         if isinstance(value, list):
             value = tuple(value)
         parts.append(_key_value(key, value))
@@ -145,15 +155,32 @@ _REQUEST_HEAD = _name_and_kind(REQUEST_SPAN, SpanKind.SERVER)
 
 
 def _request_spans(record: RequestSpans) -> list[bytes]:
-    """A request record's spans, encoded as `_span` would encode its expansion (children first)."""
+    """A request record's spans, encoded as `_span` would encode its expansion (children first).
+
+    A child's bytes after its timestamps (attributes, status, flags) depend only on its attribute
+    pairs, which repeat across requests, so they are encoded once per distinct set (`_child_tail`).
+    """
     ctx = record.context
     trace_id = b"\x0a\x10" + ctx.trace_id.to_bytes(16, "big")
     state = _field(3, ctx.trace_state.to_header().encode()) if ctx.trace_state else b""
     out = []
+    parent = b"\x22\x08" + ctx.span_id.to_bytes(8, "big")
     for head, child in ((_SIGNALS_HEAD, record.signals), (_DECISION_HEAD, record.decision)):
         if child is not None:
             span_id, start, end, attributes = child
-            out.append(_encode(trace_id, span_id, state, ctx, head, start, end, attributes, _UNSET))
+            span = b"".join(
+                (
+                    trace_id,
+                    b"\x12\x08",
+                    span_id.to_bytes(8, "big"),
+                    state,
+                    parent,
+                    head,
+                    _TIMES.pack(0x39, start, 0x41, end),
+                    _child_tail(attributes),
+                )
+            )
+            out.append(_field(2, span))
     out.append(
         _encode(
             trace_id,
@@ -168,6 +195,12 @@ def _request_spans(record: RequestSpans) -> list[bytes]:
         )
     )
     return out
+
+
+@lru_cache(maxsize=1024)
+def _child_tail(attributes: AttributePairs) -> bytes:
+    """Attributes, unset status and flags of a child of a local span."""
+    return b"".join(_key_value(k, v) for k, v in attributes) + _UNSET_STATUS + _FLAGS_LOCAL_PARENT
 
 
 def encode_spans(spans: Sequence[ReadableSpan | RequestSpans]) -> bytes:

@@ -143,7 +143,7 @@ class RequestRecorder:
             return []
         matched = [f"{kind}:{name}" for (kind, name), conf in results.items() if conf is not None]
         if self.telemetry.spans is not None:
-            attributes = {"quorum.signals.evaluated": len(results), "quorum.signals.matched": matched}
+            attributes = (("quorum.signals.evaluated", len(results)), ("quorum.signals.matched", tuple(matched)))
             self.signal_facts = (_ns(started), time.time_ns(), attributes)
         return matched
 
@@ -151,13 +151,13 @@ class RequestRecorder:
         self.decision, self.model, self.kind = decision, model, kind
         if self.telemetry.spans is not None:
             now = time.time_ns()
-            attributes = {
-                "quorum.decision.name": decision,
-                "quorum.decision.priority": priority,
-                "quorum.decision.confidence": confidence,
-                "quorum.model": model,
-                "quorum.route.kind": kind,
-            }
+            attributes = (
+                ("quorum.decision.name", decision),
+                ("quorum.decision.priority", priority),
+                ("quorum.decision.confidence", confidence),
+                ("quorum.model", model),
+                ("quorum.route.kind", kind),
+            )
             self.decision_facts = (now, now, attributes)
             self.attributes["quorum.decision.name"] = decision
             self.attributes["quorum.model"] = model

@@ -36,8 +36,11 @@ REQUEST_SPAN = "quorum.request"
 SIGNALS_SPAN = "quorum.signals"
 DECISION_SPAN = "quorum.decision"
 
+# An attribute set as (key, value) pairs, values immutable (lists as tuples): hashable, so an encoder
+# can cache the encoding of a set it has seen (a decision's attributes repeat with every request it takes).
+AttributePairs = tuple[tuple[str, Any], ...]
 # (start ns, end ns, attributes) of a child span, as the recorder collects it.
-ChildFacts = tuple[int, int, Mapping[str, Any]]
+ChildFacts = tuple[int, int, AttributePairs]
 
 
 class RequestSpans:
@@ -68,8 +71,8 @@ class RequestSpans:
         end_time: int,
         attributes: Mapping[str, Any],
         status: Status,
-        signals: tuple[int, int, int, Mapping[str, Any]] | None,
-        decision: tuple[int, int, int, Mapping[str, Any]] | None,
+        signals: tuple[int, int, int, AttributePairs] | None,
+        decision: tuple[int, int, int, AttributePairs] | None,
         resource: Resource,
         instrumentation_scope: InstrumentationScope,
     ) -> None:
@@ -93,7 +96,7 @@ class RequestSpans:
                 continue
             span_id, start, end, attributes = child
             context = SpanContext(ctx.trace_id, span_id, False, ctx.trace_flags, ctx.trace_state)
-            out.append(self._readable(name, context, ctx, SpanKind.INTERNAL, start, end, attributes, _UNSET))
+            out.append(self._readable(name, context, ctx, SpanKind.INTERNAL, start, end, dict(attributes), _UNSET))
         out.append(
             self._readable(
                 REQUEST_SPAN,

@@ -90,11 +90,22 @@ def request_records():
     scope = InstrumentationScope("quorum")
     remote = SpanContext(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, True, TraceFlags(1))
     traced = SpanContext(remote.trace_id, 0x1111, False, TraceFlags(1), TraceState([("vendor", "x")]))
-    signals = (0x2222, 1_000, 2_000, {"quorum.signals.evaluated": 2, "quorum.signals.matched": ["keyword:code"]})
-    decision = (0x3333, 2_500, 2_500, {"quorum.decision.name": "coding", "quorum.decision.confidence": 0.5})
+    signals = (0x2222, 1_000, 2_000, (("quorum.signals.evaluated", 2), ("quorum.signals.matched", ("keyword:code",))))
+    decision = (0x3333, 2_500, 2_500, (("quorum.decision.name", "coding"), ("quorum.decision.confidence", 0.5)))
     failed = Status(StatusCode.ERROR, "CancelledError")
     return [
-        RequestSpans(traced, remote, 900, 9_000, {"url.path": "/v1"}, Status(), signals, decision, resource, scope),
+        RequestSpans(
+            traced,
+            remote,
+            900,
+            9_000,
+            {"url.path": "/v1", "quorum.request_id": "r-1"},
+            Status(),
+            signals,
+            decision,
+            resource,
+            scope,
+        ),
         RequestSpans(
             SpanContext(0xABC, 0x4444, False, TraceFlags(1)), None, 5, 6, {}, failed, None, None, resource, scope
         ),
