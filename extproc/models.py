@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import orjson
 from opentelemetry.trace import Span
 
+from extproc.http1 import Endpoint, HTTPClient, TransportError
 from extproc.runtime import Model
 from extproc.sse import SSEDecoder
 from extproc.telemetry.recorder import end_model_span, inject_context, start_model_span
@@ -92,42 +92,35 @@ class ModelCallError(Exception):
 
 @dataclass
 class ModelClient:
-    """Pooled keep-alive connections to every backend (aiohttp).
-
-    aiohttp rather than httpx: measured on this project's fusion benchmark, httpx spent about 2 ms
-    of CPU per call and its connection pool grew quadratically costly with ~100 calls in flight,
-    which made Quorum's own CPU the bottleneck of a fusion run; aiohttp costs a fraction of that.
-    """
+    """Chat completions over pooled keep-alive connections to every backend (`extproc.http1`)."""
 
     telemetry: Telemetry = field(default_factory=lambda: NO_TELEMETRY)
     max_connections: int = 512
-    _session: aiohttp.ClientSession | None = None
+    _http: HTTPClient | None = None
+    _endpoints: dict[str, Endpoint] = field(default_factory=dict)
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        """Created on first use, inside the running event loop (aiohttp binds sessions to a loop)."""
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0, keepalive_timeout=30)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0),
-                skip_auto_headers=("User-Agent",),
-                json_serialize=lambda o: orjson.dumps(o).decode(),
-            )
-        return self._session
+    def http(self) -> HTTPClient:
+        """Created on first use, inside the running event loop."""
+        if self._http is None:
+            self._http = HTTPClient(max_connections=self.max_connections)
+        return self._http
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._http is not None:
+            await self._http.aclose()
 
     def _request(
         self, model: Model, body: dict[str, Any], headers: Mapping[str, str]
-    ) -> tuple[str, bytes, dict[str, str]]:
+    ) -> tuple[Endpoint, bytes, dict[str, str]]:
+        endpoint = self._endpoints.get(model.base_url)
+        if endpoint is None:
+            endpoint = self._endpoints[model.base_url] = Endpoint.parse(f"{model.base_url}/chat/completions")
         out = {"content-type": "application/json", "user-agent": "quorum", **headers}
         if model.authorization:
             out["authorization"] = model.authorization
         payload = {**body, "model": model.upstream_model}
-        return f"{model.base_url}/chat/completions", orjson.dumps(payload), out
+        return endpoint, orjson.dumps(payload), out
 
     async def complete(
         self,
@@ -171,12 +164,12 @@ class ModelClient:
             async with asyncio.timeout(time_limit):
                 while True:
                     attempt += 1
-                    url, payload, call_headers = self._request(model, body, headers)
+                    endpoint, payload, call_headers = self._request(model, body, headers)
                     try:
-                        async with self.session.post(url, data=payload, headers=call_headers) as response:
-                            status, raw = response.status, await response.read()
-                    except aiohttp.ClientError as exc:
-                        error = ModelCallError(model.name, f"connection error: {type(exc).__name__}")
+                        response = await self.http.post(endpoint, payload, call_headers)
+                        status, raw = response.status, await response.read()
+                    except TransportError as exc:
+                        error = ModelCallError(model.name, f"connection error: {exc}")
                     else:
                         data = _json_bytes(raw)
                         usage.add(Usage.parse(data.get("usage")) if isinstance(data, dict) else None)
@@ -236,11 +229,11 @@ class ModelClient:
     async def _stream(
         self, model: Model, payload: dict[str, Any], headers: dict[str, str]
     ) -> AsyncIterator[dict[str, Any]]:
-        url, data, call_headers = self._request(model, payload, headers)
+        endpoint, data, call_headers = self._request(model, payload, headers)
         try:
-            response = await self.session.post(url, data=data, headers=call_headers)
-        except aiohttp.ClientError as exc:
-            raise ModelCallError(model.name, f"connection error: {type(exc).__name__}") from None
+            response = await self.http.post(endpoint, data, call_headers)
+        except TransportError as exc:
+            raise ModelCallError(model.name, f"connection error: {exc}") from None
         try:
             if response.status != 200:
                 body = _json_bytes(await response.read())
@@ -248,7 +241,7 @@ class ModelClient:
             decoder = SSEDecoder()
             done = False
             try:
-                async for raw in response.content.iter_any():
+                async for raw in response.chunks():
                     for event in decoder.feed(raw):
                         if event == "[DONE]":
                             done = True
@@ -256,8 +249,8 @@ class ModelClient:
                         chunk = orjson.loads(event)
                         if isinstance(chunk, dict):
                             yield chunk
-            except aiohttp.ClientError as exc:
-                raise ModelCallError(model.name, f"stream broken: {type(exc).__name__}") from None
+            except TransportError as exc:
+                raise ModelCallError(model.name, f"stream broken: {exc}") from None
             if not done:
                 raise ModelCallError(model.name, "stream ended without [DONE]")
         finally:
