@@ -59,6 +59,15 @@ def answer(body: bytes, extra: bytes = b"") -> Script:
     return script
 
 
+def reply_and_close(raw: bytes) -> Script:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(raw)
+        await writer.drain()
+        writer.close()
+
+    return script
+
+
 async def post(client: HTTPClient, server: Server, body: bytes = b"{}", **headers: str) -> tuple[int, bytes]:
     response = await client.post(server.endpoint, body, headers)
     return response.status, await response.read()
@@ -102,12 +111,7 @@ async def test_chunked_body_streams_as_it_arrives():
 
 
 async def test_body_delimited_by_close_is_read_to_the_end_and_the_connection_not_reused():
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it")
-        await writer.drain()
-        writer.close()
-
-    async with Server(script) as server:
+    async with Server(reply_and_close(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it")) as server:
         client = HTTPClient()
         assert await post(client, server) == (200, b"all of it")
         assert await post(client, server) == (200, b"all of it")
@@ -115,27 +119,17 @@ async def test_body_delimited_by_close_is_read_to_the_end_and_the_connection_not
     assert server.connections == 2
 
 
-async def test_a_response_cut_short_is_an_error():
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part")
-        await writer.drain()
-        writer.close()
-
-    async with Server(script) as server:
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part", "before the response was complete"),
+        (b"SSH-2.0-OpenSSH\r\n\r\n", "malformed HTTP response"),
+    ],
+)
+async def test_a_broken_response_is_an_error(raw, error):
+    async with Server(reply_and_close(raw)) as server:
         client = HTTPClient()
-        with pytest.raises(TransportError, match="before the response was complete"):
-            await post(client, server)
-        await client.aclose()
-
-
-async def test_garbage_instead_of_http_is_an_error():
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"SSH-2.0-OpenSSH\r\n\r\n")
-        await writer.drain()
-
-    async with Server(script) as server:
-        client = HTTPClient()
-        with pytest.raises(TransportError, match="malformed HTTP response"):
+        with pytest.raises(TransportError, match=error):
             await post(client, server)
         await client.aclose()
 
