@@ -18,7 +18,12 @@ What runs (all on loopback, all sharing this machine's cores):
    B = median over those chains of (slowest panel call + judge call + synthesis call).
    Overhead of one fusion request = its wall time through Envoy - B; the report gives p50/p99.
    Both runs are closed loops (c1 and c32) with a minimal asyncio HTTP/1.1 keep-alive client, so
-   the client's own cost is a few tens of µs per request in both.
+   the client's own cost is a few tens of µs per request in both. The c32 workers start spread
+   over one chain (3·L), out of phase as independent clients are; the target is judged there. A
+   second c32 run starts all 32 at once ("in step"): with fixed-latency backends they then stay
+   synchronised, and every stage of all 32 requests lands on Quorum at the same instant.
+   Layout (--layout): `dedicated` (default) pins Quorum to CPU 1 and everything else to CPU 0, as
+   the routing benchmark does; `shared` pins nothing.
    The backends' request records (`received_at` of every call, joined on `x-request-id`) split
    each fusion request's time beyond 3·L into segments: ingress, panel fan-out skew,
    panel → judge gap, judge → synthesis gap, egress.
@@ -59,7 +64,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loadgen import BenchError, chat_body, cpu_seconds
+from loadgen import BenchError, chat_body, cpu_seconds, dedicate_cpu
 from profiling import find_py_spy, summarize
 from reportlib import environment_lines, scan_logs, table, write_section
 
@@ -78,6 +83,10 @@ OVERHEAD_BODY_BYTES = 1024
 STREAM_DELAY_MS = 20
 STREAM_WORDS = 36
 HEARTBEAT_INTERVAL_MS = 100
+# How a closed loop's workers start, as a spread in units of L: "spread" starts them over one backend
+# chain (3·L), out of phase like independent clients; "in step" starts all at once, and fixed-latency
+# backends then keep them in step, every request of the 32 arriving together at every stage.
+ARRIVALS = {"spread": 3.0, "in step": 0.0}
 
 # Acceptance targets (from the fusion issue).
 TARGET_OVERHEAD_P50_C32_MS = 3.0
@@ -286,20 +295,25 @@ def check_fusion_answer(status: int, headers: dict[str, str], raw: bytes, panel_
 
 
 async def closed_loop(
-    concurrency: int, seconds: float, make_worker: Callable[[], Callable[[], Any]]
+    concurrency: int, seconds: float, make_worker: Callable[[], Callable[[], Any]], spread: float = 0.0
 ) -> tuple[list[Any], float]:
-    """`concurrency` workers, each calling its job back to back until the deadline; the samples."""
+    """`concurrency` workers, each calling its job back to back until the deadline; the samples.
+
+    With `spread` (seconds) worker i starts i·spread/concurrency late, so the workers' cycles are out
+    of phase; with 0 they all start at once and, the backends' latency being fixed, stay in step.
+    """
     samples: list[Any] = []
     deadline = time.perf_counter() + seconds
 
-    async def run(job: Callable[[], Any]) -> None:
+    async def run(i: int, job: Callable[[], Any]) -> None:
+        await asyncio.sleep(i * spread / concurrency)
         while time.perf_counter() < deadline:
             samples.append(await job())
 
     jobs = [make_worker() for _ in range(concurrency)]
     started = time.perf_counter()
     try:
-        await asyncio.gather(*(run(job) for job in jobs))
+        await asyncio.gather(*(run(i, job) for i, job in enumerate(jobs)))
     finally:
         for job in jobs:
             await job.close()  # type: ignore[attr-defined]
@@ -398,7 +412,7 @@ def calls_by_request(backends: Backends) -> dict[str, CallTimes]:
 
 
 SEGMENTS = (
-    ("ingress", "client sends → first panel call reaches its backend (Envoy, ext_proc, decision, plan, httpx)"),
+    ("ingress", "client sends → first panel call reaches its backend (Envoy, ext_proc, decision, plan, model call)"),
     ("panel skew", "first → last panel call reaches its backend"),
     ("panel → judge", "last panel call received + L → judge call received"),
     ("judge → synthesis", "judge call received + L → synthesis call received"),
@@ -606,6 +620,7 @@ def hwm_mib(pid: int) -> float:
 @dataclass
 class LoadResult:
     concurrency: int
+    arrivals: str  # "spread" or "in step" (see ARRIVALS)
     fusion: list[FusionSample]
     fusion_s: float
     chain: list[ChainSample]
@@ -699,18 +714,20 @@ async def run_load(
     pids: dict[str, int],
     args: argparse.Namespace,
     panel_size: int,
+    arrivals: str,
 ) -> LoadResult:
     envoy = stack.envoy_url.removeprefix("http://").rsplit(":", 1)
     envoy_addr = (envoy[0], int(envoy[1]))
     warm = 1.0 if args.quick else 2.0
+    spread = ARRIVALS[arrivals] * args.latency_ms / 1000
     # The backend chain first, then the fusion run, both warmed up at this concurrency.
-    await closed_loop(concurrency, warm / 2, lambda: ChainJob(backends))
-    chain, chain_s = await closed_loop(concurrency, chain_seconds, lambda: ChainJob(backends))
+    await closed_loop(concurrency, warm / 2, lambda: ChainJob(backends), spread)
+    chain, chain_s = await closed_loop(concurrency, chain_seconds, lambda: ChainJob(backends), spread)
     clear_records(backends)
-    await closed_loop(concurrency, warm, lambda: FusionJob(envoy_addr, body, panel_size))
+    await closed_loop(concurrency, warm, lambda: FusionJob(envoy_addr, body, panel_size), spread)
     clear_records(backends)
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    fusion, fusion_s = await closed_loop(concurrency, seconds, lambda: FusionJob(envoy_addr, body, panel_size))
+    fusion, fusion_s = await closed_loop(concurrency, seconds, lambda: FusionJob(envoy_addr, body, panel_size), spread)
     cpu = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
     calls = calls_by_request(backends)
     clear_records(backends)
@@ -718,10 +735,10 @@ async def run_load(
     bad_chain = sum(1 for c in chain for st in c.statuses if st != 200)
     if bad_chain:
         raise BenchError(f"{bad_chain} direct backend calls did not answer 200")
-    result = LoadResult(concurrency, fusion, fusion_s, chain, chain_s, cpu, segs, problems)
+    result = LoadResult(concurrency, arrivals, fusion, fusion_s, chain, chain_s, cpu, segs, problems)
     ov = result.overheads
     print(
-        f"  c{concurrency:<2} fusion {len(fusion):5d} req ({len(fusion) / fusion_s:6.1f}/s)  "
+        f"  c{concurrency:<2} {arrivals:<7} fusion {len(fusion):5d} req ({len(fusion) / fusion_s:6.1f}/s)  "
         f"wall p50 {p50([s.wall_ms for s in fusion]):7.2f} ms"
         f"  chain B p50 {result.backend_p50:7.2f} ms  overhead p50 {p50(ov):6.2f} p99 {p99(ov):6.2f} ms"
         f"  invalid {len(fusion) - len(result.valid)}  Quorum {result.cpu_us_per_request('quorum'):,.0f} µs CPU/req",
@@ -754,7 +771,8 @@ def profile_quorum(
     record = [py_spy, "record", "--format", "raw", "--rate", "200", "-d", str(PROFILE_SECONDS), "-o", str(out)]
     spy = subprocess.Popen([*record, "--pid", str(pid)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        run_async(closed_loop(32, PROFILE_SECONDS + 1, lambda: FusionJob((host, int(port)), body, panel_size)))
+        spread = ARRIVALS["spread"] * args.latency_ms / 1000
+        run_async(closed_loop(32, PROFILE_SECONDS + 1, lambda: FusionJob((host, int(port)), body, panel_size), spread))
         spy_out, _ = spy.communicate(timeout=30)
     finally:
         if spy.poll() is None:
@@ -767,11 +785,11 @@ def profile_quorum(
     return summary
 
 
-# Library code a fusion run goes through, by a substring of its py-spy frame names.
+# Code a fusion run goes through, by a substring of its py-spy frame names.
 PROFILE_GROUPS = (
-    ("httpx, whole model calls (AsyncClient.send)", "AsyncClient.send (httpx/"),
-    ("  httpcore pool bookkeeping (_assign_requests_to_connections)", "_assign_requests_to_connections (httpcore/"),
-    ("    of which polling pooled sockets (is_socket_readable)", "is_socket_readable (httpcore/"),
+    ("model calls, whole (ModelClient.complete)", "ModelClient.complete (extproc/models.py"),
+    ("  of which the HTTP/1.1 client (extproc/http1.py)", "(extproc/http1.py"),
+    ("ext_proc stream handling (StreamHandler.handle)", "StreamHandler.handle (extproc/handler.py"),
 )
 
 
@@ -818,18 +836,22 @@ def measure(args: argparse.Namespace, workdir: Path) -> Results:
         procs = dict(stack.processes)
         pids = {"quorum": procs["quorum"].pid, "envoy": procs["envoy"].pid}
         pids.update({name: proc.pid for name, proc in procs.items() if name.startswith("fake-")})
+        if args.layout == "dedicated":
+            dedicate_cpu(pids)
         backends = backends_of(stack, panel)
         results.preflight = preflight(stack, backends, body, len(panel))
         results.memory["idle"] = rss_mib(pids["quorum"])
-        for concurrency, seconds, chain_seconds in (
-            (1, args.c1_duration, args.chain_duration),
-            (32, args.duration, args.chain_duration),
+        for concurrency, seconds, arrivals in (
+            (1, args.c1_duration, "spread"),
+            (32, args.duration, "spread"),
+            (32, args.duration, "in step"),
         ):
-            if concurrency == 32:
+            if concurrency == 32 and "before c32" not in results.memory:
                 results.memory["before c32"] = rss_mib(pids["quorum"])
-            results.loads.append(
-                run_async(run_load(stack, backends, body, concurrency, seconds, chain_seconds, pids, args, len(panel)))
+            load = run_load(
+                stack, backends, body, concurrency, seconds, args.chain_duration, pids, args, len(panel), arrivals
             )
+            results.loads.append(run_async(load))
         results.memory["after c32"] = rss_mib(pids["quorum"])
         results.memory["VmHWM"] = hwm_mib(pids["quorum"])
         print(f"  streaming, full_duplex_streamed mode: {args.requests} requests ...", file=sys.stderr, flush=True)
@@ -850,6 +872,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> Results:
     print("starting the same stack in buffered mode ...", file=sys.stderr, flush=True)
     try:
         stack.start()
+        if args.layout == "dedicated":
+            dedicate_cpu({name: proc.pid for name, proc in stack.processes})
         backends = backends_of(stack, panel)
         print(f"  streaming, buffered mode: {args.requests} requests ...", file=sys.stderr, flush=True)
         results.buffered, results.buffered_after_synth, results.sdk["buffered"] = measure_streaming(
@@ -871,17 +895,21 @@ def _f(value: float, digits: int = 1) -> str:
 def render_report(r: Results) -> tuple[str, bool]:
     args = r.args
     L = args.latency_ms
-    c1, c32 = (next(load for load in r.loads if load.concurrency == c) for c in (1, 32))
+    c1, c32, in_step = (
+        next(load for load in r.loads if (load.concurrency, load.arrivals) == key)
+        for key in ((1, "spread"), (32, "spread"), (32, "in step"))
+    )
     n_panel = len(r.panel)
 
     rows = []
-    for load in (c1, c32):
+    for load in (c1, c32, in_step):
         walls = [s.wall_ms for s in load.valid]
         backend = [c.backend_ms for c in load.chain]
         ov = load.overheads
         rows.append(
             [
                 load.concurrency,
+                "—" if load.concurrency == 1 else load.arrivals,
                 f"{len(load.fusion):,} ({len(load.fusion) - len(load.valid)} invalid)",
                 _f(len(load.fusion) / load.fusion_s),
                 _f(p50(walls), 2),
@@ -896,6 +924,7 @@ def render_report(r: Results) -> tuple[str, bool]:
     overhead_table = table(
         [
             "conc.",
+            "arrivals",
             "fusion requests",
             "req/s",
             "wall p50 ms",
@@ -953,7 +982,7 @@ def render_report(r: Results) -> tuple[str, bool]:
             _f(p50(quorum_calls[1]), 2),
             _f(p50(quorum_calls[32]), 2),
             _f(p99(quorum_calls[32]), 2),
-            "`fusion.responses[*].latency_ms` - L: the same calls seen from Quorum's httpx client",
+            "`fusion.responses[*].latency_ms` - L: the same calls seen from Quorum's HTTP client",
         ]
     )
     outside = {
@@ -1038,7 +1067,7 @@ def render_report(r: Results) -> tuple[str, bool]:
         [
             [
                 f"orchestration overhead p50 at c32 ≤ {TARGET_OVERHEAD_P50_C32_MS:g} ms",
-                f"{ov32:.2f} ms (c1: {p50(c1.overheads):.2f} ms)",
+                f"{ov32:.2f} ms (c1: {p50(c1.overheads):.2f} ms; c32 in step: {p50(in_step.overheads):.2f} ms)",
                 "PASS" if ok_overhead else "FAIL",
             ],
             [
@@ -1061,11 +1090,19 @@ def render_report(r: Results) -> tuple[str, bool]:
         f"{args.chain_duration:g} s of backend chains each; {args.requests} streamed requests per mode; "
         f"whole run {r.elapsed_s:.0f} s"
     )
+    processes = (
+        f"the load generator, Envoy `--concurrency 1`, `quorum serve` with one worker on uvloop, and {n_panel + 1} "
+        "fake backends"
+    )
+    layout = (
+        f"**Quorum has CPU 1 to itself, and everything else shares CPU 0** ({processes}; `--layout dedicated`, as in "
+        "the routing benchmark and as an operator runs an ext_proc)"
+        if args.layout == "dedicated"
+        else f"**all processes share its {os.cpu_count()} cores** ({processes}; `--layout shared`)"
+    )
     setup = (
-        f"**Setup.** Everything runs on loopback on this one machine, and **all processes share its "
-        f"{os.cpu_count()} cores** (the load generator, Envoy `--concurrency 1`, `quorum serve` with one worker on "
-        f"uvloop, and {n_panel + 1} fake backends), so the figures are upper bounds of what Quorum adds on a "
-        f"dedicated host. Each model has its own fake backend (`quorum fake-backend --latency-ms {L:g}`): panel "
+        f"**Setup.** Everything runs on loopback on this one machine; {layout}. Each model has its own fake "
+        f"backend (`quorum fake-backend --latency-ms {L:g}`): panel "
         f"{', '.join(f'`{p}`' for p in r.panel)}, and `{JUDGE}`, which is both judge and synthesiser. The client sends "
         f'`"model": "{AUTO_MODEL}"`; the keyword signal (`compare`) matches the fusion decision `{DECISION}`. '
         f"Request body {pf['client_body']:,} B (system + user message); Quorum sends each panel backend "
@@ -1083,10 +1120,14 @@ def render_report(r: Results) -> tuple[str, bool]:
         "synthesis call*, measured at the same concurrency as the fusion run it is subtracted from, just before it. "
         "Both sides use the same minimal asyncio HTTP/1.1 keep-alive client (tens of µs per request, so the client's "
         "own cost does not tilt the subtraction) in a closed loop: 1 and 32 workers, each sending its next request "
-        "when the previous answer is complete; the first seconds of each run are a discarded warm-up. B thus "
+        "when the previous answer is complete; the first seconds of each run are a discarded warm-up. *Arrivals*: "
+        "the 32 workers start spread over one backend chain (3·L), out of phase as independent clients are (the "
+        "target is judged on this run); the *in step* run starts all 32 at once, and since the fake backends' "
+        "latency is fixed they stay synchronised: every stage of all 32 requests reaches Quorum at the same instant "
+        "(B is measured in step too, so both sides of that subtraction carry the bursts' queueing). B thus "
         "contains the backends' own HTTP handling and timer slack (the *one direct call beyond L* row); everything "
         "else — Envoy, the ext_proc stream, parsing, the decision, the three fan-out/fan-in steps, prompt building, "
-        "Quorum's httpx calls, rendering the answer and its trace, event loop queueing under load — is overhead. "
+        "Quorum's model calls, rendering the answer and its trace, event loop queueing under load — is overhead. "
         "Every answer is checked (200, decision, full trace with "
         f"{n_panel} panel responses, nothing degraded, usage > 0); the breakdown joins each request with the "
         "fake backends' records of its calls (`received_at`, by `x-request-id`). *TTFT*: sequential `stream: true` "
@@ -1115,6 +1156,13 @@ def render_report(r: Results) -> tuple[str, bool]:
             if saturated
             else ""
         ),
+        f"- **Arrivals in step.** With all 32 clients synchronised the overhead p50 is "
+        f"{p50(in_step.overheads):.2f} ms (p99 {p99(in_step.overheads):.2f} ms) against {ov32:.2f} ms spread. The "
+        f"backend chains are then measured in step too (B p50 {in_step.backend_p50:.2f} ms against "
+        f"{c32.backend_p50:.2f} ms spread), so both sides of the subtraction carry the bursts' queueing on the "
+        f"shared CPU, and the difference is not Quorum's alone; fusion wall p50 is "
+        f"{p50([x.wall_ms for x in in_step.valid]):.2f} ms in step against {p50([x.wall_ms for x in c32.valid]):.2f} "
+        "ms spread.",
         f"- **TTFT.** With true streaming the first token reaches the client {p50(r.streamed_after_synth):.0f} ms "
         f"(p50) after the synthesis call reached its backend, i.e. about L + one {STREAM_DELAY_MS} ms word; the "
         f"synthesis call itself lasts {synth_stream:.0f} ms. In buffered mode the client gets nothing until the "
@@ -1175,6 +1223,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--latency-ms", type=float, default=100.0, help="fixed latency L of every fake backend (default: %(default)s)"
     )
+    parser.add_argument(
+        "--layout",
+        choices=("dedicated", "shared"),
+        default="dedicated",
+        help="dedicated: Quorum on CPU 1, everything else on CPU 0 (as in the routing benchmark); "
+        "shared: no pinning (default: %(default)s)",
+    )
     parser.add_argument("--panel", type=int, choices=(2, 3), default=3, help="panel size (default: %(default)s)")
     parser.add_argument(
         "--duration", type=float, default=10.0, help="measured seconds of c32 fusion load (default: %(default)s)"
@@ -1201,6 +1256,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.c1_duration, args.chain_duration, args.requests = 3.0, 5.0, 3.0, 4
+    if args.layout == "dedicated" and (os.cpu_count() or 1) < 2:
+        parser.error("--layout dedicated needs at least 2 CPUs; use --layout shared")
     if min(args.duration, args.c1_duration, args.chain_duration) <= 0 or args.requests < 1 or args.latency_ms <= 0:
         parser.error("durations, --requests and --latency-ms must be positive")
     return args
