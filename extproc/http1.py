@@ -234,11 +234,13 @@ class Response:
 class HTTPClient:
     """POSTs over pooled keep-alive HTTP/1.1 connections (TLS for https), at most `max_connections` at once."""
 
-    def __init__(self, max_connections: int = 512, connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self, max_connections: int = 512, connect_timeout: float = 5.0, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.connect_timeout = connect_timeout
         self._pools: dict[tuple[str, str, int], list[_Connection]] = {}
         self._slots = asyncio.BoundedSemaphore(max_connections)
-        self._tls: ssl.SSLContext | None = None
+        self._tls = tls  # by default the system's trust store (SSL_CERT_FILE / SSL_CERT_DIR are honoured)
 
     async def post(self, endpoint: Endpoint, body: bytes, headers: Mapping[str, str]) -> Response:
         """Send the request; returns once the response's status line and headers are in."""

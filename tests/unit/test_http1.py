@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable
 
 import pytest
+import trustme
 
 from extproc import http1
 from extproc.http1 import Endpoint, HTTPClient, TransportError
@@ -16,16 +18,18 @@ Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 class Server:
     """Runs `script` once per request on each accepted connection; counts connections and requests."""
 
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, tls: ssl.SSLContext | None = None) -> None:
         self.script = script
+        self.tls = tls
         self.connections = 0
         self.requests: list[bytes] = []
         self.handlers: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> Server:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         port = self.server.sockets[0].getsockname()[1]
-        self.endpoint = Endpoint.parse(f"http://127.0.0.1:{port}/v1/chat/completions")
+        scheme = "https" if self.tls else "http"
+        self.endpoint = Endpoint.parse(f"{scheme}://127.0.0.1:{port}/v1/chat/completions")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -214,6 +218,22 @@ async def test_max_connections_queues_the_calls_beyond_it():
         await client.aclose()
     assert results == [(200, b"ok")] * 6
     assert peak == 2 and server.connections == 2
+
+
+async def test_https_verifies_the_server_certificate():
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_tls)
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    async with Server(answer(b"secret"), tls=server_tls) as server:
+        client = HTTPClient(tls=trusting)
+        assert await post(client, server) == (200, b"secret")
+        await client.aclose()
+        stranger = HTTPClient()  # the system trust store does not know this CA
+        with pytest.raises(TransportError, match="cannot connect"):
+            await post(stranger, server)
+        await stranger.aclose()
 
 
 def test_endpoint_parsing():
