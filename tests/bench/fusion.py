@@ -64,7 +64,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loadgen import BenchError, chat_body, cpu_seconds, dedicate_cpu
+from loadgen import BenchError, add_layout_option, chat_body, check_layout, cpu_seconds, dedicate_cpu
 from profiling import find_py_spy, summarize
 from reportlib import environment_lines, scan_logs, table, write_section
 
@@ -1223,13 +1223,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--latency-ms", type=float, default=100.0, help="fixed latency L of every fake backend (default: %(default)s)"
     )
-    parser.add_argument(
-        "--layout",
-        choices=("dedicated", "shared"),
-        default="dedicated",
-        help="dedicated: Quorum on CPU 1, everything else on CPU 0 (as in the routing benchmark); "
-        "shared: no pinning (default: %(default)s)",
-    )
+    add_layout_option(parser)
     parser.add_argument("--panel", type=int, choices=(2, 3), default=3, help="panel size (default: %(default)s)")
     parser.add_argument(
         "--duration", type=float, default=10.0, help="measured seconds of c32 fusion load (default: %(default)s)"
@@ -1256,8 +1250,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.c1_duration, args.chain_duration, args.requests = 3.0, 5.0, 3.0, 4
-    if args.layout == "dedicated" and (os.cpu_count() or 1) < 2:
-        parser.error("--layout dedicated needs at least 2 CPUs; use --layout shared")
+    check_layout(parser, args)
     if min(args.duration, args.c1_duration, args.chain_duration) <= 0 or args.requests < 1 or args.latency_ms <= 0:
         parser.error("durations, --requests and --latency-ms must be positive")
     return args

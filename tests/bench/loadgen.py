@@ -7,6 +7,7 @@ Reusable by every benchmark script in this folder: `ensure_wrk()` finds or insta
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -189,6 +190,21 @@ def pin(pid: int, cpus: set[int]) -> None:
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
             os.sched_setaffinity(int(task.name), cpus)
+
+
+def add_layout_option(parser: argparse.ArgumentParser) -> None:
+    """`--layout dedicated|shared`, as every benchmark that pins processes takes it."""
+    parser.add_argument(
+        "--layout",
+        choices=("dedicated", "shared"),
+        default="dedicated",
+        help="dedicated: Quorum pinned to CPU 1, everything else to CPU 0; shared: no pinning (default: %(default)s)",
+    )
+
+
+def check_layout(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.layout == "dedicated" and (os.cpu_count() or 1) < 2:
+        parser.error("--layout dedicated needs at least 2 CPUs; use --layout shared")
 
 
 def dedicate_cpu(processes: dict[str, int], ext_proc: str = "quorum") -> None:

@@ -57,7 +57,9 @@ from inproc import handler_us_per_request
 from loadgen import (
     BenchError,
     WrkResult,
+    add_layout_option,
     chat_body,
+    check_layout,
     cpu_seconds,
     dedicate_cpu,
     ensure_wrk,
@@ -645,15 +647,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep-logs", action="store_true", help="keep the work directory with all logs")
     parser.add_argument("--profile", metavar="DIR", help="also record py-spy profiles of Quorum into DIR")
     parser.add_argument("--strict", action="store_true", help="exit 1 when an acceptance target fails")
-    parser.add_argument(
-        "--layout",
-        choices=("dedicated", "shared"),
-        default="dedicated",
-        help="dedicated: Quorum pinned to CPU 1, everything else to CPU 0; shared: no pinning (default: %(default)s)",
-    )
+    add_layout_option(parser)
     args = parser.parse_args(argv)
-    if args.layout == "dedicated" and (os.cpu_count() or 1) < 2:
-        parser.error("--layout dedicated needs at least 2 CPUs; use --layout shared")
+    check_layout(parser, args)
     if args.quick:
         args.duration, args.warmup = 2, 1
     if args.repeat is None:
