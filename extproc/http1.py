@@ -238,7 +238,7 @@ class HTTPClient:
         self, max_connections: int = 512, connect_timeout: float = 5.0, tls: ssl.SSLContext | None = None
     ) -> None:
         self.connect_timeout = connect_timeout
-        self._pools: dict[tuple[str, str, int], list[_Connection]] = {}
+        self._pools: dict[tuple[str, str, int], deque[_Connection]] = {}  # oldest idle first
         self._slots = asyncio.BoundedSemaphore(max_connections)
         self._tls = tls  # by default the system's trust store (SSL_CERT_FILE / SSL_CERT_DIR are honoured)
 
@@ -276,8 +276,6 @@ class HTTPClient:
 
     def _idle(self, key: tuple[str, str, int]) -> _Connection | None:
         pool = self._pools.get(key)
-        if not pool:
-            return None
         oldest_usable = time.monotonic() - IDLE_SECONDS
         while pool:
             conn = pool.pop()  # the most recently used: the least likely to have been closed by the server
@@ -287,8 +285,13 @@ class HTTPClient:
         return None
 
     def _put(self, key: tuple[str, str, int], conn: _Connection) -> None:
-        conn.idle_since = time.monotonic()
-        self._pools.setdefault(key, []).append(conn)
+        """Back to the pool; connections left idle too long since a burst are closed here, not kept forever."""
+        now = time.monotonic()
+        conn.idle_since = now
+        pool = self._pools.setdefault(key, deque())
+        pool.append(conn)
+        while pool[0].closed or pool[0].idle_since < now - IDLE_SECONDS:  # stops at `conn` at the latest
+            pool.popleft().close()
 
     async def _connect(self, endpoint: Endpoint) -> _Connection:
         loop = asyncio.get_running_loop()

@@ -1,12 +1,18 @@
-"""The one place tests build ext_proc protobuf messages and configs."""
+"""The one place tests build ext_proc protobuf messages, configs and traced telemetry."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import orjson
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from extproc.pb import core, ep
+from extproc.telemetry.setup import Telemetry
+from extproc.telemetry.spans import RecordExpandingExporter, SpanWriter
 
 BASE_CONFIG = """
 version: v1
@@ -121,3 +127,20 @@ def set_headers(response: ep.ProcessingResponse) -> dict[str, str]:
     else:
         mutation = getattr(response, which).response.header_mutation
     return {h.header.key: h.header.raw_value.decode() for h in mutation.set_headers}
+
+
+def traced_telemetry(ratio: float = 1.0, **options: Any) -> tuple[Telemetry, InMemorySpanExporter]:
+    """Telemetry exporting every span synchronously to memory, routing records expanded, sampled at `ratio`.
+    `options` are further Telemetry fields (access_log, debug_headers, ...)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))
+    processor = SimpleSpanProcessor(RecordExpandingExporter(exporter))
+    provider.add_span_processor(processor)
+    telemetry = Telemetry(
+        tracer=provider.get_tracer("t"),
+        metrics=None,
+        provider=provider,
+        spans=SpanWriter(provider, processor, ratio),
+        **options,
+    )
+    return telemetry, exporter

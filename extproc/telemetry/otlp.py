@@ -72,9 +72,11 @@ def _any_value(value: Any) -> bytes:
     return _field(1, str(value).encode())
 
 
-@lru_cache(maxsize=8192)
-def _key_value(key: str, value: Any) -> bytes:
+def _encode_key_value(key: str, value: Any) -> bytes:
     return _field(9, _field(1, key.encode()) + _field(2, _any_value(value)))
+
+
+_key_value = lru_cache(maxsize=8192)(_encode_key_value)  # most pairs repeat: decision names, models, paths
 
 
 # Keys whose value is new with every request: encoded without the cache, where they would only evict
@@ -86,7 +88,7 @@ def _attributes(attributes: Any) -> bytes:
     parts = []
     for key, value in attributes.items():
         if key in _UNIQUE_VALUED:
-            parts.append(_field(9, _field(1, key.encode()) + _field(2, _any_value(value))))
+            parts.append(_encode_key_value(key, value))
             continue
         if isinstance(value, list):
             value = tuple(value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
 
 import pytest
 import trustme
@@ -22,6 +23,7 @@ class Server:
         self.script = script
         self.tls = tls
         self.connections = 0
+        self.closed = 0  # connections the client closed
         self.requests: list[bytes] = []
         self.handlers: list[asyncio.Task[None]] = []
 
@@ -49,7 +51,9 @@ class Server:
                 await self.script(reader, writer)
                 if writer.is_closing():
                     return
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+        except asyncio.IncompleteReadError:
+            self.closed += 1
+        except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
             writer.close()
@@ -169,6 +173,23 @@ async def test_a_pooled_connection_the_server_closed_is_replaced():
         assert await post(client, server) == (200, b"ok")
         await client.aclose()
     assert server.connections == 2
+
+
+async def test_connections_idle_since_a_burst_are_closed(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(http1, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    async with Server(answer(b"ok")) as server:
+        client = HTTPClient()
+        await asyncio.gather(*(post(client, server) for _ in range(3)))  # three connections, idle from t=0
+        # Then one call at a time: the newest connection, always usable, serves each of them.
+        for now[0] in (http1.IDLE_SECONDS - 1, http1.IDLE_SECONDS + 2):
+            assert await post(client, server) == (200, b"ok")
+        for _ in range(100):  # until the server has seen the two stale ones closed
+            if server.closed == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert (server.connections, server.closed) == (3, 2)
+        await client.aclose()
 
 
 async def test_connection_refused_is_a_transport_error():

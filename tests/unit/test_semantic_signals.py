@@ -35,7 +35,7 @@ import yaml
 pytest.importorskip("onnxruntime", reason="semantic signals need the semantic extra: pip install 'quorum[semantic]'")
 pytest.importorskip("tokenizers", reason="semantic signals need the semantic extra: pip install 'quorum[semantic]'")
 
-from builders import body_msg, chat_headers, set_headers
+from builders import body_msg, chat_headers, set_headers, traced_telemetry
 
 from extproc.config import ConfigError, EmbeddingEngineConfig, parse_config
 from extproc.decisions import select
@@ -536,26 +536,8 @@ async def test_pii_scope_user_reads_every_user_message_but_not_the_system_prompt
 @pytest.mark.parametrize("kind", list(PII_SAMPLES))
 async def test_pii_value_never_leaves_the_detector(kind: str, caplog: pytest.LogCaptureFixture) -> None:
     """Routed through a StreamHandler with tracing, the access log and debug headers all on."""
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    from extproc.telemetry.setup import Telemetry
-    from extproc.telemetry.spans import RecordExpandingExporter, SpanWriter
-
     text, value = PII_SAMPLES[kind]
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    processor = SimpleSpanProcessor(RecordExpandingExporter(exporter))
-    provider.add_span_processor(processor)
-    telemetry = Telemetry(
-        tracer=provider.get_tracer("t"),
-        metrics=None,
-        provider=provider,
-        spans=SpanWriter(provider, processor),
-        access_log=True,
-        debug_headers=True,
-    )
+    telemetry, exporter = traced_telemetry(access_log=True, debug_headers=True)
     runtime = await runtime_for({"pii": [{"name": "pii"}]}, [decision("private", "pii", "pii", "private")], None)
 
     caplog.set_level(logging.DEBUG)  # every logger, the access log included
@@ -564,7 +546,7 @@ async def test_pii_value_never_leaves_the_detector(kind: str, caplog: pytest.Log
     body = {"model": "quorum/auto", "messages": [{"role": "user", "content": text}]}
     responses += [r async for r in handler.handle(body_msg(body))]
     handler.recorder.finish()  # what the servicer does when the stream ends
-    provider.shutdown()
+    telemetry.shutdown()
 
     headers = set_headers(responses[-1])
     assert headers["x-quorum-model"] == "private" and headers["x-quorum-decision"] == "private"

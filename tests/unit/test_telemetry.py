@@ -6,6 +6,7 @@ import logging
 
 import orjson
 import pytest
+from builders import traced_telemetry
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
@@ -100,24 +101,7 @@ routing:
 
 def _recorded_request(ratio: float, traceparent: str | None):
     """One routed request through a recorder with an in-memory exporter, sampled at `ratio`."""
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-
-    from extproc.telemetry.setup import Telemetry
-    from extproc.telemetry.spans import RecordExpandingExporter, SpanWriter
-
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))
-    processor = SimpleSpanProcessor(RecordExpandingExporter(exporter))
-    provider.add_span_processor(processor)
-    telemetry = Telemetry(
-        tracer=provider.get_tracer("t"),
-        metrics=None,
-        provider=provider,
-        spans=SpanWriter(provider, processor, ratio),
-    )
+    telemetry, exporter = traced_telemetry(ratio)
     recorder = RequestRecorder(telemetry)
     headers = {":method": "POST", ":path": "/v1/chat/completions", "x-request-id": "r-1"}
     if traceparent:
