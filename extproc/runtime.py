@@ -124,27 +124,34 @@ async def prepare_runtime(runtime: Runtime) -> None:
 
 
 def semantic_context(config: Config, env: Mapping[str, str], used: set[tuple[str, str]]) -> Any:
-    """The embedding engine (only if a used signal needs one) and a small pool for detectors."""
+    """The embedding engines (only those a used signal needs) and a small pool for detectors."""
     from concurrent.futures import ThreadPoolExecutor
 
     from extproc.signals.semantic import SemanticContext
 
     routing = config.routing
-    needs_engine = any(kind in NEEDS_ENGINE for kind, _ in used) or any(
+    needs_engine = any(kind in NEEDS_ENGINE and kind != "domain" for kind, _ in used) or any(
         s.embeddings for s in routing.signals.jailbreak if ("jailbreak", s.name) in used
     )
-    engine = None
-    if needs_engine:
-        try:
-            engine = make_engine(config.routing.embedding, env)
-        except ImportError as exc:
-            raise ConfigError(
-                [
-                    f"routing.embedding: semantic signals need the semantic extra ({exc}); "
-                    "install it with: pip install 'quorum[semantic]'"
-                ]
-            ) from None
-    return SemanticContext(engine, ThreadPoolExecutor(max_workers=2, thread_name_prefix="quorum-signals"))
+    needs_domains = any(kind == "domain" for kind, _ in used)
+    cfg = routing.embedding
+    domain_cfg = cfg.model_copy(update={"model": cfg.domain_engine_model})
+    engine = domain_engine = None
+    try:
+        if needs_engine:
+            engine = make_engine(cfg, env)
+        if needs_domains:
+            same = engine is not None and domain_cfg.model == cfg.model
+            domain_engine = engine if same else make_engine(domain_cfg, env)
+    except ImportError as exc:
+        raise ConfigError(
+            [
+                f"routing.embedding: semantic signals need the semantic extra ({exc}); "
+                "install it with: pip install 'quorum[semantic]'"
+            ]
+        ) from None
+    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="quorum-signals")
+    return SemanticContext(engine, executor, domain_engine=domain_engine)
 
 
 def make_engine(cfg: Any, env: Mapping[str, str]) -> Any:

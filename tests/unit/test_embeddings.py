@@ -207,7 +207,7 @@ async def test_inference_runs_in_the_engine_worker_thread(engine):
 
 
 async def test_fp32_build_reproduces_sentence_transformers(tmp_path, capsys, engine):
-    assert build_main(["--precision", "fp32", "--cache-dir", str(tmp_path)]) == 0
+    assert build_main(["--model", "all-MiniLM-L6-v2", "--precision", "fp32", "--cache-dir", str(tmp_path)]) == 0
     assert "model.fp32.onnx" in capsys.readouterr().out
     fp32 = LocalEmbeddingEngine(precision="fp32", cache_dir=tmp_path, auto_build=False, threads=1)
     try:
