@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from extproc.decisions import Match
-from extproc.openai import ChatRequest
+from extproc.endpoints import ParsedRequest
 from extproc.runtime import Runtime
 from extproc.telemetry.recorder import RequestRecorder
 
@@ -15,7 +15,7 @@ class RouteContext:
 
     def __init__(
         self,
-        chat: ChatRequest,
+        chat: ParsedRequest,
         headers: dict[str, str],
         match: Match,
         request_id: str,
