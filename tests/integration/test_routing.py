@@ -124,7 +124,7 @@ def test_wrong_method_is_405(http):
 
 def test_unknown_v1_path_is_404(client):
     with pytest.raises(openai.NotFoundError) as info:
-        client.embeddings.create(model="demo-small", input="hi")
+        client.files.list()
     assert info.value.body["code"] == "unknown_url"
 
 
