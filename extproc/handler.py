@@ -32,6 +32,7 @@ from extproc.errors import (
 from extproc.fusion.plan import REQUEST_DECISION, fusion_plugin
 from extproc.openai import ChatRequest
 from extproc.pb import ep, pm
+from extproc.route import RouteContext
 from extproc.runtime import Model, Runtime
 from extproc.signals import SignalResults, SignalSet
 from extproc.telemetry.recorder import RequestRecorder
@@ -43,31 +44,7 @@ log = logging.getLogger("quorum.handler")
 MODELS_PATH = "/v1/models"
 
 # Answers the body phase of a request whose decision is a fusion decision.
-FusionRunner = Callable[["RouteContext"], AsyncIterator[ep.ProcessingResponse]]
-
-
-class RouteContext:
-    """What routing learned about one chat request; handed to the fusion runner."""
-
-    __slots__ = ("chat", "debug_headers", "duplex", "headers", "match", "recorder", "request_id")
-
-    def __init__(
-        self,
-        chat: ChatRequest,
-        headers: dict[str, str],
-        match: Match,
-        request_id: str,
-        duplex: bool = False,
-        recorder: RequestRecorder | None = None,
-        debug_headers: dict[str, str] | None = None,
-    ) -> None:
-        self.chat = chat
-        self.debug_headers = debug_headers or {}  # matched signals and confidence, when enabled
-        self.headers = headers
-        self.match = match
-        self.request_id = request_id
-        self.duplex = duplex  # FULL_DUPLEX_STREAMED: the answer may be streamed as it is produced
-        self.recorder = recorder
+FusionRunner = Callable[[RouteContext], AsyncIterator[ep.ProcessingResponse]]
 
 
 class StreamHandler:

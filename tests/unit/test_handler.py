@@ -9,8 +9,9 @@ import pytest
 from builders import body_msg, chat, chat_headers, config_text, headers_msg, set_headers
 
 from extproc.config import parse_config
-from extproc.handler import RouteContext, StreamHandler
+from extproc.handler import StreamHandler
 from extproc.pb import ep, pm
+from extproc.route import RouteContext
 from extproc.runtime import Runtime, build_runtime
 
 SECRET = "sk-test-secret-value"
