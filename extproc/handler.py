@@ -30,7 +30,6 @@ from extproc.errors import (
     QuorumError,
 )
 from extproc.fusion.plan import REQUEST_DECISION, fusion_plugin
-from extproc.openai import ChatRequest
 from extproc.pb import ep, pm
 from extproc.route import RouteContext
 from extproc.runtime import Model, Runtime
