@@ -107,6 +107,7 @@ def test_chunked_body_over_envoy_buffer_is_413_in_openai_shape(http):
     assert response.status_code == 413
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "invalid_request_error"  # Envoy's own reply, typed by its status
 
 
 def test_chunked_body_over_quorum_limit_but_within_envoy_buffer_is_413(http):
