@@ -16,7 +16,7 @@ import openai
 import pytest
 import yaml
 
-from extproc.devstack import Stack, free_port
+from extproc.dev.stack import Stack, free_port
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("onnxruntime", reason="semantic signals need the semantic extra")

@@ -519,6 +519,9 @@ def build_app(
 
     app.on_response_prepare.append(add_backend_header)
     app.router.add_post("/v1/chat/completions", _chat_completions)
+    from extproc.dev.fake_endpoints import add_endpoint_routes  # it imports this module
+
+    add_endpoint_routes(app)
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/_fake/requests", _list_requests)
@@ -567,15 +570,6 @@ async def serve(
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
-    parser.add_argument("--port", type=int, required=True, help="listen port (0 = ephemeral)")
-    parser.add_argument("--model", required=True, help="model name this backend serves")
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before every answer")
-    parser.add_argument("--stream-delay-ms", type=float, default=0.0, help="pause between streamed chunks")
-    parser.add_argument("--script", help="JSON file mapping user-message substrings to replies")
 
 
 async def _run_until_signal(args: argparse.Namespace, script: Script | None) -> None:
