@@ -56,8 +56,13 @@ def domain_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     }
     path = workdir / "quorum.yaml"
     path.write_text(json.dumps(config), encoding="utf-8")
-    with Stack(path, workdir) as running:
-        yield running
+    # A longer start than the shared stacks': quorum loads e5 and calibrates before it listens, and the
+    # machine running the suite may be busy.
+    stack = Stack(path, workdir).start(timeout=90)
+    try:
+        yield stack
+    finally:
+        stack.stop()
 
 
 @pytest.fixture
