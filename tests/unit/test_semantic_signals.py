@@ -103,13 +103,11 @@ def report(capsys: pytest.CaptureFixture[str], text: str) -> None:
 
 # ---------------------------------------------------------------- domain routing (held-out acceptance)
 
-# The acceptance bar of issue #13: default settings, 4 examples per domain, the TEST split. On-topic
-# meets it (0.966, 169/175, when the split was first run); off-topic does not yet (0.8625, 69/80:
-# household how-tos taken for cooking, trivia for the nearest domain), so this test holds the floor
-# measured and test_heldout_off_topic_meets_the_issue_bar (xfail, strict) the bar itself.
+# The acceptance bar of issue #13: default settings, 4 examples per domain, the TEST split. When the
+# split was first run: on-topic 0.952 (100/105), off-topic 0.900 (54/60), so one more off-topic miss
+# fails it (see docs/signals.md, "Domain routing, measured").
 MIN_ON_TOPIC = 0.90
-MIN_OFF_TOPIC = 0.85
-ISSUE_OFF_TOPIC = 0.90
+MIN_OFF_TOPIC = 0.90
 _HELDOUT: dict[str, Any] = {}
 
 
@@ -119,15 +117,15 @@ def load_split(split: str) -> dict[str, Any]:
 
 
 def test_domain_data_splits_are_strict() -> None:
-    """Four examples per domain, >= 20 on-topic prompts per domain and an off-topic set in dev and
-    test, and no prompt in two files (case-insensitive)."""
+    """Four examples per domain, >= 20 (dev) / 15 (test) on-topic prompts per domain and >= 50
+    off-topic prompts in dev and test, and no prompt in two files (case-insensitive)."""
     examples = load_split("examples")
     assert len(examples) >= 5 and all(len(v) == 4 for v in examples.values()), examples
     seen: dict[str, str] = {e.casefold(): "examples" for v in examples.values() for e in v}
     for split in ("dev", "test"):
         data = load_split(split)
         counts = Counter(t["domain"] for t in data["on_topic"])
-        assert set(counts) == set(examples) and min(counts.values()) >= 20, (split, counts)
+        assert set(counts) == set(examples) and min(counts.values()) >= (20 if split == "dev" else 15), (split, counts)
         assert len(data["off_topic"]) >= 50, split
         for text in [t["text"] for t in data["on_topic"]] + data["off_topic"]:
             first = seen.setdefault(text.casefold(), split)
@@ -201,12 +199,6 @@ async def test_heldout_domains_route_with_default_settings(
     record_property("heldout_on_topic", round(on_rate, 4))
     record_property("heldout_off_topic", round(off_rate, 4))
     assert on_rate >= MIN_ON_TOPIC and off_rate >= MIN_OFF_TOPIC, text
-
-
-@pytest.mark.xfail(strict=True, reason="issue #13 bar not met yet: 0.8625 of held-out off-topic prompts (69/80)")
-async def test_heldout_off_topic_meets_the_issue_bar(semantic: SemanticContext) -> None:
-    _, off, _ = await heldout_routes(semantic)
-    assert sum(got is None for _, got in off) / len(off) >= ISSUE_OFF_TOPIC
 
 
 async def test_heldout_confidence_rises_with_accuracy(
