@@ -41,6 +41,15 @@ def _cmd_envoy_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_healthcheck(args: argparse.Namespace) -> int:
+    from extproc.healthcheck import check, probe_address
+
+    address = args.address or probe_address(load_config(args.config).server.listen)
+    status = check(address, timeout=args.timeout)
+    print(f"{address}: {status}")
+    return 0 if status == "SERVING" else 1
+
+
 def _cmd_fake_backend(args: argparse.Namespace) -> int:
     from extproc import fake_backend
 
@@ -115,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     envoy.add_argument("--workers", type=int, help="ext_proc endpoints to list (default: server.workers)")
     envoy.add_argument("--output", "-o", help="write here instead of stdout")
     envoy.set_defaults(func=_cmd_envoy_config)
+
+    probe = sub.add_parser("healthcheck", help="exit 0 if a running Quorum reports SERVING (for Docker HEALTHCHECK)")
+    target = probe.add_mutually_exclusive_group(required=True)
+    target.add_argument("--config", "-c", help="probe the server.listen address of this config")
+    target.add_argument("--address", help="host:port to probe")
+    probe.add_argument("--timeout", type=float, default=2.0)
+    probe.set_defaults(func=_cmd_healthcheck)
 
     demo = sub.add_parser("demo", help="start fake backends, quorum serve and Envoy together (make run)")
     demo.add_argument("--config", "-c", default="config/demo.yaml")
