@@ -17,9 +17,9 @@ from conftest import write_config
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from extproc.config import parse_config
-from extproc.devstack import Stack, free_port
-from extproc.handler import RouteContext
+from extproc.dev.stack import Stack, free_port
 from extproc.pb import ep, ep_grpc
+from extproc.route import RouteContext
 from extproc.runtime import build_runtime
 from extproc.server import SERVICE_NAME, start_server
 
@@ -61,7 +61,7 @@ async def test_graceful_stop_lets_in_flight_streams_finish():
         await asyncio.sleep(0.5)
         yield ep.ProcessingResponse(immediate_response=ep.ImmediateResponse(body=b"finished"))
 
-    server, _, port = await start_server(runtime(), "127.0.0.1:0", fusion=slow_fusion)
+    server, _, port = await start_server(runtime(), "127.0.0.1:0", local=slow_fusion)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = ep_grpc.ExternalProcessorStub(channel)
         call = stub.Process(requests(chat_headers(), body_msg(chat("compare a and b"))))
