@@ -41,6 +41,17 @@ def _cmd_envoy_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_deploy_manifests(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from extproc.manifests import Settings, write_manifests
+
+    settings = Settings(namespace=args.namespace, image=args.image, replicas=args.replicas)
+    for path in write_manifests(Path(args.config), Path(args.output), settings):
+        print(path)
+    return 0
+
+
 def _cmd_healthcheck(args: argparse.Namespace) -> int:
     from extproc.healthcheck import check, probe_address
 
@@ -124,6 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
     envoy.add_argument("--workers", type=int, help="ext_proc endpoints to list (default: server.workers)")
     envoy.add_argument("--output", "-o", help="write here instead of stdout")
     envoy.set_defaults(func=_cmd_envoy_config)
+
+    deploy = sub.add_parser("deploy-manifests", help="generate Kubernetes, Istio and Envoy Gateway files")
+    from extproc.manifests import Settings
+
+    deploy.add_argument("--config", "-c", required=True)
+    deploy.add_argument("--output", "-o", required=True, help="directory (deploy/)")
+    deploy.add_argument("--namespace", default=Settings.namespace)
+    deploy.add_argument("--image", default=Settings.image)
+    deploy.add_argument("--replicas", type=int, default=Settings.replicas)
+    deploy.set_defaults(func=_cmd_deploy_manifests)
 
     probe = sub.add_parser("healthcheck", help="exit 0 if a running Quorum reports SERVING (for Docker HEALTHCHECK)")
     target = probe.add_mutually_exclusive_group(required=True)
