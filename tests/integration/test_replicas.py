@@ -27,7 +27,7 @@ import pytest
 import yaml
 from conftest import LARGE_KEY, backend_requests, write_config
 
-from extproc.devstack import Stack, free_port
+from extproc.dev.stack import Stack, free_port
 from extproc.healthcheck import check
 
 pytestmark = pytest.mark.integration
