@@ -8,6 +8,7 @@ traffic again. Counts, not timings; every wait has a generous deadline.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import os
@@ -26,9 +27,14 @@ import httpx
 import pytest
 import yaml
 from conftest import LARGE_KEY, backend_requests, write_config
+from grpc_health.v1 import health_pb2
 
+from extproc.config import load_config
 from extproc.dev.stack import Stack, free_port
 from extproc.healthcheck import check
+from extproc.pb import SERVICE_NAME
+from extproc.runtime import build_runtime
+from extproc.server import start_server
 
 pytestmark = pytest.mark.integration
 
@@ -205,3 +211,50 @@ def test_sigkill_of_one_replica_under_load(two_replicas: tuple[Stack, Replica, R
     # Nothing started after the kill failed, through the kill and the restart.
     assert load.completed_after(killed_at) > 60
     assert all(o.status == 200 for o in outcomes if o.started > restarted_at)
+
+
+async def test_envoy_reads_not_serving_and_takes_the_replica_out(tmp_path: Path) -> None:
+    """What Quorum reports while it drains (NOT_SERVING) reaches Envoy through the active health check:
+    new streams go to the other replica, and come back when the replica reports SERVING again."""
+    path, ports = write_config(tmp_path)
+    runtime = build_runtime(load_config(path), environ={"QUORUM_TEST_LARGE_KEY": LARGE_KEY})
+    servers = [await start_server(runtime, f"127.0.0.1:{port}") for port in (ports["grpc_port"], free_port())]
+    addresses = [f"127.0.0.1:{port}" for _, _, port in servers]
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    config["envoy"]["extproc_endpoints"] = addresses
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    stack = Stack(path, tmp_path, with_quorum=False)
+    (_, draining, _), (a, b) = servers[0], addresses
+    try:
+        await asyncio.to_thread(stack.start)
+
+        async def flags() -> str:
+            return (await asyncio.to_thread(host_stats, stack))[a]["health_flags"]
+
+        async def until(condition: Callable[[str], bool]) -> None:
+            for _ in range(300):
+                if condition(await flags()):
+                    return
+                await asyncio.sleep(0.1)
+            raise TimeoutError(await flags())
+
+        await until(lambda f: f == "healthy")
+        draining.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await until(lambda f: "failed_active_hc" in f)
+        before = await asyncio.to_thread(lambda: (streams(stack, a), streams(stack, b)))
+        async with httpx.AsyncClient(base_url=stack.envoy_url, timeout=30) as client:
+            body = {"model": "quorum/auto", "messages": [{"role": "user", "content": "fix my python stack trace"}]}
+            replies = [await client.post("/v1/chat/completions", json=body) for _ in range(10)]
+            assert [r.headers.get("x-quorum-model") for r in replies] == ["demo-coder"] * 10
+            after = await asyncio.to_thread(lambda: (streams(stack, a), streams(stack, b)))
+            assert after[0] == before[0]  # nothing new on the draining replica
+            assert after[1] - before[1] >= 10
+            draining.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+            await until(lambda f: f == "healthy")
+            for _ in range(10):
+                await client.post("/v1/chat/completions", json=body)
+        assert streams(stack, a) > after[0]  # back in rotation
+    finally:
+        await asyncio.to_thread(stack.stop)
+        for server, _, _ in servers:
+            await server.stop(0)
