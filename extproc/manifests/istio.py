@@ -9,10 +9,12 @@ does what Envoy's active health checks do in the standalone bootstrap.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from extproc.bootstrap.extproc_cluster import outlier_detection
 from extproc.bootstrap.listener import extproc_filter
-from extproc.config import Config, split_host_port
+from extproc.bootstrap.routes import route_config
+from extproc.config import Config, ModelConfig, split_host_port
 from extproc.manifests.settings import Settings
 
 # Envoy's outlier_detection field -> Istio's DestinationRule field.
@@ -75,3 +77,64 @@ def destination_rule(config: Config, settings: Settings) -> dict[str, Any]:
             },
         },
     }
+
+
+def in_cluster(model: ModelConfig) -> bool:
+    """A backend reached as a Kubernetes Service name (Istio knows it without a ServiceEntry)."""
+    host = urlsplit(model.base_url).hostname or ""
+    return host.endswith((".svc", ".svc.cluster.local")) or "." not in host
+
+
+def virtual_service(config: Config, settings: Settings) -> dict[str, Any]:
+    """The rendered route table (one route per model on the routing header, then the 404 catch-all)
+    in Istio's terms, for the models served inside the cluster."""
+    models = {m.cluster_name: m for m in config.providers.models}
+    (vhost,) = route_config(config)["virtual_hosts"]
+    http: list[dict[str, Any]] = []
+    for route in vhost["routes"]:
+        if "direct_response" in route:
+            response = route["direct_response"]
+            body = {"string": response["body"]["inline_string"]}
+            http.append(
+                {
+                    "name": route["name"],
+                    "directResponse": {"status": response["status"], "body": body},
+                    "headers": {"response": {"set": {"content-type": "application/json"}}},
+                }
+            )
+            continue
+        model = models[route["route"]["cluster"]]
+        if not in_cluster(model):
+            continue
+        http.append(_model_route(route, model))
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": settings.metadata(f"{settings.name}-models", settings.istio_namespace),
+        "spec": {"hosts": ["*"], "gateways": [settings.istio_gateway], "http": http},
+    }
+
+
+def _model_route(route: dict[str, Any], model: ModelConfig) -> dict[str, Any]:
+    (header,) = route["match"]["headers"]
+    parts = urlsplit(model.base_url)
+    envoy_route = route["route"]
+    out: dict[str, Any] = {
+        "name": route["name"].replace("_", "-"),
+        "match": [
+            {
+                "uri": {"prefix": route["match"]["prefix"]},
+                "headers": {header["name"]: {"exact": header["string_match"]["exact"]}},
+            }
+        ],
+        "route": [{"destination": {"host": parts.hostname, "port": {"number": parts.port or 80}}}],
+        "timeout": envoy_route["timeout"],
+        "retries": {
+            "attempts": envoy_route["retry_policy"]["num_retries"],
+            "retryOn": envoy_route["retry_policy"]["retry_on"],
+        },
+    }
+    rewrite = envoy_route.get("regex_rewrite")
+    if rewrite:
+        out["rewrite"] = {"uriRegexRewrite": {"match": rewrite["pattern"]["regex"], "rewrite": rewrite["substitution"]}}
+    return out

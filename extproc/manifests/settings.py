@@ -17,6 +17,7 @@ class Settings:
     # Istio: the ingress gateway's namespace and the labels of its pods.
     istio_namespace: str = "istio-system"
     istio_gateway_labels: tuple[tuple[str, str], ...] = (("istio", "ingressgateway"),)
+    istio_gateway: str = "llm-gateway"  # the Istio Gateway resource (in istio_namespace) the routes bind to
     # Envoy Gateway: the Gateway the policy attaches to.
     gateway_name: str = "eg"
     gateway_namespace: str = "envoy-gateway-system"

@@ -70,6 +70,31 @@ def test_the_istio_filter_is_the_rendered_ext_proc_filter_under_istios_cluster_n
     assert patch["patch"]["value"] == standalone
 
 
+def test_the_istio_routes_are_the_rendered_routes_for_in_cluster_models() -> None:
+    (service,) = by_kind("VirtualService")
+    http = service["spec"]["http"]
+    assert [r["name"] for r in http] == ["model-small", "model-coder", "unrouted"]  # frontier is outside
+    small = http[0]
+    assert small["match"] == [{"uri": {"prefix": "/v1/"}, "headers": {"x-quorum-model": {"exact": "small"}}}]
+    destination = {"host": "vllm-small.models.svc.cluster.local", "port": {"number": 8000}}
+    assert small["route"] == [{"destination": destination}]
+    # The same 404 as the standalone bootstrap's catch-all, last.
+    bootstrap = render(CONFIG)
+    hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    unrouted = hcm["route_config"]["virtual_hosts"][0]["routes"][-1]["direct_response"]
+    assert http[-1]["directResponse"] == {"status": 404, "body": {"string": unrouted["body"]["inline_string"]}}
+
+
+def test_a_model_base_path_becomes_an_istio_rewrite() -> None:
+    text = SOURCE.read_text(encoding="utf-8").replace(
+        "vllm-coder.models.svc.cluster.local:8000/v1", "vllm-coder.models.svc.cluster.local:8000/openai/v1"
+    )
+    files = render_manifests(text, Settings())
+    service = yaml.safe_load(files["istio/virtualservice.yaml"])
+    coder = next(r for r in service["spec"]["http"] if r["name"] == "model-coder")
+    assert coder["rewrite"] == {"uriRegexRewrite": {"match": "^/v1/", "rewrite": "/openai/v1/"}}
+
+
 def test_the_istio_destination_rule_ejects_like_the_rendered_cluster() -> None:
     (rule,) = by_kind("DestinationRule")
     outlier = rule["spec"]["trafficPolicy"]["outlierDetection"]
