@@ -38,6 +38,7 @@ def render_manifests(config_text: str, settings: Settings) -> dict[str, str]:
     files["istio/destinationrule.yaml"] = _dump([istio.destination_rule(config, settings)])
     files["istio/virtualservice.yaml"] = _dump([istio.virtual_service(config, settings)])
     files["envoy-gateway/envoyextensionpolicy.yaml"] = _dump(envoy_gateway.objects(config, settings))
+    files["envoy-gateway/httproute.yaml"] = _dump(envoy_gateway.routes(config, settings))
     files["envoy/bootstrap.yaml"] = render_yaml(config)
     return files
 

@@ -18,6 +18,7 @@ from extproc.bootstrap.listener import extproc_filter
 from extproc.cli import main
 from extproc.config import load_config
 from extproc.manifests import Settings, render_manifests
+from extproc.manifests.envoy_gateway import duration
 from extproc.manifests.istio import cluster_name
 from extproc.manifests.kubernetes import CONFIG_PATH, RUN_AS
 from extproc.pb import SERVICE_NAME
@@ -110,13 +111,34 @@ def test_the_envoy_gateway_policy_carries_the_rendered_filter_settings() -> None
     (ext_proc,) = policy["spec"]["extProc"]
     typed = extproc_filter(CONFIG)["typed_config"]
     assert ext_proc["failOpen"] is typed["failure_mode_allow"] is False
-    assert ext_proc["messageTimeout"] == f"{round(CONFIG.envoy.message_timeout * 1000)}ms"
+    assert CONFIG.envoy.message_timeout == 5
+    assert ext_proc["messageTimeout"] == "5s"
     assert ext_proc["processingMode"]["request"] == {"body": "FullDuplexStreamed"}
     assert ext_proc["processingMode"]["allowModeOverride"] is True
     assert "response" not in ext_proc["processingMode"]  # usage accounting is off: responses skip Quorum
     assert ext_proc["backendRefs"] == [{"name": "quorum", "namespace": "quorum", "port": 50051}]
-    (grant,) = by_kind("ReferenceGrant")
+    (grant,) = [g for g in by_kind("ReferenceGrant") if g["spec"]["from"][0]["kind"] == "EnvoyExtensionPolicy"]
     assert grant["spec"]["from"][0]["namespace"] == policy["metadata"]["namespace"]
+    assert grant["metadata"]["namespace"] == "quorum"
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(5, "5s"), (0.25, "250ms"), (600, "600s"), (1.5, "1500ms")])
+def test_gateway_api_durations(seconds: float, text: str) -> None:
+    assert duration(seconds) == text
+
+
+def test_the_envoy_gateway_routes_are_the_rendered_routes_for_in_cluster_models() -> None:
+    (route,) = by_kind("HTTPRoute")
+    assert route["spec"]["parentRefs"] == [{"name": "eg"}]
+    assert route["metadata"]["namespace"] == by_kind("EnvoyExtensionPolicy")[0]["metadata"]["namespace"]
+    rules = route["spec"]["rules"]
+    assert [r["matches"][0]["headers"] for r in rules] == [
+        [{"type": "Exact", "name": "x-quorum-model", "value": "small"}],
+        [{"type": "Exact", "name": "x-quorum-model", "value": "coder"}],
+    ]
+    assert rules[0]["backendRefs"] == [{"name": "vllm-small", "namespace": "models", "port": 8000}]
+    grants = [g for g in by_kind("ReferenceGrant") if g["spec"]["from"][0]["kind"] == "HTTPRoute"]
+    assert [g["metadata"]["namespace"] for g in grants] == ["models"]
 
 
 def test_a_buffered_config_gives_buffered_policies() -> None:
