@@ -14,18 +14,25 @@ def _configure_logging(level: str) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from extproc.config.warnings import config_warnings
     from extproc.runtime import build_runtime
     from extproc.server import serve
 
     config = load_config(args.config)
     _configure_logging(args.log_level or config.server.log_level)
+    for warning in config_warnings(config):
+        logging.getLogger("quorum").warning("%s", warning)
     build_runtime(config)  # fail now, with the config error, rather than in every worker
     return serve(config, args.workers or config.server.workers)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from extproc.config.warnings import config_warnings
+
     config = load_config(args.config)
     print(f"{args.config}: ok ({len(config.providers.models)} models, {len(config.routing.decisions)} decisions)")
+    for warning in config_warnings(config):
+        print(f"{args.config}: warning: {warning}", file=sys.stderr)
     return 0
 
 
