@@ -21,7 +21,7 @@ import pytest
 import yaml
 from builders import PORT_KEYS, config_text
 
-from extproc.devstack import Stack, free_port
+from extproc.dev.stack import Stack, free_port
 
 STALL_TIMEOUT = 2.0
 HEADERS_TIMEOUT = 1.0
