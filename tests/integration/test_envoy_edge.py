@@ -45,31 +45,16 @@ def edge_config(workdir: Path, body_mode: str, **envoy: Any) -> Path:
     return path
 
 
-def start(workdir: Path, body_mode: str = "full_duplex_streamed", with_quorum: bool = True, **envoy: Any) -> Stack:
+def edge_stack(workdir: Path, body_mode: str = "full_duplex_streamed", **envoy: Any) -> Stack:
+    """A stack not started yet: `with edge_stack(...) as stack:` runs and stops it."""
     os.environ["QUORUM_TEST_LARGE_KEY"] = LARGE_KEY
-    return Stack(edge_config(workdir, body_mode, **envoy), workdir, with_quorum=with_quorum).start()
+    return Stack(edge_config(workdir, body_mode, **envoy), workdir)
 
 
 @pytest.fixture(scope="module", params=["full_duplex_streamed", "buffered"])
 def edge(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = start(tmp_path_factory.mktemp(f"edge-{request.param}"), request.param)
-    try:
+    with edge_stack(tmp_path_factory.mktemp(f"edge-{request.param}"), request.param) as running:
         yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture
-def fresh(tmp_path: Path) -> Iterator[Stack]:
-    """A stack of its own, for tests that freeze or kill its processes."""
-    running = start(tmp_path)
-    try:
-        yield running
-    finally:
-        for _, proc in running.processes:  # a frozen process must be able to hear SIGTERM
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGCONT)
-        running.stop()
 
 
 def process(stack: Stack, name: str) -> Any:
@@ -174,33 +159,47 @@ def test_unfinished_headers_get_408_within_the_timeout(edge: Stack) -> None:
 # ---------------------------------------------------------------- Quorum frozen (down: test_server.py)
 
 
-def test_frozen_quorum_gets_504_within_the_stall_timeout(fresh: Stack) -> None:
-    url = f"{fresh.envoy_url}/v1/chat/completions"
-    assert httpx.post(url, json=CHAT).status_code == 200  # the ext_proc connection is up
-    os.killpg(process(fresh, "quorum").pid, signal.SIGSTOP)
-    started = time.monotonic()
-    response = httpx.post(url, json=CHAT, timeout=60)
-    elapsed = time.monotonic() - started
+@pytest.mark.parametrize("body_mode", ["full_duplex_streamed", "buffered"])
+def test_frozen_quorum_gets_504_within_the_stall_timeout(tmp_path: Path, body_mode: str) -> None:
+    """Full duplex: the keepalive finds the frozen process; buffered: the per-message timeout fires."""
+    with edge_stack(tmp_path, body_mode) as stack:
+        quorum = process(stack, "quorum")
+        url = f"{stack.envoy_url}/v1/chat/completions"
+        assert httpx.post(url, json=CHAT).status_code == 200  # the ext_proc connection is up
+        os.killpg(quorum.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            response = httpx.post(url, json=CHAT, timeout=60)
+            elapsed = time.monotonic() - started
+        finally:
+            os.killpg(quorum.pid, signal.SIGCONT)  # so that it hears the SIGTERM of the teardown
     error = assert_openai_error(response, 504, "server_error")
     assert error["code"] == "router_timeout"
     assert elapsed < STALL_TIMEOUT + 3
 
 
-def test_backend_down_is_an_openai_503(fresh: Stack) -> None:
-    backend = process(fresh, "fake-demo-small")
-    os.killpg(backend.pid, signal.SIGKILL)
-    backend.wait()
-    response = httpx.post(f"{fresh.envoy_url}/v1/chat/completions", json=CHAT, timeout=20)
+def test_slow_backend_is_an_openai_504(tmp_path: Path) -> None:
+    with edge_stack(tmp_path, upstream_timeout="1s") as stack:
+        response = httpx.post(
+            f"{stack.envoy_url}/v1/chat/completions", json=CHAT, headers={"x-fake-delay-ms": "3000"}, timeout=20
+        )
+    error = assert_openai_error(response, 504, "server_error")
+    assert error["code"] in {"upstream_response_timeout", "stream_idle_timeout"}  # both are upstream_timeout
+
+
+def test_backend_down_is_an_openai_503(tmp_path: Path) -> None:
+    with edge_stack(tmp_path) as stack:
+        backend = process(stack, "fake-demo-small")
+        os.killpg(backend.pid, signal.SIGKILL)
+        backend.wait()
+        response = httpx.post(f"{stack.envoy_url}/v1/chat/completions", json=CHAT, timeout=20)
     error = assert_openai_error(response, 503, "server_error")
     assert "upstream" in error["code"]
 
 
 def test_overload_shedding_is_an_openai_503(tmp_path: Path) -> None:
-    stack = start(tmp_path, limits={"max_heap_bytes": 1024 * 1024})  # below Envoy's own heap: always shedding
-    try:
+    with edge_stack(tmp_path, limits={"max_heap_bytes": 1024 * 1024}) as stack:  # below Envoy's own heap
         response = httpx.post(f"{stack.envoy_url}/v1/chat/completions", json=CHAT, timeout=10)
-    finally:
-        stack.stop()
     error = assert_openai_error(response, 503, "server_error")
     assert error["code"] == "overloaded"
     assert response.headers["retry-after"] == "1"
@@ -208,16 +207,12 @@ def test_overload_shedding_is_an_openai_503(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("body_mode", ["full_duplex_streamed", "buffered"])
 def test_fusion_timeout_caps_only_what_quorum_answers_itself(tmp_path: Path, body_mode: str) -> None:
-    stack = start(tmp_path, body_mode, fusion_timeout="1s", max_message_timeout="30s")
-    url = f"{stack.envoy_url}/v1/chat/completions"
-    slow = {"x-fake-delay-ms": "1500"}
-    try:
-        routed = httpx.post(url, json=CHAT, headers=slow, timeout=20)
+    with edge_stack(tmp_path, body_mode, fusion_timeout="1s", max_message_timeout="30s") as stack:
+        url = f"{stack.envoy_url}/v1/chat/completions"
+        routed = httpx.post(url, json=CHAT, headers={"x-fake-delay-ms": "1500"}, timeout=20)
         question = "compare a and b [[fake:delay_ms=1500]]"  # the panel calls are Quorum's own: no headers
         fusion = {**CHAT, "model": "quorum/fusion", "messages": [{"role": "user", "content": question}]}
         deliberated = httpx.post(url, json=fusion, timeout=20)
-    finally:
-        stack.stop()
     assert routed.status_code == 200, "a routed request was cut by the fusion cap"
     error = assert_openai_error(deliberated, 504, "server_error")
     assert error["code"] == "request_timeout"
