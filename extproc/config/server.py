@@ -86,7 +86,7 @@ class EnvoyConfig(Strict):
     # the ext_proc connection within this time; its requests get a 504.
     stall_timeout: Seconds = 10.0
     # The longest a request Quorum answers itself (fusion, errors) may take end to end.
-    fusion_timeout: Seconds = 300.0
+    fusion_timeout: Seconds = 360.0
     access_log: str | None = "/dev/stdout"  # one JSON object per line; null turns it off
     tls: UpstreamTls = UpstreamTls()
     limits: EnvoyLimits = EnvoyLimits()

@@ -178,6 +178,15 @@ def test_frozen_quorum_gets_504_within_the_stall_timeout(tmp_path: Path, body_mo
     assert elapsed < STALL_TIMEOUT + 3
 
 
+def test_a_fusion_run_longer_than_the_stall_timeout_is_not_cut(edge: Stack) -> None:
+    """A live Quorum answers the keepalive pings while it deliberates."""
+    question = f"compare a and b [[fake:delay_ms={int((STALL_TIMEOUT + 1) * 1000)}]]"
+    fusion = {**CHAT, "model": "quorum/fusion", "messages": [{"role": "user", "content": question}]}
+    response = httpx.post(f"{edge.envoy_url}/v1/chat/completions", json=fusion, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.json()["fusion"]["failed_models"] == []
+
+
 def test_slow_backend_is_an_openai_504(tmp_path: Path) -> None:
     with edge_stack(tmp_path, upstream_timeout="1s") as stack:
         response = httpx.post(
