@@ -16,6 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
 import httpx
 import pytest
 import yaml
@@ -25,6 +29,7 @@ from extproc.dev.stack import Stack, free_port
 
 STALL_TIMEOUT = 2.0
 HEADERS_TIMEOUT = 1.0
+H2_STREAMS = 16
 MAX_BODY = 64 * 1024
 LARGE_KEY = "sk-quorum-edge-large"
 CLIENT_SECRET = "sk-client-gateway-secret-7f3a"
@@ -35,7 +40,11 @@ def edge_config(workdir: Path, body_mode: str, **envoy: Any) -> Path:
     """The test config with short edge timeouts, a file access log, and one model that opts in to the client's key."""
     ports = {key: free_port() for key in PORT_KEYS}
     cfg = yaml.safe_load(config_text(max_body=MAX_BODY, body_mode=body_mode, **ports))
-    limits = {"request_headers_timeout": f"{HEADERS_TIMEOUT}s", "max_request_headers_count": 50}
+    limits = {
+        "request_headers_timeout": f"{HEADERS_TIMEOUT}s",
+        "max_request_headers_count": 50,
+        "http2_max_concurrent_streams": H2_STREAMS,
+    }
     limits.update(envoy.pop("limits", {}))
     access_log = str(workdir / "access.log")
     cfg["envoy"].update(stall_timeout=f"{STALL_TIMEOUT}s", access_log=access_log, limits=limits, **envoy)
@@ -154,6 +163,19 @@ def test_unfinished_headers_get_408_within_the_timeout(edge: Stack) -> None:
     assert elapsed < HEADERS_TIMEOUT + 3, "the connection was held past the headers timeout"
     if data:  # Envoy may answer 408 before closing; whatever it says is an OpenAI error
         assert_openai_error(parse_raw(data), 408, "invalid_request_error")
+
+
+def test_http2_clients_get_the_stream_and_window_limits(edge: Stack) -> None:
+    host, port = edge.envoy_url.removeprefix("http://").split(":")
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(conn.data_to_send())
+        events = conn.receive_data(sock.recv(65536))
+    (settings,) = [e for e in events if isinstance(e, h2.events.RemoteSettingsChanged)]
+    changed = {code: setting.new_value for code, setting in settings.changed_settings.items()}
+    assert changed[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] == H2_STREAMS
+    assert changed[h2.settings.SettingCodes.INITIAL_WINDOW_SIZE] == 65536
 
 
 # ---------------------------------------------------------------- Quorum frozen (down: test_server.py)
