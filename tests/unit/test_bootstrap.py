@@ -428,6 +428,16 @@ def test_client_credentials_are_removed_unless_forwarded() -> None:
     assert "request_headers_to_remove" not in model_route(bootstrap, "opted")
 
 
+def test_validate_names_models_that_get_the_client_credentials(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "q.yaml"
+    models = [{"name": "passthrough", "base_url": "http://127.0.0.1:1/v1", "forward_client_auth": True}]
+    path.write_text(json.dumps({"providers": {"models": models}}), encoding="utf-8")
+    assert main(["validate", str(path)]) == 0
+    assert "forward_client_auth: the client's credential headers reach passthrough" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- local replies
 
 
