@@ -181,13 +181,18 @@ def test_http2_clients_get_the_stream_and_window_limits(edge: Stack) -> None:
 # ---------------------------------------------------------------- Quorum frozen (down: test_server.py)
 
 
-@pytest.mark.parametrize("body_mode", ["full_duplex_streamed", "buffered"])
-def test_frozen_quorum_gets_504_within_the_stall_timeout(tmp_path: Path, body_mode: str) -> None:
+@pytest.mark.parametrize(
+    ("body_mode", "connected"),
+    [("full_duplex_streamed", True), ("full_duplex_streamed", False), ("buffered", True)],
+    ids=["duplex", "duplex-before-any-connection", "buffered"],
+)
+def test_frozen_quorum_gets_504_within_the_stall_timeout(tmp_path: Path, body_mode: str, connected: bool) -> None:
     """Full duplex: the keepalive finds the frozen process; buffered: the per-message timeout fires."""
     with edge_stack(tmp_path, body_mode) as stack:
         quorum = process(stack, "quorum")
         url = f"{stack.envoy_url}/v1/chat/completions"
-        assert httpx.post(url, json=CHAT).status_code == 200  # the ext_proc connection is up
+        if connected:  # the ext_proc connection is up before Quorum freezes
+            assert httpx.post(url, json=CHAT).status_code == 200
         os.killpg(quorum.pid, signal.SIGSTOP)
         try:
             started = time.monotonic()
