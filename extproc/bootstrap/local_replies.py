@@ -72,6 +72,10 @@ RULES: tuple[ReplyRule, ...] = (
         "The request took longer than the gateway allows for an answer.",
         code="request_timeout",
     ),
+    # The `type` OpenAI uses for the status: authentication_error, permission_error,
+    # rate_limit_error, otherwise invalid_request_error for 4xx and server_error for 5xx.
+    ReplyRule(_status(401), "authentication_error", "The request is not authenticated (%RESPONSE_CODE_DETAILS%)."),
+    ReplyRule(_status(403), "permission_error", "The request was refused (%RESPONSE_CODE_DETAILS%)."),
     ReplyRule(_status(404), "invalid_request_error", "No route for this request.", code="unknown_url"),
     ReplyRule(_status(408), "invalid_request_error", "The request was not received in time (%RESPONSE_CODE_DETAILS%)."),
     ReplyRule(_status(413), "invalid_request_error", "The request body is too large.", code="payload_too_large"),

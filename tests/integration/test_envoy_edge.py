@@ -141,26 +141,35 @@ def test_body_too_large_is_413(edge: Stack) -> None:
 
 
 @pytest.mark.parametrize(
-    ("request_bytes", "status"),
+    ("request_bytes", "status", "error_type"),
     [
-        (b"GET /v1/models#fragment HTTP/1.1\r\nHost: q\r\n\r\n", 400),
-        (b"GET /v1/models HTTP/1.1\r\nHost: q\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n", 403),
-        (b"GET /v1/models HTTP/1.1\r\nHost: q\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
-        (b"GET /v1/models HTTP/1.1\r\nHost: q\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(60)) + b"\r\n", 431),
-        (b"GET /v1/models HTTP/9.9\r\nHost: q\r\n\r\n", 426),
+        (b"GET /v1/models#fragment HTTP/1.1\r\nHost: q\r\n\r\n", 400, "invalid_request_error"),
+        (
+            b"GET /v1/models HTTP/1.1\r\nHost: q\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+            403,
+            "permission_error",
+        ),
+        (b"GET /v1/models HTTP/1.1\r\nHost: q\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431, "invalid_request_error"),
+        (
+            b"GET /v1/models HTTP/1.1\r\nHost: q\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(60)) + b"\r\n",
+            431,
+            "invalid_request_error",
+        ),
+        (b"GET /v1/models HTTP/9.9\r\nHost: q\r\n\r\n", 426, "invalid_request_error"),
     ],
     ids=["hash-in-path", "upgrade", "header-too-large", "too-many-headers", "bad-version"],
 )
-def test_envoy_4xx_are_openai_errors(edge: Stack, request_bytes: bytes, status: int) -> None:
+def test_envoy_4xx_are_openai_errors(edge: Stack, request_bytes: bytes, status: int, error_type: str) -> None:
     response = parse_raw(raw_exchange(edge, request_bytes))
-    assert_openai_error(response, status, "invalid_request_error")
+    assert_openai_error(response, status, error_type)
 
 
 def test_unfinished_headers_get_408_within_the_timeout(edge: Stack) -> None:
     started = time.monotonic()
-    data = raw_exchange(edge, b"POST /v1/chat/completions HTTP/1.1\r\nHost: q\r\n", wait=HEADERS_TIMEOUT + 5)
+    data = raw_exchange(edge, b"POST /v1/chat/completions HTTP/1.1\r\nHost: q\r\n", wait=HEADERS_TIMEOUT + 8)
     elapsed = time.monotonic() - started
-    assert elapsed < HEADERS_TIMEOUT + 3, "the connection was held past the headers timeout"
+    # Envoy closes the connection after its 1 s delayed-close wait; the rest is margin for a busy machine.
+    assert elapsed < HEADERS_TIMEOUT + 4, "the connection was held past the headers timeout"
     if data:  # Envoy may answer 408 before closing; whatever it says is an OpenAI error
         assert_openai_error(parse_raw(data), 408, "invalid_request_error")
 

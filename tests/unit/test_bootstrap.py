@@ -466,7 +466,13 @@ def test_ext_proc_failures_are_remapped_before_the_status_rules() -> None:
         error = mapper["body_format_override"]["json_format"]["error"]
         assert set(error) == {"message", "type", "param", "code"}
         assert error["message"].strip()
-        assert error["type"] in {"invalid_request_error", "rate_limit_error", "server_error"}
+        assert error["type"] in {
+            "authentication_error",
+            "permission_error",
+            "invalid_request_error",
+            "rate_limit_error",
+            "server_error",
+        }
 
 
 # ---------------------------------------------------------------- limits, stall detection, access log
