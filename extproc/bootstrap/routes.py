@@ -10,8 +10,9 @@ from extproc.bootstrap.limits import request_body_buffer_limit
 from extproc.config import Config, ModelConfig
 
 DEBUG_HEADERS = ("x-quorum-signals", "x-quorum-confidence")  # set only with observability.debug_headers
-# Headers that carry the client's credentials for the gateway; a backend must not see them.
-CLIENT_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key")
+# Headers that carry the client's credentials for the gateway (OpenAI-style bearer, Anthropic and
+# Azure style keys, Gemini's key, a proxy's credentials); a backend must not see them.
+CLIENT_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization")
 
 
 def route_config(config: Config) -> dict[str, Any]:

@@ -422,9 +422,10 @@ def test_client_credentials_are_removed_unless_forwarded() -> None:
             ]
         )
     )
-    assert model_route(bootstrap, "plain")["request_headers_to_remove"] == ["authorization", "x-api-key", "api-key"]
+    everything = ["authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization"]
+    assert model_route(bootstrap, "plain")["request_headers_to_remove"] == everything
     # Quorum sets the model's own key in `authorization`; Envoy removes the rest after ext_proc.
-    assert model_route(bootstrap, "keyed")["request_headers_to_remove"] == ["x-api-key", "api-key"]
+    assert model_route(bootstrap, "keyed")["request_headers_to_remove"] == everything[1:]
     assert "request_headers_to_remove" not in model_route(bootstrap, "opted")
 
 
