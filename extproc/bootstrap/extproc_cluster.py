@@ -35,7 +35,7 @@ def stall_keepalive(config: Config) -> dict[str, str]:
     A frozen process (SIGSTOP, a stuck host, a partition) keeps its TCP connection open, and in
     full-duplex mode Envoy's per-message timeout does not apply; a missed ping closes the
     connection, every stream on it fails, and the client gets a 504 (`local_replies`). A live
-    Quorum answers pings from gRPC's own threads, so long fusion runs are not cut.
+    Quorum answers the pings, so a fusion run longer than the stall timeout is not cut.
     """
     half = seconds(config.envoy.stall_timeout / 2)
     return {"interval": half, "timeout": half}
