@@ -48,6 +48,26 @@ def _cmd_envoy_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_deploy_manifests(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from extproc.manifests import Settings, write_manifests
+
+    settings = Settings(namespace=args.namespace, image=args.image, replicas=args.replicas)
+    for path in write_manifests(Path(args.config), Path(args.output), settings):
+        print(path)
+    return 0
+
+
+def _cmd_healthcheck(args: argparse.Namespace) -> int:
+    from extproc.healthcheck import check, probe_address
+
+    address = args.address or probe_address(load_config(args.config).server.listen)
+    status = check(address, timeout=args.timeout)
+    print(f"{address}: {status}")
+    return 0 if status == "SERVING" else 1
+
+
 def _cmd_fake_backend(args: argparse.Namespace) -> int:
     from extproc.dev import fake_backend
 
@@ -122,6 +142,23 @@ def build_parser() -> argparse.ArgumentParser:
     envoy.add_argument("--workers", type=int, help="ext_proc endpoints to list (default: server.workers)")
     envoy.add_argument("--output", "-o", help="write here instead of stdout")
     envoy.set_defaults(func=_cmd_envoy_config)
+
+    deploy = sub.add_parser("deploy-manifests", help="generate Kubernetes, Istio and Envoy Gateway files")
+    from extproc.manifests import Settings
+
+    deploy.add_argument("--config", "-c", required=True)
+    deploy.add_argument("--output", "-o", required=True, help="directory (deploy/)")
+    deploy.add_argument("--namespace", default=Settings.namespace)
+    deploy.add_argument("--image", default=Settings.image)
+    deploy.add_argument("--replicas", type=int, default=Settings.replicas)
+    deploy.set_defaults(func=_cmd_deploy_manifests)
+
+    probe = sub.add_parser("healthcheck", help="exit 0 if a running Quorum reports SERVING (for Docker HEALTHCHECK)")
+    target = probe.add_mutually_exclusive_group(required=True)
+    target.add_argument("--config", "-c", help="probe the server.listen address of this config")
+    target.add_argument("--address", help="host:port to probe")
+    probe.add_argument("--timeout", type=float, default=2.0)
+    probe.set_defaults(func=_cmd_healthcheck)
 
     demo = sub.add_parser("demo", help="start fake backends, quorum serve and Envoy together (make run)")
     demo.add_argument("--config", "-c", default="config/demo.yaml")

@@ -6,6 +6,7 @@ from typing import Any
 
 from extproc.bootstrap.access_log import access_logs
 from extproc.bootstrap.common import address, seconds
+from extproc.bootstrap.extproc_cluster import stream_retry_policy
 from extproc.bootstrap.limits import connection_limits
 from extproc.bootstrap.local_replies import local_replies
 from extproc.bootstrap.routes import route_config
@@ -29,7 +30,7 @@ def listener(config: Config, host: str, port: int) -> dict[str, Any]:
         "route_config": route_config(config),
         "local_reply_config": local_replies(),
         **access_logs(config),
-        "http_filters": [_extproc_filter(config), _router_filter()],
+        "http_filters": [extproc_filter(config), _router_filter()],
     }
     return {
         "name": "quorum_listener",
@@ -41,7 +42,8 @@ def listener(config: Config, host: str, port: int) -> dict[str, Any]:
     }
 
 
-def _extproc_filter(config: Config) -> dict[str, Any]:
+def extproc_filter(config: Config, cluster_name: str = EXTPROC_CLUSTER) -> dict[str, Any]:
+    """The ext_proc filter; also what deploy/ attaches to Istio's gateway (under Istio's cluster name)."""
     env = config.envoy
     duplex = env.request_body_mode == "full_duplex_streamed"
     usage = config.observability.usage.enabled
@@ -51,10 +53,11 @@ def _extproc_filter(config: Config) -> dict[str, Any]:
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
             "grpc_service": {
                 "envoy_grpc": {
-                    "cluster_name": EXTPROC_CLUSTER,
+                    "cluster_name": cluster_name,
                     "max_receive_message_length": config.server.max_body_bytes + (1 << 20),
                 },
                 "timeout": seconds(env.max_message_timeout),
+                "retry_policy": stream_retry_policy(),
             },
             "failure_mode_allow": False,  # fail closed: no request reaches a model unrouted
             "message_timeout": seconds(env.message_timeout),

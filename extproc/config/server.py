@@ -90,9 +90,21 @@ class EnvoyConfig(Strict):
     access_log: str | None = "/dev/stdout"  # one JSON object per line; null turns it off
     tls: UpstreamTls = UpstreamTls()
     limits: EnvoyLimits = EnvoyLimits()
+    # The quorum_extproc cluster's endpoints (host:port; a DNS name is resolved to all its addresses).
+    # Empty: the worker ports of server.listen.
+    extproc_endpoints: list[str] = []
 
     @field_validator("listen", "admin")
     @classmethod
     def _host_port(cls, v: str) -> str:
         split_host_port(v)
+        return v
+
+    @field_validator("extproc_endpoints")
+    @classmethod
+    def _endpoints(cls, v: list[str]) -> list[str]:
+        for endpoint in v:
+            split_host_port(endpoint)
+        if len(set(v)) != len(v):
+            raise ValueError("an endpoint is listed twice")
         return v
