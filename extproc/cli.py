@@ -6,7 +6,9 @@ import argparse
 import logging
 import sys
 
-from extproc.config import ConfigError, load_config
+from extproc import __version__
+from extproc.config import ConfigError, ConfigSource, load_config, validate_document
+from extproc.ports import StartupError
 
 
 def _configure_logging(level: str) -> None:
@@ -17,10 +19,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from extproc.runtime import build_runtime
     from extproc.server import serve
 
-    config = load_config(args.config)
+    snapshot = ConfigSource(args.config).read()
+    config = validate_document(snapshot.raw, args.config)
     _configure_logging(args.log_level or config.server.log_level)
     build_runtime(config)  # fail now, with the config error, rather than in every worker
-    return serve(config, args.workers or config.server.workers)
+    return serve(config, args.workers or config.server.workers, source=args.config, digest=snapshot.digest)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -98,10 +101,11 @@ Press Ctrl-C to stop everything.
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quorum", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"quorum {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the ext_proc gRPC server")
-    serve.add_argument("--config", "-c", required=True)
+    serve.add_argument("--config", "-c", required=True, help="a YAML file, or a directory of them (merged)")
     serve.add_argument("--workers", type=int, help="processes on consecutive ports (default: server.workers)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_cmd_serve)
@@ -138,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except StartupError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C before the server installed its own handler: no traceback
+        return 130
 
 
 if __name__ == "__main__":

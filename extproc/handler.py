@@ -47,10 +47,11 @@ FusionRunner = Callable[["RouteContext"], AsyncIterator[ep.ProcessingResponse]]
 class RouteContext:
     """What routing learned about one chat request; handed to the fusion runner."""
 
-    __slots__ = ("chat", "debug_headers", "duplex", "headers", "match", "recorder", "request_id")
+    __slots__ = ("chat", "debug_headers", "duplex", "headers", "match", "recorder", "request_id", "runtime")
 
     def __init__(
         self,
+        runtime: Runtime,
         chat: ChatRequest,
         headers: dict[str, str],
         match: Match,
@@ -59,6 +60,7 @@ class RouteContext:
         recorder: RequestRecorder | None = None,
         debug_headers: dict[str, str] | None = None,
     ) -> None:
+        self.runtime = runtime  # the stream's snapshot: a reload during the request does not change it
         self.chat = chat
         self.debug_headers = debug_headers or {}  # matched signals and confidence, when enabled
         self.headers = headers
@@ -236,7 +238,9 @@ class StreamHandler:
             self.answered = True
             self.recorder.decided(decision.name, decision.priority, match.confidence, "", "fusion")
             debug = dict(self._debug(match))
-            ctx = RouteContext(chat, self.headers, match, self.request_id, self.duplex, self.recorder, debug)
+            ctx = RouteContext(
+                self.runtime, chat, self.headers, match, self.request_id, self.duplex, self.recorder, debug
+            )
             async for response in self.fusion(ctx):
                 yield response
             return

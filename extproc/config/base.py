@@ -48,6 +48,7 @@ def _token_count(value: Any) -> Any:
 
 
 Seconds = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
+SecondsOrZero = Annotated[float, BeforeValidator(_duration), Field(ge=0)]  # 0 turns the feature off
 Scope = Literal["last_user", "user", "conversation", "conversation_no_system"]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 Tokens = Annotated[int, BeforeValidator(_token_count), Field(ge=0)]

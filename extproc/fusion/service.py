@@ -23,27 +23,28 @@ from extproc.fusion.response import ChunkWriter, message_chunks, render_completi
 from extproc.handler import RouteContext
 from extproc.models import ModelClient
 from extproc.pb import ep
-from extproc.runtime import Runtime
 from extproc.sse import HEARTBEAT, encode_event
 
 TIMEOUT_MARGIN = 5.0
 
 
 class FusionService:
-    def __init__(self, runtime: Runtime, client: ModelClient) -> None:
-        self.runtime = runtime
+    """Stateless but for the model client: each request brings the runtime its stream started with
+    (`ctx.runtime`), so a config reload never changes a fusion run half-way."""
+
+    def __init__(self, client: ModelClient) -> None:
         self.client = client
-        self.max_message_timeout = runtime.config.envoy.max_message_timeout
 
     async def __call__(self, ctx: RouteContext) -> AsyncIterator[ep.ProcessingResponse]:
-        plan = build_plan(self.runtime, ctx.match.decision, ctx.chat.body)
+        plan = build_plan(ctx.runtime, ctx.match.decision, ctx.chat.body)
         if ctx.duplex and ctx.chat.stream:
             async for response in self._stream(plan, ctx):
                 yield response
             return
         if not ctx.duplex:
             # Envoy's per-message timeout (200 ms by default) would cut the run: ask for the run's budget.
-            yield envoy.extend_message_timeout(min(plan.budget + TIMEOUT_MARGIN, self.max_message_timeout))
+            limit = ctx.runtime.config.envoy.max_message_timeout
+            yield envoy.extend_message_timeout(min(plan.budget + TIMEOUT_MARGIN, limit))
         body, call_headers = ctx.chat.body, self._call_headers(ctx)
         deliberation = await deliberate(self.client, plan, body, call_headers, ctx.recorder)
         final = await synthesize(self.client, deliberation, body, call_headers, ctx.recorder)
@@ -96,7 +97,7 @@ class FusionService:
             return
         recorder.model = d.plan.judge.name
         recorder.answered(200, "fusion")
-        models = self.runtime.models
+        models = ctx.runtime.models
         for answer in d.panel.answers:
             recorder.add_usage(models[answer.model], answer.usage)
         metrics = recorder.telemetry.metrics
@@ -112,7 +113,7 @@ class FusionService:
         return {"x-request-id": ctx.request_id} if ctx.request_id != "-" else {}
 
     def response_headers(self, plan: FusionPlan, ctx: RouteContext) -> dict[str, str]:
-        rt = self.runtime
+        rt = ctx.runtime
         headers = {
             rt.route_header: plan.judge.name,
             rt.decision_header: plan.decision,
