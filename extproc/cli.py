@@ -22,7 +22,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     snapshot = ConfigSource(args.config).read()
     config = validate_document(snapshot.raw, args.config)
     _configure_logging(args.log_level or config.server.log_level)
-    build_runtime(config)  # fail now, with the config error, rather than in every worker
+    try:
+        build_runtime(config)  # fail now, with the config error, rather than in every worker
+    except ConfigError as err:
+        raise ConfigError(err.problems, args.config) from None
     return serve(config, args.workers or config.server.workers, source=args.config, digest=snapshot.digest)
 
 
@@ -57,26 +60,42 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from extproc.devstack import Stack
+    from extproc.devstack import Stack, StartFailed
+
+    def ignore_signals() -> None:
+        """While stopping: a second Ctrl-C or SIGTERM must not cut the stop short."""
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def interrupt(signum: int, frame: object) -> None:
+        ignore_signals()
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)  # stop the children on SIGTERM as on Ctrl-C
+    signal.signal(signal.SIGINT, interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="quorum-demo-"))
     stack = Stack(Path(args.config), workdir)
-    print(f"starting fake backends, quorum serve and Envoy (logs in {workdir}) ...", flush=True)
-    with stack:
-        url = stack.envoy_url
-        print(DEMO_HELP.format(url=url), flush=True)
+    try:
+        print(f"starting fake backends, quorum serve and Envoy (logs in {workdir}) ...", flush=True)
         try:
-            while all(p.poll() is None for _, p in stack.processes):
-                time.sleep(0.5)
-            print("a process of the demo exited; stopping (see the logs)", file=sys.stderr)
+            stack.start()
+        except StartFailed as exc:
+            print(f"error: quorum demo did not start: {exc}", file=sys.stderr)
             return 1
-        except KeyboardInterrupt:
-            print("\nstopping ...")
-    return 0
+        print(DEMO_HELP.format(url=stack.envoy_url), flush=True)
+        while True:
+            try:
+                stack.check_alive()
+            except StartFailed as exc:
+                print(f"error: quorum demo stopped: {exc}", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
+        return 0
+    finally:
+        ignore_signals()
+        stack.stop()
 
 
 DEMO_HELP = """
@@ -137,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        one = len(err.problems) == 1  # one problem fits on one line
+        print(f"error: {err.source}: {err.problems[0]}" if one else f"error: {err}", file=sys.stderr)
         return 2
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
