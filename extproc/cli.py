@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from extproc import __version__
@@ -12,7 +11,9 @@ from extproc.ports import StartupError
 
 
 def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from extproc.telemetry.setup import configure_logging
+
+    configure_logging(level)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -48,7 +49,7 @@ def _cmd_envoy_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_fake_backend(args: argparse.Namespace) -> int:
-    from extproc import fake_backend
+    from extproc.dev import fake_backend
 
     _configure_logging("info")
     return fake_backend.run(args)
@@ -60,7 +61,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from extproc.devstack import Stack, StartFailed
+    from extproc.dev.stack import Stack, StartFailed
 
     def ignore_signals() -> None:
         """While stopping: a second Ctrl-C or SIGTERM must not cut the stop short."""
@@ -144,9 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
 
     fake = sub.add_parser("fake-backend", help="run a fake OpenAI-compatible model backend")
-    from extproc import fake_backend
+    from extproc.dev import add_arguments
 
-    fake_backend.add_arguments(fake)
+    add_arguments(fake)
     fake.set_defaults(func=_cmd_fake_backend)
     return parser
 

@@ -41,7 +41,7 @@ from extproc.ports import StartupError, check_bindable
 from extproc.reload import Reloader, RuntimeHolder
 from extproc.runtime import Runtime, build_runtime, prepare_runtime
 from extproc.telemetry import Telemetry, build_telemetry
-from extproc.telemetry.setup import NO_TELEMETRY
+from extproc.telemetry.setup import NO_TELEMETRY, configure_logging
 
 log = logging.getLogger("quorum.server")
 
@@ -201,6 +201,8 @@ class _Lifecycle:
 def run_worker(config: Config, address: str, worker: int = 0, source: str | None = None, digest: str = "") -> None:
     """Run one server process until SIGTERM/SIGINT, on uvloop when it is installed.
     A start-up failure exits with its one-line message (and status 1)."""
+    if not logging.getLogger().handlers:  # a spawned worker process: nothing configured logging here
+        configure_logging(config.server.log_level)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; this keeps odd platforms working

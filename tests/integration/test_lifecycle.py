@@ -3,6 +3,7 @@ invalid edit), SIGTERM draining an in-flight stream, and start-up failures that 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -21,7 +22,7 @@ from conftest import LARGE_KEY, write_config
 from grpc_health.v1 import health_pb2
 from test_server import _health
 
-from extproc.devstack import Stack, StartFailed
+from extproc.dev.stack import Stack, StartFailed
 
 pytestmark = pytest.mark.integration
 
@@ -140,10 +141,15 @@ def test_sighup_reloads_and_does_not_kill(tmp_path):
         assert httpx.post(url, json=chat("python"), timeout=10).headers["x-quorum-model"] == "demo-coder"
         quorum(stack).send_signal(signal.SIGHUP)
         wait_for(lambda: metric(ports, 'quorum_config_reloads_total{result="success"}') == 1, timeout=15)
-        response = httpx.post(url, json=chat("python"), timeout=10)
+        response = httpx.post(url, json=chat("python"), timeout=10, headers={"x-request-id": "after-sighup"})
         assert response.status_code == 200
         assert response.headers["x-quorum-model"] == "demo-small"
         assert quorum(stack).poll() is None
+    # the access log: bare JSON lines (stdout) among the text log lines (stderr) of quorum.log
+    access = [json.loads(line) for line in (tmp_path / "quorum.log").read_text().splitlines() if line.startswith("{")]
+    assert [(a["decision"], a["model"]) for a in access if a["request_id"] == "after-sighup"] == [
+        ("coding", "demo-small")
+    ]
 
 
 def test_sigterm_drains_an_in_flight_fusion_stream_and_exits_0(tmp_path):
@@ -274,3 +280,43 @@ def test_a_process_that_dies_at_start_up_is_named_with_its_log(tmp_path, monkeyp
     with pytest.raises(StartFailed) as failure:
         Stack(path, tmp_path).start()
     assert str(failure.value).startswith(f"envoy exited with code 1; see {tmp_path}/envoy.log")
+
+
+def _two_free_ports() -> int:
+    """A port p with p + 1 also free (workers listen on consecutive ports)."""
+    while True:
+        with socket.socket() as a, socket.socket() as b:
+            a.bind(("127.0.0.1", 0))
+            base = a.getsockname()[1]
+            try:
+                b.bind(("127.0.0.1", base + 1))
+            except OSError:
+                continue
+            return base
+
+
+def test_every_worker_reloads_on_an_edit_and_on_sighup_to_the_parent(tmp_path):
+    grpc_port, metrics_port = _two_free_ports(), _two_free_ports()
+    path, _ = write_config(tmp_path, grpc_port=grpc_port, metrics_port=metrics_port)
+    argv = [sys.executable, "-m", "extproc", "serve", "--config", str(path), "--workers", "2"]
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=ENV)
+    workers = [{"metrics_port": metrics_port}, {"metrics_port": metrics_port + 1}]
+    try:
+        for port in (grpc_port, grpc_port + 1):
+            assert _health(port, deadline=time.monotonic() + 30) == health_pb2.HealthCheckResponse.SERVING
+        replace_file(path, path.read_text().replace(*CODING_TO_SMALL))
+        for worker in workers:
+            wait_for(lambda w=worker: metric(w, "quorum_config_generation") == 2, timeout=15)
+        proc.send_signal(signal.SIGHUP)  # forwarded to each worker: the files are unchanged since
+        for worker in workers:
+            wait_for(lambda w=worker: metric(w, 'quorum_config_reloads_total{result="unchanged"}') == 1, timeout=15)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    assert "Traceback" not in (tmp_path / "serve.log").read_text()
