@@ -30,6 +30,9 @@ RESTART_ONLY: tuple[tuple[str, str | None], ...] = (
     ("server", "listen"),
     ("server", "workers"),
     ("server", "max_body_bytes"),  # the gRPC message size limit is set when the server is created
+    ("server", "log_level"),  # logging is configured once (and --log-level may override it)
+    ("server", "route_header"),  # Envoy's routes match these: changing them alone would unroute everything
+    ("server", "decision_header"),
     ("observability", None),  # tracer, metrics server and access log are built once
 )
 
@@ -91,12 +94,14 @@ class Reloader:
         self._reason = reason
         self._wake.set()
 
-    async def run(self, interval: float) -> None:
-        """Poll the source every `interval` seconds (never if 0) and serve `request()`s, until cancelled."""
+    async def run(self, interval: float | None = None) -> None:
+        """Poll the source every `interval` seconds (default: the active config's
+        `server.watch_interval`; never if 0) and serve `request()`s, until cancelled."""
         seen = await asyncio.to_thread(self.source.fingerprint)
         while True:
+            every = self.holder.runtime.config.server.watch_interval if interval is None else interval
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=interval or None)
+                await asyncio.wait_for(self._wake.wait(), timeout=every or None)
             forced = self._wake.is_set()
             reason, self._reason = self._reason, "watch"
             self._wake.clear()

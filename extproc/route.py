@@ -1,34 +1,34 @@
-"""What routing learned about one chat request, handed to whatever answers it locally (fusion)."""
+"""What routing learned about one chat request, handed to the local answerer (extproc.algorithms.serve)."""
 
 from __future__ import annotations
 
 from extproc.decisions import Match
-from extproc.openai import ChatRequest
+from extproc.endpoints import ParsedRequest
 from extproc.runtime import Runtime
 from extproc.telemetry.recorder import RequestRecorder
 
 
 class RouteContext:
-    """What routing learned about one chat request; handed to the fusion runner."""
+    """What routing learned about one chat request."""
 
     __slots__ = ("chat", "debug_headers", "duplex", "headers", "match", "recorder", "request_id", "runtime")
 
     def __init__(
         self,
-        runtime: Runtime,
-        chat: ChatRequest,
+        chat: ParsedRequest,
         headers: dict[str, str],
         match: Match,
         request_id: str,
+        runtime: Runtime,
         duplex: bool = False,
         recorder: RequestRecorder | None = None,
         debug_headers: dict[str, str] | None = None,
     ) -> None:
-        self.runtime = runtime  # the stream's snapshot: a reload during the request does not change it
         self.chat = chat
         self.debug_headers = debug_headers or {}  # matched signals and confidence, when enabled
         self.headers = headers
         self.match = match
         self.request_id = request_id
+        self.runtime = runtime  # the configuration this request was decided with (reloads swap it)
         self.duplex = duplex  # FULL_DUPLEX_STREAMED: the answer may be streamed as it is produced
         self.recorder = recorder

@@ -32,9 +32,9 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from extproc.algorithms.serve import LocalAnswerer
 from extproc.config import Config, ConfigError, ConfigSource, split_host_port
-from extproc.fusion.service import FusionService
-from extproc.handler import FusionRunner, StreamHandler
+from extproc.handler import LocalRunner, StreamHandler
 from extproc.models import ModelClient
 from extproc.pb import ep, ep_grpc
 from extproc.ports import StartupError, check_bindable
@@ -52,17 +52,17 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
     def __init__(
         self,
         runtime: Runtime | RuntimeHolder,
-        fusion: FusionRunner | None = None,
+        local: LocalRunner | None = None,
         telemetry: Telemetry | None = None,
     ) -> None:
         self.holder = runtime if isinstance(runtime, RuntimeHolder) else RuntimeHolder(runtime)
-        self.fusion = fusion
+        self.local = local
         self.telemetry = telemetry or NO_TELEMETRY
 
     async def Process(
         self, request_iterator: AsyncIterator[ep.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[ep.ProcessingResponse]:
-        handler = StreamHandler(self.holder.runtime, self.fusion, self.telemetry)  # this stream's snapshot
+        handler = StreamHandler(self.holder.runtime, self.local, self.telemetry)  # this stream's snapshot
         recorder = handler.recorder
         error: BaseException | None = None
         try:
@@ -98,14 +98,14 @@ def grpc_options(max_body_bytes: int) -> list[tuple[str, Any]]:
 async def start_server(
     runtime: Runtime | RuntimeHolder,
     address: str,
-    fusion: FusionRunner | None = None,
+    local: LocalRunner | None = None,
     telemetry: Telemetry | None = None,
 ) -> tuple[grpc.aio.Server, health.HealthServicer, int]:
     holder = runtime if isinstance(runtime, RuntimeHolder) else RuntimeHolder(runtime)
     host, _, port_text = address.rpartition(":")
     check_bindable(host.strip("[]"), int(port_text), "server.listen")
     server = grpc.aio.server(options=grpc_options(holder.runtime.max_body_bytes))
-    ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(holder, fusion, telemetry), server)
+    ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(holder, local, telemetry), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     try:
@@ -145,7 +145,7 @@ async def serve_forever(
         check_bindable(host, port + worker, "observability.metrics.listen")
         metrics_server = telemetry.metrics.serve(host, port + worker, ready=lambda: lifecycle.serving)
     client = ModelClient(telemetry=telemetry)
-    server, health_servicer, _port = await start_server(holder, address, FusionService(client), telemetry)
+    server, health_servicer, _port = await start_server(holder, address, LocalAnswerer(client), telemetry)
     lifecycle.serving = True
     gc.freeze()  # config, compiled signals and modules live forever: keep them out of every GC pass
     log.info(
@@ -155,7 +155,7 @@ async def serve_forever(
         len(runtime.decisions),
     )
     reloader = Reloader(ConfigSource(source), holder, telemetry.metrics) if source else None
-    watch = asyncio.ensure_future(reloader.run(config.server.watch_interval)) if reloader else None
+    watch = asyncio.ensure_future(reloader.run()) if reloader else None
     lifecycle.install(asyncio.get_running_loop(), reloader)
     await lifecycle.stop.wait()
 

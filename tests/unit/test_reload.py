@@ -123,13 +123,16 @@ async def test_a_stream_keeps_the_runtime_it_started_with():
 
 def test_restart_only_settings_keep_their_running_value():
     old = parse_config(config_text(grpc_port=5000, max_body=1000))
-    new = parse_config(config_text(grpc_port=6000, max_body=2000, metrics_port=7000))
+    new_text = config_text(grpc_port=6000, max_body=2000, metrics_port=7000)
+    new = parse_config(new_text.replace("drain_delay: 0s", "drain_delay: 5s, route_header: x-other"))
     pinned, warnings = pin_restart_only(new, old)
     assert pinned.server.listen == old.server.listen
     assert pinned.server.max_body_bytes == 1000
+    assert pinned.server.route_header == "x-quorum-model"  # Envoy still routes on the old one
+    assert pinned.server.drain_delay == 5.0  # applies at the next stop
     assert pinned.observability == old.observability
     assert pinned.routing == new.routing
-    assert len(warnings) == 3
+    assert len(warnings) == 4
     assert any("server.listen" in w and "6000" in w for w in warnings)
     assert pin_restart_only(new, new) == (new, [])
 
@@ -208,6 +211,23 @@ async def test_the_watcher_reloads_on_change_and_on_request(tmp_path):
         reloader.request("SIGHUP")  # unchanged content: looked at, nothing swapped
         await _until(lambda: sample(metrics, "quorum_config_reloads_total", result="unchanged") == 1)
         assert holder.generation == 2
+    finally:
+        task.cancel()
+
+
+async def test_the_poll_interval_comes_from_the_active_config(tmp_path):
+    path = tmp_path / "q.yaml"
+    fast = config_text().replace("drain_delay: 0s", "drain_delay: 0s, watch_interval: 20ms")
+    write(path, fast)
+    reloader, holder = reloader_for(path)
+    task = asyncio.ensure_future(reloader.run())
+    try:
+        await asyncio.sleep(0.05)
+        write(path, fast.replace(*CODING_TO_SMALL).replace("watch_interval: 20ms", "watch_interval: 0s"))
+        await _until(lambda: holder.generation == 2)  # polled at 20 ms ...
+        write(path, fast)
+        await asyncio.sleep(0.3)
+        assert holder.generation == 2  # ... and the new config turned polling off
     finally:
         task.cancel()
 
