@@ -74,6 +74,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, interrupt)  # stop the children on SIGTERM as on Ctrl-C
     signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGHUP, lambda signum, frame: stack.signal("quorum", signal.SIGHUP))  # reload, not exit
     workdir = Path(tempfile.mkdtemp(prefix="quorum-demo-"))
     stack = Stack(Path(args.config), workdir)
     try:
@@ -83,7 +84,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         except StartFailed as exc:
             print(f"error: quorum demo did not start: {exc}", file=sys.stderr)
             return 1
-        print(DEMO_HELP.format(url=stack.envoy_url), flush=True)
+        print(DEMO_HELP.format(url=stack.envoy_url, config=args.config), flush=True)
         while True:
             try:
                 stack.check_alive()
@@ -115,7 +116,8 @@ Quorum demo is up. Envoy listens on {url}; Quorum routes every request.
   print(reply.headers["x-quorum-model"], reply.headers["x-quorum-decision"], reply.parse().choices[0].message.content)
   PY
 
-Press Ctrl-C to stop everything.
+Edit {config} and Quorum reloads it within a second (or send SIGHUP); an invalid edit is
+logged and the running config stays. Press Ctrl-C to stop everything.
 """
 
 

@@ -183,6 +183,13 @@ class Stack:
                     raise StartFailed(f"{what} did not answer within {timeout:.0f}s; logs in {logs}")
                 time.sleep(0.05)
 
+    def signal(self, name: str, signum: int) -> None:
+        """Send `signum` to the stack's process `name` (if it runs)."""
+        for process_name, proc in self.processes:
+            if process_name == name and proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signum)
+
     def check_alive(self) -> None:
         """Raise StartFailed naming the first process that exited, its log and the log's end."""
         for name, proc in self.processes:

@@ -258,6 +258,9 @@ def test_sigterm_of_the_demo_stops_everything_without_a_traceback(tmp_path):
     reader.start()
     try:
         assert up.wait(60), "".join(seen)
+        proc.send_signal(signal.SIGHUP)  # forwarded to quorum serve: a reload, not the end of the demo
+        time.sleep(1.0)
+        assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
         reader.join(timeout=5)
@@ -269,6 +272,8 @@ def test_sigterm_of_the_demo_stops_everything_without_a_traceback(tmp_path):
     assert proc.returncode == 0, err
     assert "stopping" in "".join(seen)
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    workdir = next(line.split("logs in ")[1].split(")")[0] for line in seen if "logs in " in line)
+    assert "config reload (SIGHUP)" in (Path(workdir) / "quorum.log").read_text()
     with pytest.raises(httpx.HTTPError):  # Envoy went with it
         httpx.get(f"{Stack(path, tmp_path).admin_url}/ready", timeout=1)
 
