@@ -13,6 +13,7 @@ from pydantic import (
 
 from extproc.config.base import (
     Seconds,
+    SecondsOrZero,
     Strict,
     split_host_port,
 )
@@ -24,7 +25,12 @@ class ServerConfig(Strict):
     workers: int = Field(1, ge=1, le=64)
     route_header: str = "x-quorum-model"
     decision_header: str = "x-quorum-decision"
-    grace_period: Seconds = 10.0
+    grace_period: Seconds = 10.0  # SIGTERM: how long in-flight streams may still finish
+    # SIGTERM: keep serving this long after reporting NOT_SERVING, so Envoy's health checks see it
+    # and stop sending new streams before the listener closes.
+    drain_delay: SecondsOrZero = 2.0
+    # How often the config file (or directory) is checked for changes; 0 = only on SIGHUP.
+    watch_interval: SecondsOrZero = 1.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("listen")
