@@ -20,6 +20,7 @@ from extproc import envoy
 from extproc.config import INTERNAL_HEADER_PREFIX
 from extproc.decisions import Match, fixed_decision, select
 from extproc.endpoints import ENDPOINTS, EndpointProcessor, ParsedRequest
+from extproc.endpoints.honoured import check_honoured
 from extproc.errors import (
     BadRequest,
     InternalError,
@@ -213,6 +214,8 @@ class StreamHandler:
         chat = self.endpoint.parse(body)
         match = await self._decide(chat)
         decision = match.decision
+        target = "" if decision.is_fusion else decision.models[0]
+        check_honoured(chat.body, decision.is_fusion, target)
         if decision.is_fusion:
             if not self.endpoint.fusable:
                 raise BadRequest(

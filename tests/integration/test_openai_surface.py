@@ -102,3 +102,23 @@ def test_embeddings_and_completions_usage_is_counted(accounting_stack):  # noqa:
     after = tokens(accounting_stack, "demo-small")
     expected = record["usage"]
     assert (after[0] - middle[0], after[1] - middle[1]) == (expected["prompt_tokens"], expected["completion_tokens"])
+
+
+def test_n_on_a_fusion_answer_is_a_400_naming_n(client, stack):
+    clear_backends(stack)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="quorum/auto", n=2, messages=[{"role": "user", "content": "compare x"}])
+    assert info.value.body["param"] == "n"
+    assert all(backend_requests(stack, m) == [] for m in ("demo-small", "demo-coder", "demo-large"))
+
+
+def test_a_plugin_that_cannot_take_effect_is_a_400_naming_it(client, stack):
+    clear_backends(stack)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model="quorum/auto",
+            messages=[{"role": "user", "content": "hello"}],
+            extra_body={"plugins": [{"id": "fusion", "analysis_models": ["not-configured"]}]},
+        )
+    assert (info.value.body["param"], info.value.body["code"]) == ("plugins[0]", "plugin_not_applicable")
+    assert backend_requests(stack, "demo-small") == []  # not silently answered by one model
