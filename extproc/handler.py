@@ -4,7 +4,7 @@ The path of an OpenAI request (the endpoint processor is looked up by exact path
 extproc.endpoints):
   request_headers  -> strip client-sent internal headers, answer /v1/models, reject bad paths early
   request_body     -> endpoint.parse -> signals -> decisions -> route (endpoint.rewrite, envoy.route_request)
-                                                              or fusion (extproc.fusion.service)
+                                                              or a local answer (extproc.algorithms)
 Anything Quorum answers itself ends the exchange; later messages (there should be none) get an
 empty answer of the matching kind so Envoy never waits.
 """
@@ -30,7 +30,7 @@ from extproc.errors import (
     PayloadTooLarge,
     QuorumError,
 )
-from extproc.fusion.plan import REQUEST_DECISION, fusion_plugin
+from extproc.fusion.plan import fusion_plugin
 from extproc.pb import ep, pm
 from extproc.route import RouteContext
 from extproc.runtime import Model, Runtime
@@ -43,8 +43,8 @@ log = logging.getLogger("quorum.handler")
 
 MODELS_PATH = "/v1/models"
 
-# Answers the body phase of a request whose decision is a fusion decision.
-FusionRunner = Callable[[RouteContext], AsyncIterator[ep.ProcessingResponse]]
+# Answers the body phase of a request whose decision's algorithm answers locally (fusion, ...).
+LocalRunner = Callable[[RouteContext], AsyncIterator[ep.ProcessingResponse]]
 
 
 class StreamHandler:
@@ -62,9 +62,9 @@ class StreamHandler:
         "chunks",
         "duplex",
         "endpoint",
-        "fusion",
         "headers",
         "kind",
+        "local",
         "matched",
         "received",
         "recorder",
@@ -76,11 +76,9 @@ class StreamHandler:
         "strip_usage",
     )
 
-    def __init__(
-        self, runtime: Runtime, fusion: FusionRunner | None = None, telemetry: Telemetry | None = None
-    ) -> None:
+    def __init__(self, runtime: Runtime, local: LocalRunner | None = None, telemetry: Telemetry | None = None) -> None:
         self.runtime = runtime
-        self.fusion = fusion
+        self.local = local
         self.recorder = RequestRecorder(telemetry or NO_TELEMETRY)
         self.headers: dict[str, str] = {}
         self.request_id = "-"
@@ -214,22 +212,24 @@ class StreamHandler:
         chat = self.endpoint.parse(body)
         match = await self._decide(chat)
         decision = match.decision
-        target = "" if decision.is_fusion else decision.models[0]
-        check_honoured(chat.body, decision.is_fusion, target)
-        if decision.is_fusion:
+        local = decision.algorithm.answers_locally
+        check_honoured(chat.body, local, "" if local else decision.models[0])
+        if local:
             if not self.endpoint.fusable:
                 raise BadRequest(
                     f"Fusion cannot answer {self.headers.get(':path', '')} requests; name a model instead.",
                     param="model",
                     code="fusion_unsupported_endpoint",
                 )
-            if self.fusion is None:
-                raise InternalError("Fusion is not enabled on this router.", code="fusion_unavailable")
+            if self.local is None:
+                raise InternalError("Local answers are not enabled on this router.", code="algorithm_unavailable")
             self.answered = True
-            self.recorder.decided(decision.name, decision.priority, match.confidence, "", "fusion")
+            self.recorder.decided(decision.name, decision.priority, match.confidence, "", decision.algorithm.name)
             debug = dict(self._debug(match))
-            ctx = RouteContext(chat, self.headers, match, self.request_id, self.duplex, self.recorder, debug)
-            async for response in self.fusion(ctx):
+            ctx = RouteContext(
+                chat, self.headers, match, self.request_id, self.runtime, self.duplex, self.recorder, debug
+            )
+            async for response in self.local(ctx):
                 yield response
             return
         headers, new_body = self._route(chat, match)
@@ -264,9 +264,9 @@ class StreamHandler:
                 )
             return Match(fixed_decision("default", rt.default_model), 0.0)
         if model in rt.fusion_names:
-            match = select(rt.fusion_decisions, await self._signals(rt.fusion_signals, chat))
+            match = select(rt.local_decisions, await self._signals(rt.local_signals, chat))
             if match is None and fusion_plugin(chat.body) is not None:
-                return Match(REQUEST_DECISION, 1.0)
+                return Match(rt.request_decision, 1.0)
             if match is None:
                 raise BadRequest(
                     f"No fusion decision matched this request, so '{model}' cannot answer it.",
