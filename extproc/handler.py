@@ -215,9 +215,10 @@ class StreamHandler:
         local = decision.algorithm.answers_locally
         check_honoured(chat.body, local, "" if local else decision.models[0])
         if local:
-            if not self.endpoint.fusable:
+            if not self.endpoint.answers_locally:
                 raise BadRequest(
-                    f"Fusion cannot answer {self.headers.get(':path', '')} requests; name a model instead.",
+                    f"The '{decision.algorithm.name}' decision '{decision.name}' answers itself, which "
+                    f"{self.endpoint.name} requests cannot take; name a model instead.",
                     param="model",
                     code="fusion_unsupported_endpoint",
                 )
@@ -226,8 +227,17 @@ class StreamHandler:
             self.answered = True
             self.recorder.decided(decision.name, decision.priority, match.confidence, "", decision.algorithm.name)
             debug = dict(self._debug(match))
+            local_chat, renderer = self.endpoint.local_request(chat), self.endpoint.renderer(chat)
             ctx = RouteContext(
-                chat, self.headers, match, self.request_id, self.runtime, self.duplex, self.recorder, debug
+                local_chat,
+                self.headers,
+                match,
+                self.request_id,
+                self.runtime,
+                self.duplex,
+                self.recorder,
+                debug,
+                renderer,
             )
             async for response in self.local(ctx):
                 yield response
