@@ -81,6 +81,11 @@ class AnalysisOverride(Strict):
     max_completion_tokens: int | None = Field(None, gt=0)
 
 
+class EarlyExitConfig(Strict):
+    consensus: Fraction = 0.9  # every pair of panel answers must agree at least this much
+    similarity: Literal["auto", "embedding", "exact"] = "auto"
+
+
 class FusionConfig(Strict):
     model: str | None = None
     analysis_models: list[str] = []
@@ -99,6 +104,7 @@ class FusionConfig(Strict):
     synthesis_template: str | None = None
     judge_prompt_version: str = "fusion-v1"
     heartbeat_interval: Seconds = 2.0  # true streaming: SSE comments while panel and judge work
+    early_exit: EarlyExitConfig | None = None  # skip judge and synthesis when the panel agrees
 
 
 class AlgorithmConfig(Strict):

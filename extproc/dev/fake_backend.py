@@ -35,6 +35,8 @@ break_stream_after  x-fake-break-stream-after      streaming only: send N ``data
 stream_delay_ms=N   x-fake-stream-delay-ms         pause N ms between streamed frames
 split_frames        x-fake-split-frames            streaming only: write each frame in two halves
                                                    30 ms apart (frames straddle chunk boundaries)
+plain               x-fake-plain                   answer the echo without the ``[<model>]``
+                                                   prefix (a panel that agrees)
 tool_call           x-fake-tool-call               if the request has ``tools``, call the first
                                                    tool with arguments ``{}``
 judge=MODE          x-fake-judge                   judge answers only: ``valid`` (default),
@@ -99,7 +101,17 @@ Script = Mapping[str, ScriptValue]
 _DIRECTIVE_RE = re.compile(r"\[\[fake:([^\]]*)\]\]")
 # A run of blocks with the blanks around it becomes one space: "a [[fake:x]] b" -> "a b".
 _DIRECTIVE_RUN_RE = re.compile(r"[ \t]*(?:\[\[fake:[^\]]*\]\][ \t]*)+")
-_KEYS = ("status", "delay_ms", "break_stream_after", "stream_delay_ms", "tool_call", "judge", "split_frames", "only")
+_KEYS = (
+    "status",
+    "delay_ms",
+    "break_stream_after",
+    "stream_delay_ms",
+    "tool_call",
+    "judge",
+    "split_frames",
+    "plain",
+    "only",
+)
 _JUDGE_MODES = ("valid", "invalid", "fenced")
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -156,6 +168,7 @@ class _Directives:
     tool_call: bool = False
     judge: str = "valid"
     split_frames: bool = False  # write every SSE frame in two halves, 30 ms apart
+    plain: bool = False  # echo without the "[model] " prefix: every backend gives the same answer
 
     def apply(self, pairs: Mapping[str, str], model: str, source: str) -> None:
         """Apply one block (or the header set); ``source`` names it in error messages."""
@@ -179,13 +192,19 @@ class _Directives:
             if "tool_call" in pairs:
                 self.tool_call = pairs["tool_call"].lower() not in ("0", "false", "no", "off")
             if "split_frames" in pairs:
-                self.split_frames = pairs["split_frames"].lower() not in ("0", "false", "no", "off")
+                self.split_frames = _flag(pairs["split_frames"])
+            if "plain" in pairs:
+                self.plain = _flag(pairs["plain"])
             if "judge" in pairs:
                 if pairs["judge"] not in _JUDGE_MODES:
                     raise ValueError
                 self.judge = pairs["judge"]
         except ValueError:
             raise _BadRequest(f"invalid fake directive value in {source}: {dict(pairs)}", source) from None
+
+
+def _flag(value: str) -> bool:
+    return value.lower() not in ("0", "false", "no", "off")
 
 
 def _non_negative(value: float) -> float:
@@ -305,7 +324,8 @@ class _Chat:
                 self.content = _judge_text(backend.model, self.directives.judge)
             else:
                 scripted = _script_reply(backend.script, echo, backend.model)
-                self.content = scripted if scripted is not None else f"[{backend.model}] {echo}".rstrip()
+                prefix = "" if self.directives.plain else f"[{backend.model}] "
+                self.content = scripted if scripted is not None else f"{prefix}{echo}".rstrip()
 
     @property
     def finish_reason(self) -> str:

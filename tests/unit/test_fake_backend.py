@@ -446,6 +446,11 @@ async def test_tool_call_marker_without_tools_echoes(client: httpx.AsyncClient) 
     assert content_of(response) == "[demo-small] weather?"
 
 
+async def test_plain_answers_without_the_model_prefix(client: httpx.AsyncClient) -> None:
+    assert content_of(await chat(client, "same for all [[fake:plain]]")) == "same for all"
+    assert content_of(await chat(client, "same", headers={"x-fake-plain": "1"})) == "same"
+
+
 async def test_tool_call_header(client: httpx.AsyncClient) -> None:
     response = await chat(client, "weather?", headers={"x-fake-tool-call": "1"}, tools=TOOLS)
     assert response.json()["choices"][0]["finish_reason"] == "tool_calls"
