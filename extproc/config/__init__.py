@@ -43,6 +43,7 @@ from extproc.config.providers import (
 from extproc.config.routing import (
     AlgorithmConfig,
     AnalysisOverride,
+    ConfidenceConfig,
     DecisionConfig,
     EarlyExitConfig,
     FusionConfig,
@@ -84,6 +85,7 @@ __all__ = [
     "AlgorithmConfig",
     "AnalysisOverride",
     "ComplexitySignal",
+    "ConfidenceConfig",
     "Config",
     "ConfigError",
     "ContextSignal",

@@ -107,6 +107,13 @@ class FusionConfig(Strict):
     early_exit: EarlyExitConfig | None = None  # skip judge and synthesis when the panel agrees
 
 
+class ConfidenceConfig(Strict):
+    model: str  # the cheap model asked first, with logprobs
+    min_mean_logprob: float = Field(-0.5, le=0)  # its answer is returned when at least this confident
+    timeout: Seconds = 30.0
+    escalate: FusionConfig = FusionConfig()  # the fusion run when it is not (panel defaults to modelRefs)
+
+
 class AlgorithmConfig(Strict):
     """`type` names a registered algorithm (`extproc.algorithms`); its settings go in the section of
     the same name. Sections of algorithms registered outside this package are kept as raw data and
@@ -116,6 +123,7 @@ class AlgorithmConfig(Strict):
 
     type: str = "static"
     fusion: FusionConfig | None = None
+    confidence: ConfidenceConfig | None = None
 
 
 class DecisionConfig(Strict):

@@ -37,6 +37,12 @@ split_frames        x-fake-split-frames            streaming only: write each fr
                                                    30 ms apart (frames straddle chunk boundaries)
 plain               x-fake-plain                   answer the echo without the ``[<model>]``
                                                    prefix (a panel that agrees)
+logprob=F           x-fake-logprob                 non-streaming requests with ``logprobs: true``
+                                                   get ``choices[0].logprobs.content``, one
+                                                   entry per word at log-probability F (<= 0;
+                                                   default -0.05: a confident answer)
+no_logprobs         x-fake-no-logprobs             ignore ``logprobs: true`` (``logprobs: null``),
+                                                   as some servers do
 tool_call           x-fake-tool-call               if the request has ``tools``, call the first
                                                    tool with arguments ``{}``
 judge=MODE          x-fake-judge                   judge answers only: ``valid`` (default),
@@ -110,6 +116,8 @@ _KEYS = (
     "judge",
     "split_frames",
     "plain",
+    "logprob",
+    "no_logprobs",
     "only",
 )
 _JUDGE_MODES = ("valid", "invalid", "fenced")
@@ -169,6 +177,8 @@ class _Directives:
     judge: str = "valid"
     split_frames: bool = False  # write every SSE frame in two halves, 30 ms apart
     plain: bool = False  # echo without the "[model] " prefix: every backend gives the same answer
+    logprob: float = -0.05  # every token's log-probability, when the request asks for logprobs
+    no_logprobs: bool = False  # ignore `logprobs: true`, as some servers do
 
     def apply(self, pairs: Mapping[str, str], model: str, source: str) -> None:
         """Apply one block (or the header set); ``source`` names it in error messages."""
@@ -195,6 +205,10 @@ class _Directives:
                 self.split_frames = _flag(pairs["split_frames"])
             if "plain" in pairs:
                 self.plain = _flag(pairs["plain"])
+            if "logprob" in pairs:
+                self.logprob = -_non_negative(-float(pairs["logprob"]))
+            if "no_logprobs" in pairs:
+                self.no_logprobs = _flag(pairs["no_logprobs"])
             if "judge" in pairs:
                 if pairs["judge"] not in _JUDGE_MODES:
                     raise ValueError
@@ -299,6 +313,7 @@ class _Chat:
         self.stream = body.get("stream") is True
         stream_options = body.get("stream_options")
         self.include_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
+        self.wants_logprobs = body.get("logprobs") is True
         self.id = "chatcmpl-" + secrets.token_hex(12)
         self.created = int(time.time())
 
@@ -360,9 +375,19 @@ class _Chat:
             "object": "chat.completion",
             "created": self.created,
             "model": self.request_model,
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": self.finish_reason}],
+            "choices": [
+                {"index": 0, "message": message, "logprobs": self.logprobs(), "finish_reason": self.finish_reason}
+            ],
             "usage": self.usage(),
         }
+
+    def logprobs(self) -> dict[str, Any] | None:
+        """OpenAI's shape, one entry per word, each at the `logprob` directive's value."""
+        if not self.wants_logprobs or self.directives.no_logprobs or self.content is None:
+            return None
+        tokens = re.findall(r"\s*\S+\s*", self.content)
+        lp = self.directives.logprob
+        return {"content": [{"token": t, "logprob": lp, "bytes": list(t.encode()), "top_logprobs": []} for t in tokens]}
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         chunk: dict[str, Any] = {

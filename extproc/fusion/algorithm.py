@@ -8,6 +8,7 @@ from extproc.algorithms import Answer, Run, RunContext, register
 from extproc.config import DecisionConfig, FusionConfig
 from extproc.fusion.looper import convene, early_exit, judge, synthesize, synthesize_stream
 from extproc.fusion.plan import FusionPlan, budget, build_plan
+from extproc.modeltypes import Completion
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +44,10 @@ def plan_headers(plan: FusionPlan) -> dict[str, str]:
     return {"x-quorum-judge": plan.judge.name, "x-quorum-panel": ",".join(m.name for m in plan.panel)}
 
 
-async def run_fusion(ctx: RunContext, plan: FusionPlan) -> Answer:
+async def run_fusion(ctx: RunContext, plan: FusionPlan, ready: list[Completion] | None = None) -> Answer:
+    """Panel (minus the `ready` answers), consensus, judge, synthesis: the fusion steps in order."""
     body, headers = ctx.body, ctx.call_headers
-    panel = await convene(ctx.client, plan, body, headers, ctx.trace)
+    panel = await convene(ctx.client, plan, body, headers, ctx.trace, ready)
     # With tools the synthesis call (the only one that gets them) must run: it may call one.
     agreed = None if body.get("tools") else await early_exit(plan, panel, ctx.trace, ctx.runtime.embedder)
     if agreed is not None:

@@ -8,7 +8,7 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import backend_requests, clear_backends
+from conftest import backend_requests, clear_backends, stream_chat
 
 pytestmark = pytest.mark.integration
 
@@ -75,17 +75,7 @@ def test_agreeing_panel_exits_early_without_judge_or_synthesis(client, stack):
 
 def test_agreeing_panel_streams_the_chosen_answer(client, stack):
     clear_backends(stack)
-    stream = client.chat.completions.create(
-        model="quorum/auto",
-        messages=[{"role": "user", "content": "compare tea and coffee [[fake:plain]]"}],
-        stream=True,
-        stream_options={"include_usage": True},
-    )
-    text, trace, usage = "", None, None
-    for chunk in stream:
-        text += "".join(c.delta.content or "" for c in chunk.choices)
-        trace = (chunk.model_extra or {}).get("fusion") or trace
-        usage = chunk.usage or usage
+    text, trace, usage = stream_chat(client, "compare tea and coffee [[fake:plain]]", "fusion")
     assert text == "compare tea and coffee"
     assert trace["early_exit"] == "consensus" and backend_requests(stack, JUDGE) == []
     assert usage.total_tokens == reported_usage(stack)["total_tokens"]
