@@ -54,13 +54,23 @@ def extproc_cluster(config: Config, workers: int) -> dict[str, Any]:
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {
-                    "http2_protocol_options": {"connection_keepalive": {"interval": "30s", "timeout": "10s"}}
-                },
+                "explicit_http_config": {"http2_protocol_options": {"connection_keepalive": stall_keepalive(config)}},
             }
         },
     }
     return cluster
+
+
+def stall_keepalive(config: Config) -> dict[str, str]:
+    """HTTP/2 pings that find a Quorum process that stopped answering within `envoy.stall_timeout`.
+
+    A frozen process (SIGSTOP, a stuck host, a partition) keeps its TCP connection open, and in
+    full-duplex mode Envoy's per-message timeout does not apply; a missed ping closes the
+    connection, every stream on it fails, and the client gets a 504 (`local_replies`). A live
+    Quorum answers the pings, so a fusion run longer than the stall timeout is not cut.
+    """
+    half = seconds(config.envoy.stall_timeout / 2)
+    return {"interval": half, "timeout": half}
 
 
 def stream_retry_policy() -> dict[str, Any]:
