@@ -16,7 +16,7 @@ from extproc.telemetry.spans import RecordExpandingExporter, SpanWriter
 
 BASE_CONFIG = """
 version: v1
-server: {{listen: 127.0.0.1:{grpc_port}, max_body_bytes: {max_body}}}
+server: {{listen: 127.0.0.1:{grpc_port}, max_body_bytes: {max_body}, drain_delay: 0s}}
 envoy:
   listen: 127.0.0.1:{envoy_port}
   admin: 127.0.0.1:{admin_port}
