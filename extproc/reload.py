@@ -78,7 +78,7 @@ class Reloader:
         source: ConfigSource,
         holder: RuntimeHolder,
         metrics: Metrics | None = None,
-        compile_runtime: Callable[[Config], Runtime] = build_runtime,
+        compile_runtime: Callable[..., Runtime] = build_runtime,
     ) -> None:
         self.source = source
         self.holder = holder
@@ -127,6 +127,15 @@ class Reloader:
             self.metrics.config_last_reload_success.set(0 if result == "failure" else 1)
         return result
 
+    def _reusable_semantic(self, config: Config) -> Any:
+        """The running embedding engine, when the new config embeds the same way: a reload then
+        neither loads the model again nor holds two copies (cached embeddings stay valid too)."""
+        old = self.holder.runtime
+        semantic = old.semantic
+        if semantic is None or semantic.engine is None or old.config.routing.embedding != config.routing.embedding:
+            return None
+        return semantic
+
     async def _attempt(self, reason: str) -> str:
         try:
             snapshot: Snapshot = await asyncio.to_thread(self.source.read)
@@ -139,7 +148,7 @@ class Reloader:
         old = self.holder.runtime.config
         candidate = await asyncio.to_thread(validate_document, snapshot.raw, str(self.source))
         config, warnings = pin_restart_only(candidate, old)
-        runtime = await asyncio.to_thread(self.compile_runtime, config)
+        runtime = await asyncio.to_thread(self.compile_runtime, config, semantic=self._reusable_semantic(config))
         await prepare_runtime(runtime)
         for warning in warnings:
             log.warning("config reload: %s", warning)

@@ -62,6 +62,7 @@ class Runtime:
     model_bodies: dict[str, bytes]  # GET /v1/models/{id}
     account_usage: bool = False  # read routed responses for token usage
     request_stream_usage: bool = False  # ask streaming backends for usage, strip it if the client did not
+    semantic: Any = None  # the SemanticContext (embedding engine, detector pool), kept for reloads to reuse
 
 
 def build_runtime(config: Config, environ: dict[str, str] | None = None, semantic: Any = None) -> Runtime:
@@ -130,6 +131,7 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None, semanti
         model_bodies={name: render_model(name, owner, created) for name, owner in owners},
         account_usage=config.observability.usage.enabled,
         request_stream_usage=config.observability.usage.enabled and config.observability.usage.request_stream_usage,
+        semantic=semantic,
     )
 
 
