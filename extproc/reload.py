@@ -70,6 +70,14 @@ def pin_restart_only(new: Config, old: Config) -> tuple[Config, list[str]]:
     return (new.model_copy(update=updates) if updates else new), warnings
 
 
+def envoy_side_changed(new: Config, old: Config) -> bool:
+    """Whether `quorum envoy-config` renders a different bootstrap for `new`: a model added, a
+    backend moved, an `envoy` setting changed. Quorum cannot apply that side; Envoy must reload."""
+    from extproc.bootstrap import render_yaml
+
+    return bool(render_yaml(new, workers=old.server.workers) != render_yaml(old, workers=old.server.workers))
+
+
 class Reloader:
     """Owns reloads for one process: one at a time, triggered by `request()` (SIGHUP) or by polling."""
 
@@ -148,6 +156,11 @@ class Reloader:
         old = self.holder.runtime.config
         candidate = await asyncio.to_thread(validate_document, snapshot.raw, str(self.source))
         config, warnings = pin_restart_only(candidate, old)
+        if await asyncio.to_thread(envoy_side_changed, config, old):
+            warnings.append(
+                "the Envoy bootstrap for this config differs from the running one (models, backends or envoy.*): "
+                "re-render it with `quorum envoy-config` and reload Envoy; until then new models have no route"
+            )
         runtime = await asyncio.to_thread(self.compile_runtime, config, semantic=self._reusable_semantic(config))
         await prepare_runtime(runtime)
         for warning in warnings:

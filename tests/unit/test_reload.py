@@ -181,6 +181,24 @@ async def test_an_invalid_edit_keeps_the_running_config(tmp_path, caplog, edit, 
     assert any(word in caplog.text for word in ("YAML", "nowhere", "QUORUM_TEST_UNSET_KEY"))
 
 
+async def test_an_edit_envoy_must_follow_is_a_warning(tmp_path, caplog):
+    path = tmp_path / "q.yaml"
+    write(path, config_text())
+    reloader, holder = reloader_for(path)
+    write(path, config_text().replace(*CODING_TO_SMALL))  # routing only: nothing for Envoy
+    with caplog.at_level(logging.WARNING, logger="quorum.reload"):
+        assert await reloader.reload() == "success"
+    assert "Envoy bootstrap" not in caplog.text
+    added = config_text().replace(
+        "routing:\n", "    - {name: demo-new, base_url: 'http://127.0.0.1:9/v1'}\nrouting:\n", 1
+    )
+    write(path, added)
+    with caplog.at_level(logging.WARNING, logger="quorum.reload"):
+        assert await reloader.reload() == "success"
+    assert "the Envoy bootstrap for this config differs" in caplog.text
+    assert "demo-new" in holder.runtime.models  # applied on Quorum's side all the same
+
+
 async def test_every_problem_of_a_rejected_edit_is_logged(tmp_path, caplog):
     path = tmp_path / "q.yaml"
     write(path, config_text())
