@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install protos run test test-unit bench lint format envoy-configs clean
+.PHONY: install protos run test test-unit bench lint format envoy-configs deploy-manifests clean
 
 install: $(STAMP)
 
@@ -47,6 +47,9 @@ format: install
 
 envoy-configs: install
 	$(PY) -m extproc envoy-config --config config/demo.yaml --output envoy/demo.yaml
+
+deploy-manifests: install
+	$(PY) -m extproc deploy-manifests --config deploy/config.yaml --output deploy
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from extproc import __version__
@@ -17,12 +18,15 @@ def _configure_logging(level: str) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from extproc.config.warnings import config_warnings
     from extproc.runtime import build_runtime
     from extproc.server import serve
 
     snapshot = ConfigSource(args.config).read()
     config = validate_document(snapshot.raw, args.config)
     _configure_logging(args.log_level or config.server.log_level)
+    for warning in config_warnings(config):
+        logging.getLogger("quorum").warning("%s", warning)
     try:
         build_runtime(config)  # fail now, with the config error, rather than in every worker
     except ConfigError as err:
@@ -31,8 +35,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from extproc.config.warnings import config_warnings
+
     config = load_config(args.config)
     print(f"{args.config}: ok ({len(config.providers.models)} models, {len(config.routing.decisions)} decisions)")
+    for warning in config_warnings(config):
+        print(f"{args.config}: warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -46,6 +54,26 @@ def _cmd_envoy_config(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _cmd_deploy_manifests(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from extproc.manifests import Settings, write_manifests
+
+    settings = Settings(namespace=args.namespace, image=args.image, replicas=args.replicas)
+    for path in write_manifests(Path(args.config), Path(args.output), settings):
+        print(path)
+    return 0
+
+
+def _cmd_healthcheck(args: argparse.Namespace) -> int:
+    from extproc.healthcheck import check, probe_address
+
+    address = args.address or probe_address(load_config(args.config).server.listen)
+    status = check(address, timeout=args.timeout)
+    print(f"{address}: {status}")
+    return 0 if status == "SERVING" else 1
 
 
 def _cmd_fake_backend(args: argparse.Namespace) -> int:
@@ -141,6 +169,23 @@ def build_parser() -> argparse.ArgumentParser:
     envoy.add_argument("--workers", type=int, help="ext_proc endpoints to list (default: server.workers)")
     envoy.add_argument("--output", "-o", help="write here instead of stdout")
     envoy.set_defaults(func=_cmd_envoy_config)
+
+    deploy = sub.add_parser("deploy-manifests", help="generate Kubernetes, Istio and Envoy Gateway files")
+    from extproc.manifests import Settings
+
+    deploy.add_argument("--config", "-c", required=True)
+    deploy.add_argument("--output", "-o", required=True, help="directory (deploy/)")
+    deploy.add_argument("--namespace", default=Settings.namespace)
+    deploy.add_argument("--image", default=Settings.image)
+    deploy.add_argument("--replicas", type=int, default=Settings.replicas)
+    deploy.set_defaults(func=_cmd_deploy_manifests)
+
+    probe = sub.add_parser("healthcheck", help="exit 0 if a running Quorum reports SERVING (for Docker HEALTHCHECK)")
+    target = probe.add_mutually_exclusive_group(required=True)
+    target.add_argument("--config", "-c", help="probe the server.listen address of this config")
+    target.add_argument("--address", help="host:port to probe")
+    probe.add_argument("--timeout", type=float, default=2.0)
+    probe.set_defaults(func=_cmd_healthcheck)
 
     demo = sub.add_parser("demo", help="start fake backends, quorum serve and Envoy together (make run)")
     demo.add_argument("--config", "-c", default="config/demo.yaml")
