@@ -63,6 +63,7 @@ class Runtime:
     account_usage: bool = False  # read routed responses for token usage
     request_stream_usage: bool = False  # ask streaming backends for usage, strip it if the client did not
     embedder: Any = None  # the embedding engine, when semantic signals or an algorithm loaded one
+    semantic: Any = None  # the SemanticContext (embedding engine, detector pool), kept for reloads to reuse
 
 
 def build_runtime(config: Config, environ: dict[str, str] | None = None, semantic: Any = None) -> Runtime:
@@ -133,6 +134,7 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None, semanti
         account_usage=config.observability.usage.enabled,
         request_stream_usage=config.observability.usage.enabled and config.observability.usage.request_stream_usage,
         embedder=getattr(semantic, "engine", None),
+        semantic=semantic,
     )
 
 
