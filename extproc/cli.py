@@ -35,13 +35,21 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from extproc.config.warnings import config_warnings
+    """Every error and warning at once, as `path: problem`; exit 2 on errors, like `serve` refuses."""
+    from extproc.config.report import check_document
 
-    config = load_config(args.config)
-    print(f"{args.config}: ok ({len(config.providers.models)} models, {len(config.routing.decisions)} decisions)")
-    for warning in config_warnings(config):
+    findings = check_document(ConfigSource(args.config).read().raw)
+    if findings.errors:
+        print(f"{args.config}: {len(findings.errors)} error(s)", file=sys.stderr)
+        for error in findings.errors:
+            print(f"  {error}", file=sys.stderr)
+    else:
+        config = findings.config
+        assert config is not None
+        print(f"{args.config}: ok ({len(config.providers.models)} models, {len(config.routing.decisions)} decisions)")
+    for warning in findings.warnings:
         print(f"{args.config}: warning: {warning}", file=sys.stderr)
-    return 0
+    return 2 if findings.errors else 0
 
 
 def _cmd_envoy_config(args: argparse.Namespace) -> int:
