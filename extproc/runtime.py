@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from extproc.config import Config, ConfigError, FusionConfig, ModelConfig, Pricing
 from extproc.config.providers import ALL_ENDPOINTS
+from extproc.config.report import missing_api_keys
 from extproc.decisions import Decision, compile_rule, rule_signals
 from extproc.openai import render_model, render_model_list
 from extproc.signals import NEEDS_ENGINE, SEMANTIC_KINDS, SignalSet, compile_signals
@@ -62,18 +63,15 @@ class Runtime:
     model_bodies: dict[str, bytes]  # GET /v1/models/{id}
     account_usage: bool = False  # read routed responses for token usage
     request_stream_usage: bool = False  # ask streaming backends for usage, strip it if the client did not
+    embedder: Any = None  # the embedding engine, when semantic signals or an algorithm loaded one
+    semantic: Any = None  # the SemanticContext (embedding engine, detector pool), kept for reloads to reuse
 
 
 def build_runtime(config: Config, environ: dict[str, str] | None = None, semantic: Any = None) -> Runtime:
     """Compile `config`. Semantic signals get `semantic` (a SemanticContext) or one made for the config;
     `await prepare_runtime(runtime)` must run before serving when any is used."""
     env = os.environ if environ is None else environ
-    missing = [
-        f"providers.models[{i}].api_key_env: environment variable {m.api_key_env} is not set"
-        for i, m in enumerate(config.providers.models)
-        if m.api_key_env and not env.get(m.api_key_env)
-    ]
-    if missing:
+    if missing := missing_api_keys(config, env):
         raise ConfigError(missing)
     models = {m.name: _model(m, env) for m in config.providers.models}
     routing = config.routing
@@ -98,8 +96,9 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None, semanti
     local_names = {d.name for d in local}
     local_used = {key for d in routing.decisions if d.name in local_names for key in rule_signals(d.rules)}
 
-    if semantic is None and any(kind in SEMANTIC_KINDS for kind, _ in used):
-        semantic = semantic_context(config, env, used)
+    wants_embeddings = any(getattr(d.algorithm, "wants_embeddings", False) for d in decisions)
+    if semantic is None and (wants_embeddings or any(kind in SEMANTIC_KINDS for kind, _ in used)):
+        semantic = semantic_context(config, env, used, wants_embeddings)
 
     created = int(time.time())
     owners = [(m.name, "quorum") for m in config.providers.models]
@@ -130,6 +129,8 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None, semanti
         model_bodies={name: render_model(name, owner, created) for name, owner in owners},
         account_usage=config.observability.usage.enabled,
         request_stream_usage=config.observability.usage.enabled and config.observability.usage.request_stream_usage,
+        embedder=getattr(semantic, "engine", None),
+        semantic=semantic,
     )
 
 
@@ -139,15 +140,20 @@ async def prepare_runtime(runtime: Runtime) -> None:
     await runtime.local_signals.prepare()
 
 
-def semantic_context(config: Config, env: Mapping[str, str], used: set[tuple[str, str]]) -> Any:
-    """The embedding engines (only those a used signal needs) and a small pool for detectors."""
+def semantic_context(
+    config: Config, env: Mapping[str, str], used: set[tuple[str, str]], needs_engine: bool = False
+) -> Any:
+    """The embedding engines (only those a used signal, or embedding consensus, needs) and a small
+    pool for detectors."""
     from concurrent.futures import ThreadPoolExecutor
 
     from extproc.signals.semantic import SemanticContext
 
     routing = config.routing
-    needs_engine = any(kind in NEEDS_ENGINE and kind != "domain" for kind, _ in used) or any(
-        s.embeddings for s in routing.signals.jailbreak if ("jailbreak", s.name) in used
+    needs_engine = (
+        needs_engine
+        or any(kind in NEEDS_ENGINE and kind != "domain" for kind, _ in used)
+        or any(s.embeddings for s in routing.signals.jailbreak if ("jailbreak", s.name) in used)
     )
     needs_domains = any(kind == "domain" for kind, _ in used)
     cfg = routing.embedding
@@ -162,7 +168,7 @@ def semantic_context(config: Config, env: Mapping[str, str], used: set[tuple[str
     except ImportError as exc:
         raise ConfigError(
             [
-                f"routing.embedding: semantic signals need the semantic extra ({exc}); "
+                f"routing.embedding: semantic signals and embedding consensus need the semantic extra ({exc}); "
                 "install it with: pip install 'quorum[semantic]'"
             ]
         ) from None

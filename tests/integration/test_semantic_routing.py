@@ -36,7 +36,8 @@ def domain_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "version": "v1",
         "server": {"listen": f"127.0.0.1:{free_port()}", "workers": 1, "grace_period": "1s"},
         "envoy": {"listen": f"127.0.0.1:{free_port()}", "admin": f"127.0.0.1:{free_port()}"},
-        "observability": {"debug_headers": True},
+        # its own metrics port: the default 9190 may be taken by another stack on this machine
+        "observability": {"debug_headers": True, "metrics": {"listen": f"127.0.0.1:{free_port()}"}},
         "providers": {
             "defaults": {"default_model": "general"},
             "models": [{"name": m, "base_url": f"http://127.0.0.1:{free_port()}/v1"} for m in models],
