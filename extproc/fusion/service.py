@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from extproc import envoy
-from extproc.errors import QuorumError
+from extproc.errors import BadRequest, QuorumError
 from extproc.fusion.looper import Deliberation, FinalAnswer, deliberate, synthesize, synthesize_stream
 from extproc.fusion.plan import FusionPlan, build_plan
 from extproc.fusion.response import ChunkWriter, message_chunks, render_completion
@@ -36,6 +36,7 @@ class FusionService:
         self.max_message_timeout = runtime.config.envoy.max_message_timeout
 
     async def __call__(self, ctx: RouteContext) -> AsyncIterator[ep.ProcessingResponse]:
+        check_encodable(ctx.chat.body)
         plan = build_plan(self.runtime, ctx.match.decision, ctx.chat.body)
         if ctx.duplex and ctx.chat.stream:
             async for response in self._stream(plan, ctx):
@@ -123,6 +124,21 @@ class FusionService:
             headers["x-request-id"] = ctx.request_id
         headers.update(ctx.debug_headers)
         return headers
+
+
+MAX_FUSION_NESTING = 254  # what orjson writes; routed bodies are spliced instead and have no such limit
+
+
+def check_encodable(body: dict[str, Any]) -> None:
+    """Fusion re-encodes the request for every panel call: refuse up front what cannot be written."""
+    try:
+        orjson.dumps(body)
+    except orjson.JSONEncodeError as exc:
+        raise BadRequest(
+            f"Fusion cannot re-encode this request ({exc}): its JSON may nest at most "
+            f"{MAX_FUSION_NESTING} levels deep.",
+            code="nesting_too_deep",
+        ) from None
 
 
 def _include_usage(body: dict[str, Any]) -> bool:
