@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from extproc import envoy
+from extproc.admission import Admission
 from extproc.config import INTERNAL_HEADER_PREFIX
 from extproc.decisions import Match, fixed_decision, select
 from extproc.errors import (
@@ -79,6 +80,7 @@ class StreamHandler:
     """
 
     __slots__ = (
+        "admission",
         "answered",
         "chunks",
         "duplex",
@@ -91,15 +93,22 @@ class StreamHandler:
         "request_id",
         "response_json",
         "routed",
+        "routing_slot",
         "runtime",
         "stream_usage",
         "strip_usage",
     )
 
     def __init__(
-        self, runtime: Runtime, fusion: FusionRunner | None = None, telemetry: Telemetry | None = None
+        self,
+        runtime: Runtime,
+        fusion: FusionRunner | None = None,
+        telemetry: Telemetry | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.runtime = runtime
+        self.admission = admission or UNLIMITED
+        self.routing_slot = False  # holds a routing slot of `admission` until the route is answered
         self.fusion = fusion
         self.recorder = RequestRecorder(telemetry or NO_TELEMETRY)
         self.headers: dict[str, str] = {}
@@ -163,6 +172,8 @@ class StreamHandler:
                 raise self._too_large(int(length))
             if msg.end_of_stream:
                 raise BadRequest("The request body is empty; send a JSON chat completion request.", code="invalid_json")
+            self.admission.enter_routing()
+            self.routing_slot = True
             self.kind = "chat"
             if self.duplex:
                 return None  # answered once the body has decided the route
@@ -229,16 +240,21 @@ class StreamHandler:
     async def _complete(self, body: bytes, trailers: bool) -> AsyncIterator[ep.ProcessingResponse]:
         chat = parse_chat_request(body)
         match = await self._decide(chat)
+        self.release()
         decision = match.decision
         if decision.is_fusion:
             if self.fusion is None:
                 raise InternalError("Fusion is not enabled on this router.", code="fusion_unavailable")
-            self.answered = True
-            self.recorder.decided(decision.name, decision.priority, match.confidence, "", "fusion")
-            debug = dict(self._debug(match))
-            ctx = RouteContext(chat, self.headers, match, self.request_id, self.duplex, self.recorder, debug)
-            async for response in self.fusion(ctx):
-                yield response
+            self.admission.enter_fusion(decision)
+            try:
+                self.answered = True
+                self.recorder.decided(decision.name, decision.priority, match.confidence, "", "fusion")
+                debug = dict(self._debug(match))
+                ctx = RouteContext(chat, self.headers, match, self.request_id, self.duplex, self.recorder, debug)
+                async for response in self.fusion(ctx):
+                    yield response
+            finally:
+                self.admission.leave_fusion(decision)
             return
         headers, new_body = self._route(chat, match)
         headers += self._debug(match)
@@ -348,6 +364,12 @@ class StreamHandler:
 
     # ------------------------------------------------------------------ helpers
 
+    def release(self) -> None:
+        """Give back the routing slot (once the route is decided, or when the stream ends early)."""
+        if self.routing_slot:
+            self.routing_slot = False
+            self.admission.leave_routing()
+
     def _too_large(self, size: int) -> PayloadTooLarge:
         limit = self.runtime.max_body_bytes
         return PayloadTooLarge(f"The request body is {size} bytes; the limit is {limit} bytes.")
@@ -358,6 +380,7 @@ class StreamHandler:
 
 
 _FULL_DUPLEX = pm.ProcessingMode.FULL_DUPLEX_STREAMED
+UNLIMITED = Admission()  # handlers built without a worker's admission (tests, tools)
 
 _EMPTY_ANSWERS = {
     "request_headers": ep.ProcessingResponse(request_headers=ep.HeadersResponse()),

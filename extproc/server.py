@@ -25,6 +25,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from extproc.admission import Admission
 from extproc.config import Config, split_host_port
 from extproc.fusion.service import FusionService
 from extproc.handler import FusionRunner, StreamHandler
@@ -41,16 +42,21 @@ SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
 
 class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
     def __init__(
-        self, runtime: Runtime, fusion: FusionRunner | None = None, telemetry: Telemetry | None = None
+        self,
+        runtime: Runtime,
+        fusion: FusionRunner | None = None,
+        telemetry: Telemetry | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.runtime = runtime
         self.fusion = fusion
         self.telemetry = telemetry or NO_TELEMETRY
+        self.admission = admission
 
     async def Process(
         self, request_iterator: AsyncIterator[ep.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[ep.ProcessingResponse]:
-        handler = StreamHandler(self.runtime, self.fusion, self.telemetry)
+        handler = StreamHandler(self.runtime, self.fusion, self.telemetry, self.admission)
         recorder = handler.recorder
         error: BaseException | None = None
         try:
@@ -65,6 +71,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
             error = exc
             raise
         finally:
+            handler.release()
             recorder.finish(error)
 
 
@@ -84,10 +91,15 @@ def grpc_options(max_body_bytes: int) -> list[tuple[str, Any]]:
 
 
 async def start_server(
-    runtime: Runtime, address: str, fusion: FusionRunner | None = None, telemetry: Telemetry | None = None
+    runtime: Runtime,
+    address: str,
+    fusion: FusionRunner | None = None,
+    telemetry: Telemetry | None = None,
+    admission: Admission | None = None,
 ) -> tuple[grpc.aio.Server, health.HealthServicer, int]:
     server = grpc.aio.server(options=grpc_options(runtime.max_body_bytes))
-    ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(runtime, fusion, telemetry), server)
+    processor = ExternalProcessor(runtime, fusion, telemetry, admission)
+    ep_grpc.add_ExternalProcessorServicer_to_server(processor, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(address)
@@ -120,7 +132,8 @@ async def serve_forever(config: Config, address: str, worker: int = 0) -> None:
             raise SystemExit(f"cannot serve /metrics on {host}:{port + worker}: {exc}") from None
     client = ModelClient(telemetry=telemetry)
     fusion = FusionService(runtime, client)
-    server, health_servicer, _port = await start_server(runtime, address, fusion, telemetry)
+    admission = Admission(config.server.admission, telemetry.metrics)  # on reload: admission.configure(...)
+    server, health_servicer, _port = await start_server(runtime, address, fusion, telemetry, admission)
     gc.freeze()  # config, compiled signals and modules live forever: keep them out of every GC pass
     log.info(
         "quorum ext_proc listening on %s (%d models, %d decisions)",

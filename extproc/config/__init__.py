@@ -55,6 +55,7 @@ from extproc.config.routing import (
 )
 from extproc.config.schema import Config
 from extproc.config.server import (
+    AdmissionConfig,
     EnvoyConfig,
     ServerConfig,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "EXTPROC_CLUSTER",
     "INTERNAL_HEADER_PREFIX",
     "NAME_PATTERN",
+    "AdmissionConfig",
     "AlgorithmConfig",
     "AnalysisOverride",
     "ComplexitySignal",

@@ -18,6 +18,14 @@ from extproc.config.base import (
 )
 
 
+class AdmissionConfig(Strict):
+    """Per-worker budgets past which Quorum refuses at once with a 503 (see extproc/admission.py)."""
+
+    max_in_flight: int = Field(64, ge=0)  # chat requests being routed at once; 0: no limit
+    max_fusion_runs: int = Field(8, ge=0)  # fusion runs at once; 0: no limit
+    retry_after: int = Field(1, ge=0, le=3600)  # seconds, sent as retry-after with every refusal
+
+
 class ServerConfig(Strict):
     listen: str = "127.0.0.1:50051"
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, le=1024 * 1024 * 1024)
@@ -26,6 +34,7 @@ class ServerConfig(Strict):
     decision_header: str = "x-quorum-decision"
     grace_period: Seconds = 10.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    admission: AdmissionConfig = AdmissionConfig()
 
     @field_validator("listen")
     @classmethod

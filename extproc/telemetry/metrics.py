@@ -33,6 +33,18 @@ class Metrics:
         self.tokens = Counter("quorum_tokens", "Tokens by model and direction", ["model", "direction"], registry=r)
         self.cost = Counter("quorum_cost", "Cost from configured pricing", ["model", "currency"], registry=r)
         self.inflight = Gauge("quorum_inflight_streams", "ext_proc streams in progress", registry=r)
+        self.admission_in_flight = Gauge(
+            "quorum_admission_in_flight",
+            "Work holding an admission slot: chat requests being routed, fusion runs",
+            ["budget"],
+            registry=r,
+        )
+        self.admission_refusals = Counter(
+            "quorum_admission_refusals",
+            "Requests refused at once with a 503 because a budget was full (routing, fusion, fusion_decision)",
+            ["budget"],
+            registry=r,
+        )
 
     def serve(self, host: str, port: int) -> None:
         """Expose /metrics over HTTP from a background thread."""

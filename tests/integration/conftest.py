@@ -35,11 +35,17 @@ def write_config(
     return path, ports
 
 
-def _running_stack(workdir: Path, body_mode: str, **settings: str) -> Iterator[Stack]:
+def running_stack(
+    workdir: Path, body_mode: str, server: str = "", workers: int | None = None, **settings: str
+) -> Iterator[Stack]:
+    """`server`: extra `server:` keys in flow style (e.g. "admission: {max_in_flight: 1}")."""
     path, _ = write_config(workdir, body_mode, **settings)
+    if server:
+        text = path.read_text(encoding="utf-8")
+        path.write_text(text.replace(f"max_body_bytes: {MAX_BODY}}}", f"max_body_bytes: {MAX_BODY}, {server}}}"))
     os.environ["QUORUM_TEST_LARGE_KEY"] = LARGE_KEY
     try:
-        with Stack(path, workdir) as running:
+        with Stack(path, workdir, workers=workers) as running:
             yield running
     finally:
         os.environ.pop("QUORUM_TEST_LARGE_KEY", None)
@@ -51,19 +57,19 @@ BODY_MODES = {"duplex": "full_duplex_streamed", "buffered": "buffered"}
 @pytest.fixture(scope="session", params=list(BODY_MODES))
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The shared stack, once per Envoy request body mode: every test that uses it runs in both."""
-    yield from _running_stack(tmp_path_factory.mktemp(request.param), BODY_MODES[request.param])
+    yield from running_stack(tmp_path_factory.mktemp(request.param), BODY_MODES[request.param])
 
 
 @pytest.fixture(scope="session")
 def buffered_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Envoy with request_body_mode BUFFERED: fusion answers arrive in one ImmediateResponse."""
-    yield from _running_stack(tmp_path_factory.mktemp("buffered"), "buffered")
+    yield from running_stack(tmp_path_factory.mktemp("buffered"), "buffered")
 
 
 @pytest.fixture(scope="session")
 def duplex_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Envoy with request_body_mode FULL_DUPLEX_STREAMED: true streaming of fusion answers."""
-    yield from _running_stack(tmp_path_factory.mktemp("duplex"), "full_duplex_streamed")
+    yield from running_stack(tmp_path_factory.mktemp("duplex"), "full_duplex_streamed")
 
 
 @pytest.fixture
