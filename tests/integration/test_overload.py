@@ -11,7 +11,7 @@ import openai
 import pytest
 from conftest import backend_requests, clear_backends, running_stack
 
-from extproc.devstack import Stack
+from extproc.dev.stack import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,9 @@ from builders import body_msg, chat, chat_headers, config_text, set_headers
 
 from extproc.admission import Admission
 from extproc.config import AdmissionConfig, parse_config
-from extproc.handler import RouteContext, StreamHandler
+from extproc.handler import StreamHandler
 from extproc.pb import ep
+from extproc.route import RouteContext
 from extproc.runtime import Runtime, build_runtime
 from extproc.telemetry.metrics import Metrics
 
