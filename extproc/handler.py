@@ -324,11 +324,14 @@ class StreamHandler:
             return response
         if not self.duplex:  # in duplex mode the body streams to us anyway (see bootstrap)
             response.mode_override.response_body_mode = body_mode
+        self.recorder.incomplete = True  # until the body's end arrives
         return response
 
     def on_response_body(self, msg: ep.HttpBody) -> ep.ProcessingResponse:
         if self.routed is None:
             return _EMPTY_ANSWERS["response_body"]
+        if msg.end_of_stream:
+            self.recorder.incomplete = False
         if self.stream_usage is None:
             if self.response_json is not None:
                 self.response_json.append(msg.body)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import gc
 import logging
-import multiprocessing
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -36,6 +37,7 @@ from extproc.telemetry import Telemetry, build_telemetry
 from extproc.telemetry.setup import NO_TELEMETRY
 
 log = logging.getLogger("quorum.server")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
 
@@ -117,7 +119,7 @@ async def _set_health(servicer: health.HealthServicer, name: str, status: int) -
         await result
 
 
-async def serve_forever(config: Config, address: str, worker: int = 0) -> None:
+async def serve_forever(config: Config, address: str, worker: int = 0, restarts: int = 0) -> None:
     runtime = build_runtime(config)
     started = time.perf_counter()
     await prepare_runtime(runtime)
@@ -130,6 +132,8 @@ async def serve_forever(config: Config, address: str, worker: int = 0) -> None:
             telemetry.metrics.serve(host, port + worker)
         except OSError as exc:
             raise SystemExit(f"cannot serve /metrics on {host}:{port + worker}: {exc}") from None
+        if restarts:
+            telemetry.metrics.worker_restarts.labels(str(worker)).inc(restarts)
     client = ModelClient(telemetry=telemetry)
     fusion = FusionService(runtime, client)
     admission = Admission(config.server.admission, telemetry.metrics)  # on reload: admission.configure(...)
@@ -156,14 +160,28 @@ async def serve_forever(config: Config, address: str, worker: int = 0) -> None:
     log.info("stopped")
 
 
-def run_worker(config: Config, address: str, worker: int = 0) -> None:
+def run_worker(config: Config, address: str, worker: int = 0, restarts: int = 0) -> None:
     """Run one server process until SIGTERM/SIGINT, on uvloop when it is installed."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; this keeps odd platforms working
-        asyncio.run(serve_forever(config, address, worker))
+        asyncio.run(serve_forever(config, address, worker, restarts))
     else:
-        uvloop.run(serve_forever(config, address, worker))
+        uvloop.run(serve_forever(config, address, worker, restarts))
+
+
+def run_supervised_worker(config: Config, address: str, worker: int, restarts: int) -> None:
+    """A worker process of `--workers N`: logs like its parent, and dies with it."""
+    logging.basicConfig(level=config.server.log_level.upper(), format=LOG_FORMAT)
+    _die_with_parent()
+    run_worker(config, address, worker, restarts)
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this process if the supervisor dies (even by SIGKILL), so no worker is orphaned."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def worker_addresses(config: Config, workers: int) -> list[str]:
@@ -178,36 +196,6 @@ def serve(config: Config, workers: int) -> int:
     if workers == 1:
         run_worker(config, addresses[0])
         return 0
-    ctx = multiprocessing.get_context("spawn")
-    children = [
-        ctx.Process(target=run_worker, args=(config, a, i), name=f"quorum-worker-{i}") for i, a in enumerate(addresses)
-    ]
-    for child in children:
-        child.start()
-    stopping = False
+    from extproc.supervisor import Supervisor
 
-    def forward(signum: int, _frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-        for child in children:
-            if child.is_alive():
-                with contextlib.suppress(ProcessLookupError):
-                    child.terminate()
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    exit_code = 0
-    # If one worker dies on its own, stop the rest: a supervisor (systemd, Kubernetes) restarts us whole.
-    while any(c.is_alive() for c in children):
-        for child in children:
-            child.join(timeout=0.2)
-            if not child.is_alive() and not stopping:
-                log.error("%s exited with code %s; stopping the other workers", child.name, child.exitcode)
-                exit_code = 1
-                forward(signal.SIGTERM, None)
-    deadline_grace = config.server.grace_period + 5
-    for child in children:
-        child.join(timeout=deadline_grace)
-        if child.is_alive():
-            child.kill()
-    return exit_code
+    return Supervisor(config, addresses, run_supervised_worker).run()

@@ -58,6 +58,7 @@ from extproc.config.server import (
     AdmissionConfig,
     EnvoyConfig,
     ServerConfig,
+    SupervisionConfig,
 )
 from extproc.config.signals import (
     ComplexitySignal,
@@ -120,6 +121,7 @@ __all__ = [
     "SignalsConfig",
     "StageTimeouts",
     "Strict",
+    "SupervisionConfig",
     "Tokens",
     "TracingConfig",
     "UsageConfig",

@@ -26,6 +26,16 @@ class AdmissionConfig(Strict):
     retry_after: int = Field(1, ge=0, le=3600)  # seconds, sent as retry-after with every refusal
 
 
+class SupervisionConfig(Strict):
+    """How `--workers N` restarts a worker that died (see extproc/supervisor.py)."""
+
+    max_restarts: int = Field(5, ge=0)  # more restarts than this within restart_window: exit 1
+    restart_window: Seconds = 60.0
+    backoff: Seconds = 0.5  # first wait before a restart; doubles while the worker keeps dying quickly
+    max_backoff: Seconds = 10.0
+    stable_after: Seconds = 30.0  # a worker up this long is healthy again: its backoff starts over
+
+
 class ServerConfig(Strict):
     listen: str = "127.0.0.1:50051"
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, le=1024 * 1024 * 1024)
@@ -35,6 +45,7 @@ class ServerConfig(Strict):
     grace_period: Seconds = 10.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     admission: AdmissionConfig = AdmissionConfig()
+    supervision: SupervisionConfig = SupervisionConfig()
 
     @field_validator("listen")
     @classmethod

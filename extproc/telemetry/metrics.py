@@ -33,6 +33,12 @@ class Metrics:
         self.tokens = Counter("quorum_tokens", "Tokens by model and direction", ["model", "direction"], registry=r)
         self.cost = Counter("quorum_cost", "Cost from configured pricing", ["model", "currency"], registry=r)
         self.inflight = Gauge("quorum_inflight_streams", "ext_proc streams in progress", registry=r)
+        self.worker_restarts = Counter(
+            "quorum_worker_restarts",
+            "Times the supervisor restarted this worker's slot after it died (--workers N)",
+            ["worker"],
+            registry=r,
+        )
         self.admission_in_flight = Gauge(
             "quorum_admission_in_flight",
             "Work holding an admission slot: chat requests being routed, fusion runs",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -49,6 +50,16 @@ def running_stack(
             yield running
     finally:
         os.environ.pop("QUORUM_TEST_LARGE_KEY", None)
+
+
+def module_stack(name: str, body_mode: str = "full_duplex_streamed", **settings: Any) -> Any:
+    """A module-scoped stack fixture with its own settings (see `running_stack`)."""
+
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+        yield from running_stack(tmp_path_factory.mktemp(name), body_mode, **settings)
+
+    return fixture
 
 
 BODY_MODES = {"duplex": "full_duplex_streamed", "buffered": "buffered"}

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from conftest import backend_requests, clear_backends, running_stack
+from conftest import backend_requests, clear_backends, module_stack
 
 from extproc.dev.stack import Stack
 
@@ -19,14 +19,8 @@ CHAT = "/v1/chat/completions"
 JSON = {"content-type": "application/json"}
 
 
-@pytest.fixture(scope="module")
-def tight_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """One routing slot and one fusion run per worker."""
-    yield from running_stack(
-        tmp_path_factory.mktemp("admission"),
-        "full_duplex_streamed",
-        server="admission: {max_in_flight: 1, max_fusion_runs: 1, retry_after: 2}",
-    )
+# one routing slot and one fusion run per worker
+tight_stack = module_stack("admission", server="admission: {max_in_flight: 1, max_fusion_runs: 1, retry_after: 2}")
 
 
 def body(text: str) -> bytes:
