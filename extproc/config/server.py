@@ -22,7 +22,7 @@ class AdmissionConfig(Strict):
     """Per-worker budgets past which Quorum refuses at once with a 503 (see extproc/admission.py)."""
 
     max_in_flight: int = Field(64, ge=0)  # chat requests being routed at once; 0: no limit
-    max_fusion_runs: int = Field(8, ge=0)  # fusion runs at once; 0: no limit
+    max_fusion_runs: int = Field(16, ge=0)  # fusion runs at once; 0: no limit
     retry_after: int = Field(1, ge=0, le=3600)  # seconds, sent as retry-after with every refusal
 
 
