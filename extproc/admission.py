@@ -6,9 +6,10 @@ Two budgets per worker process, so fusion can never starve routed traffic:
   is the CPU-bound part of a routed request; past `max_in_flight` the event loop is behind and
   every extra request only makes all of them later. Once the route is answered the request stops
   counting: the model's answer streams through Envoy and costs Quorum little.
-- fusion: runs in progress (each holds N+2 model calls for seconds), capped per worker by
-  `max_fusion_runs` and per decision by its `fusion.max_concurrent_runs`. A request that decides
-  for fusion leaves the routing budget and needs a fusion slot.
+- fusion: runs of algorithms that answer locally (fusion: each run holds N+2 model calls for
+  seconds), capped per worker by `max_fusion_runs` and per decision by its algorithm's
+  `max_concurrent_runs` (`algorithm.fusion.max_concurrent_runs`). A request that decides for such
+  an algorithm leaves the routing budget and needs a fusion slot.
 
 The counters are plain integers on one event loop: no lock, no await, and nothing on the hot path
 but a compare and an add. Prometheus reads them when it scrapes.
@@ -66,18 +67,18 @@ class Admission:
     def leave_routing(self) -> None:
         self.routing -= 1
 
-    def enter_fusion(self, decision: Decision) -> None:
-        """Take a fusion slot for `decision`, or raise Overloaded."""
+    def enter_local(self, decision: Decision) -> None:
+        """Take a fusion slot for `decision` (its algorithm answers locally), or raise Overloaded."""
         name = decision.name
         running = self.fusion_by_decision.get(name, 0)
-        per_decision = getattr(decision.fusion, "max_concurrent_runs", None) or 0
+        per_decision = getattr(decision.algorithm, "max_concurrent_runs", None) or 0
         what = f"fusion runs of decision '{name}'"
         self._check("fusion_decision", running, per_decision, what, "fusion.max_concurrent_runs")
         self._check("fusion", self.fusion_runs, self.max_fusion_runs, "fusion runs", "server.admission.max_fusion_runs")
         self.fusion_runs += 1
         self.fusion_by_decision[name] = running + 1
 
-    def leave_fusion(self, decision: Decision) -> None:
+    def leave_local(self, decision: Decision) -> None:
         self.fusion_runs -= 1
         self.fusion_by_decision[decision.name] -= 1
 

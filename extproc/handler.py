@@ -4,7 +4,7 @@ The path of an OpenAI request (the endpoint processor is looked up by exact path
 extproc.endpoints):
   request_headers  -> strip client-sent internal headers, answer /v1/models, reject bad paths early
   request_body     -> endpoint.parse -> signals -> decisions -> route (endpoint.rewrite, envoy.route_request)
-                                                              or fusion (extproc.fusion.service)
+                                                              or a local answer (extproc.algorithms)
 Anything Quorum answers itself ends the exchange; later messages (there should be none) get an
 empty answer of the matching kind so Envoy never waits.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from urllib.parse import unquote
 
 from extproc import envoy
 from extproc.admission import Admission
@@ -29,21 +30,21 @@ from extproc.errors import (
     PayloadTooLarge,
     QuorumError,
 )
-from extproc.fusion.plan import REQUEST_DECISION, fusion_plugin
+from extproc.fusion.plan import fusion_plugin
 from extproc.pb import ep, pm
 from extproc.route import RouteContext
 from extproc.runtime import Model, Runtime
 from extproc.signals import SignalResults, SignalSet
 from extproc.telemetry.recorder import RequestRecorder
 from extproc.telemetry.setup import NO_TELEMETRY, Telemetry
-from extproc.telemetry.usage import StreamUsage, json_usage
+from extproc.telemetry.usage import StreamUsage
 
 log = logging.getLogger("quorum.handler")
 
 MODELS_PATH = "/v1/models"
 
-# Answers the body phase of a request whose decision is a fusion decision.
-FusionRunner = Callable[[RouteContext], AsyncIterator[ep.ProcessingResponse]]
+# Answers the body phase of a request whose decision's algorithm answers locally (fusion, ...).
+LocalRunner = Callable[[RouteContext], AsyncIterator[ep.ProcessingResponse]]
 
 
 class StreamHandler:
@@ -62,9 +63,9 @@ class StreamHandler:
         "chunks",
         "duplex",
         "endpoint",
-        "fusion",
         "headers",
         "kind",
+        "local",
         "matched",
         "received",
         "recorder",
@@ -80,14 +81,14 @@ class StreamHandler:
     def __init__(
         self,
         runtime: Runtime,
-        fusion: FusionRunner | None = None,
+        local: LocalRunner | None = None,
         telemetry: Telemetry | None = None,
         admission: Admission | None = None,
     ) -> None:
         self.runtime = runtime
+        self.local = local
         self.admission = admission or UNLIMITED
         self.routing_slot = False  # holds a routing slot of `admission` until the route is answered
-        self.fusion = fusion
         self.recorder = RequestRecorder(telemetry or NO_TELEMETRY)
         self.headers: dict[str, str] = {}
         self.request_id = "-"
@@ -183,7 +184,7 @@ class StreamHandler:
         self.recorder.answered(200, "models")
         if path == MODELS_PATH:
             return envoy.immediate(200, self.runtime.models_body, headers=self._echo())
-        model_id = path[len(MODELS_PATH) + 1 :]
+        model_id = unquote(path[len(MODELS_PATH) + 1 :])  # the SDK sends quorum/auto as quorum%2Fauto
         body = self.runtime.model_bodies.get(model_id)
         if body is None:
             raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
@@ -224,19 +225,27 @@ class StreamHandler:
         match = await self._decide(chat)
         self.release()
         decision = match.decision
-        if decision.is_fusion:
-            if self.fusion is None:
-                raise InternalError("Fusion is not enabled on this router.", code="fusion_unavailable")
-            self.admission.enter_fusion(decision)
+        if decision.algorithm.answers_locally:
+            if not self.endpoint.fusable:
+                raise BadRequest(
+                    f"Fusion cannot answer {self.headers.get(':path', '')} requests; name a model instead.",
+                    param="model",
+                    code="fusion_unsupported_endpoint",
+                )
+            if self.local is None:
+                raise InternalError("Local answers are not enabled on this router.", code="algorithm_unavailable")
+            self.admission.enter_local(decision)
             try:
                 self.answered = True
-                self.recorder.decided(decision.name, decision.priority, match.confidence, "", "fusion")
+                self.recorder.decided(decision.name, decision.priority, match.confidence, "", decision.algorithm.name)
                 debug = dict(self._debug(match))
-                ctx = RouteContext(chat, self.headers, match, self.request_id, self.duplex, self.recorder, debug)
-                async for response in self.fusion(ctx):
+                ctx = RouteContext(
+                    chat, self.headers, match, self.request_id, self.runtime, self.duplex, self.recorder, debug
+                )
+                async for response in self.local(ctx):
                     yield response
             finally:
-                self.admission.leave_fusion(decision)
+                self.admission.leave_local(decision)
             return
         headers, new_body = self._route(chat, match)
         headers += self._debug(match)
@@ -251,6 +260,13 @@ class StreamHandler:
     async def _decide(self, chat: ParsedRequest) -> Match:
         rt = self.runtime
         model = chat.model
+        if (model in rt.auto_names or model in rt.fusion_names) and not self.endpoint.routes_by_alias:
+            raise BadRequest(
+                f"'{model}' picks a model by routing decision, which {self.endpoint.name} requests do not take; "
+                "name the model to use.",
+                param="model",
+                code="model_required",
+            )
         if model in rt.auto_names:
             match = select(rt.decisions, await self._signals(rt.signals, chat))
             if match is not None:
@@ -263,9 +279,9 @@ class StreamHandler:
                 )
             return Match(fixed_decision("default", rt.default_model), 0.0)
         if model in rt.fusion_names:
-            match = select(rt.fusion_decisions, await self._signals(rt.fusion_signals, chat))
+            match = select(rt.local_decisions, await self._signals(rt.local_signals, chat))
             if match is None and fusion_plugin(chat.body) is not None:
-                return Match(REQUEST_DECISION, 1.0)
+                return Match(rt.request_decision, 1.0)
             if match is None:
                 raise BadRequest(
                     f"No fusion decision matched this request, so '{model}' cannot answer it.",
@@ -293,10 +309,14 @@ class StreamHandler:
         """The headers that steer Envoy to the model, and the body rewritten for it (None: unchanged)."""
         rt = self.runtime
         model = self.routed = rt.models[match.decision.models[0]]
+        if self.endpoint.name not in model.endpoints:
+            via = "" if match.decision.name == "explicit" else f" (chosen by decision '{match.decision.name}')"
+            raise ModelNotFound(
+                f"The model '{model.name}'{via} does not serve {self.endpoint.name} requests.", param="model"
+            )
         headers = [(rt.route_header, model.name), (rt.decision_header, match.decision.name)]
         if model.authorization is not None:
             headers.append(("authorization", model.authorization))
-        assert self.endpoint is not None
         body, self.strip_usage = self.endpoint.rewrite(chat, model.upstream_model, rt.request_stream_usage)
         return headers, body
 
@@ -315,7 +335,7 @@ class StreamHandler:
         if msg.end_of_stream:
             return response
         if content_type.startswith("text/event-stream"):
-            self.stream_usage = StreamUsage(strip=self.strip_usage)
+            self.stream_usage = self.endpoint.stream_usage(self.strip_usage)
             body_mode = pm.ProcessingMode.STREAMED
         elif "json" in content_type:
             self.response_json = []
@@ -336,7 +356,7 @@ class StreamHandler:
             if self.response_json is not None:
                 self.response_json.append(msg.body)
                 if msg.end_of_stream:
-                    self.recorder.add_usage(self.routed, json_usage(b"".join(self.response_json)))
+                    self.recorder.add_usage(self.routed, self.endpoint.json_usage(b"".join(self.response_json)))
                     self.response_json = None
             return _EMPTY_ANSWERS["response_body"]
         replacement = self.stream_usage.feed(msg.body, msg.end_of_stream)

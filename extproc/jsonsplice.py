@@ -97,6 +97,13 @@ def model_span(raw: bytes) -> tuple[int, int]:
 _MODEL = frozenset({"model"})
 
 
+def refuse_duplicate_model(raw: bytes) -> None:
+    """A 400 for a JSON object with two top-level `model` keys (see `top_level_spans`)."""
+    if b"\\" not in raw and raw.count(b'"model"') <= 1:
+        return  # the fast path's reasoning: at most one `model` key anywhere
+    top_level_spans(raw, _MODEL)
+
+
 def replace_top_level(raw: bytes, values: dict[str, object]) -> bytes:
     """`raw` (a JSON object) with the top-level `values` set: replaced in place, or added at the end."""
     if values.keys() == _MODEL:

@@ -15,9 +15,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from extproc.config import Config, ConfigError, FusionConfig, ModelConfig, Pricing
+from extproc.config.providers import ALL_ENDPOINTS
 from extproc.decisions import Decision, compile_rule, rule_signals
 from extproc.openai import render_model, render_model_list
 from extproc.signals import NEEDS_ENGINE, SEMANTIC_KINDS, SignalSet, compile_signals
+
+ALL_ENDPOINT_NAMES = frozenset(ALL_ENDPOINTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +31,7 @@ class Model:
     authorization: str | None = field(default=None, repr=False)  # never logged
     supports_json_schema: bool = False
     pricing: Pricing | None = None
+    endpoints: frozenset[str] = ALL_ENDPOINT_NAMES  # which OpenAI endpoints the model serves
 
     @property
     def host(self) -> str:
@@ -47,9 +51,10 @@ class Runtime:
     fusion_names: frozenset[str]
     default_model: str | None
     decisions: tuple[Decision, ...]  # by descending priority, then file order
-    fusion_decisions: tuple[Decision, ...]
+    local_decisions: tuple[Decision, ...]  # those whose algorithm answers locally (the fusion alias picks among them)
     signals: SignalSet
-    fusion_signals: SignalSet
+    local_signals: SignalSet  # what local_decisions read
+    request_decision: Decision  # the fusion alias with no matching decision but a `fusion` plugin in the request
     max_body_bytes: int
     route_header: str
     decision_header: str
@@ -73,22 +78,25 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None, semanti
     models = {m.name: _model(m, env) for m in config.providers.models}
     routing = config.routing
 
-    decisions = []
-    for order, d in enumerate(routing.decisions):
-        fusion = (d.algorithm.fusion or FusionConfig()) if d.algorithm.type == "fusion" else None
-        decisions.append(
-            Decision(
-                name=d.name,
-                priority=d.priority,
-                order=order,
-                rule=compile_rule(d.rules),
-                models=tuple(r.model for r in d.model_refs),
-                fusion=fusion,
-            )
+    from extproc.algorithms.compile import compile_algorithm  # the algorithms import this module's Model
+    from extproc.fusion.algorithm import Fusion
+
+    decisions = [
+        Decision(
+            name=d.name,
+            priority=d.priority,
+            order=order,
+            rule=compile_rule(d.rules),
+            models=tuple(r.model for r in d.model_refs),
+            algorithm=compile_algorithm(d, f"routing.decisions[{order}].algorithm"),
         )
+        for order, d in enumerate(routing.decisions)
+    ]
     decisions.sort(key=lambda d: (-d.priority, d.order))
+    local = tuple(d for d in decisions if d.algorithm.answers_locally)
     used = set().union(*(rule_signals(d.rules) for d in routing.decisions)) if routing.decisions else set()
-    fusion_used = {key for d in routing.decisions if d.algorithm.type == "fusion" for key in rule_signals(d.rules)}
+    local_names = {d.name for d in local}
+    local_used = {key for d in routing.decisions if d.name in local_names for key in rule_signals(d.rules)}
 
     if semantic is None and any(kind in SEMANTIC_KINDS for kind, _ in used):
         semantic = semantic_context(config, env, used)
@@ -104,9 +112,17 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None, semanti
         fusion_names=frozenset(routing.fusion_model_names),
         default_model=config.providers.defaults.default_model,
         decisions=tuple(decisions),
-        fusion_decisions=tuple(d for d in decisions if d.is_fusion),
+        local_decisions=local,
         signals=compile_signals(routing.signals, used, semantic),
-        fusion_signals=compile_signals(routing.signals, fusion_used, semantic),
+        local_signals=compile_signals(routing.signals, local_used, semantic),
+        request_decision=Decision(
+            name="fusion_request",
+            priority=0,
+            order=-1,
+            rule=lambda _: 0.0,
+            models=(),
+            algorithm=Fusion(FusionConfig(), ()),
+        ),
         max_body_bytes=config.server.max_body_bytes,
         route_header=config.server.route_header,
         decision_header=config.server.decision_header,
@@ -120,7 +136,7 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None, semanti
 async def prepare_runtime(runtime: Runtime) -> None:
     """Load models and embed example phrases now, so the first request is not the slow one."""
     await runtime.signals.prepare()
-    await runtime.fusion_signals.prepare()
+    await runtime.local_signals.prepare()
 
 
 def semantic_context(config: Config, env: Mapping[str, str], used: set[tuple[str, str]]) -> Any:
@@ -181,4 +197,5 @@ def _model(m: ModelConfig, env: os._Environ[str] | dict[str, str]) -> Model:
         authorization=authorization,
         supports_json_schema=m.supports_json_schema,
         pricing=m.pricing,
+        endpoints=frozenset(m.endpoints),
     )

@@ -27,9 +27,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from extproc.admission import Admission
+from extproc.algorithms.serve import LocalAnswerer
 from extproc.config import Config, split_host_port
-from extproc.fusion.service import FusionService
-from extproc.handler import FusionRunner, StreamHandler
+from extproc.handler import LocalRunner, StreamHandler
 from extproc.models import ModelClient
 from extproc.pb import ep, ep_grpc
 from extproc.runtime import Runtime, build_runtime, prepare_runtime
@@ -46,19 +46,19 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
     def __init__(
         self,
         runtime: Runtime,
-        fusion: FusionRunner | None = None,
+        local: LocalRunner | None = None,
         telemetry: Telemetry | None = None,
         admission: Admission | None = None,
     ) -> None:
         self.runtime = runtime
-        self.fusion = fusion
+        self.local = local
         self.telemetry = telemetry or NO_TELEMETRY
         self.admission = admission
 
     async def Process(
         self, request_iterator: AsyncIterator[ep.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[ep.ProcessingResponse]:
-        handler = StreamHandler(self.runtime, self.fusion, self.telemetry, self.admission)
+        handler = StreamHandler(self.runtime, self.local, self.telemetry, self.admission)
         recorder = handler.recorder
         error: BaseException | None = None
         try:
@@ -95,12 +95,12 @@ def grpc_options(max_body_bytes: int) -> list[tuple[str, Any]]:
 async def start_server(
     runtime: Runtime,
     address: str,
-    fusion: FusionRunner | None = None,
+    local: LocalRunner | None = None,
     telemetry: Telemetry | None = None,
     admission: Admission | None = None,
 ) -> tuple[grpc.aio.Server, health.HealthServicer, int]:
     server = grpc.aio.server(options=grpc_options(runtime.max_body_bytes))
-    processor = ExternalProcessor(runtime, fusion, telemetry, admission)
+    processor = ExternalProcessor(runtime, local, telemetry, admission)
     ep_grpc.add_ExternalProcessorServicer_to_server(processor, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -135,9 +135,8 @@ async def serve_forever(config: Config, address: str, worker: int = 0, restarts:
         if restarts:
             telemetry.metrics.worker_restarts.labels(str(worker)).inc(restarts)
     client = ModelClient(telemetry=telemetry)
-    fusion = FusionService(runtime, client)
     admission = Admission(config.server.admission, telemetry.metrics)  # on reload: admission.configure(...)
-    server, health_servicer, _port = await start_server(runtime, address, fusion, telemetry, admission)
+    server, health_servicer, _port = await start_server(runtime, address, LocalAnswerer(client), telemetry, admission)
     gc.freeze()  # config, compiled signals and modules live forever: keep them out of every GC pass
     log.info(
         "quorum ext_proc listening on %s (%d models, %d decisions)",

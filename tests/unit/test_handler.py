@@ -113,7 +113,7 @@ async def test_header_phase_passes_clean_requests_without_mutation(runtime):
     ("headers", "status", "code"),
     [
         ({":method": "GET", ":path": "/v1/chat/completions"}, 405, "method_not_allowed"),
-        ({":method": "POST", ":path": "/v1/embeddings"}, 404, "unknown_url"),
+        ({":method": "POST", ":path": "/v1/audio/speech"}, 404, "unknown_url"),
         ({":method": "POST", ":path": "/v1"}, 404, "unknown_url"),
         ({":method": "POST", ":path": "/v1/chat/completions/x"}, 404, "unknown_url"),  # exact paths only
         ({":method": "POST", ":path": "/v1/models"}, 405, "method_not_allowed"),
@@ -192,7 +192,7 @@ async def test_fusion_decision_goes_to_the_fusion_runner(runtime):
         seen.append(ctx)
         yield ep.ProcessingResponse(immediate_response=ep.ImmediateResponse(body=b"fused"))
 
-    handler = StreamHandler(runtime, fusion=runner)
+    handler = StreamHandler(runtime, local=runner)
     responses = await exchange(handler, chat_headers(), body_msg(chat("compare these two")))
     assert responses[-1].immediate_response.body == b"fused"
     assert seen[0].match.decision.name == "deliberate"
