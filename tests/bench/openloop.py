@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import sys
 import time
 from collections.abc import Callable
@@ -111,6 +112,7 @@ def summary(samples: list[Sample], seconds: float) -> dict[str, float]:
         start = min(s.at for s in samples)
         seconds = max(seconds, max(s.at + s.latency_ms / 1000 for s in samples) - start)
     refused = [s.latency_ms for s in samples if s.status in (429, 503)]
+    failed = collections.Counter(s.status for s in samples if s.status not in (200, 429, 503))
     return {
         "sent": len(samples),
         "ok": len(ok),
@@ -120,7 +122,11 @@ def summary(samples: list[Sample], seconds: float) -> dict[str, float]:
         "refused": len(refused),
         "refused_p50": pct(refused, 50),
         "refused_p99": pct(refused, 99),
-        "errors": sum(1 for s in samples if s.status not in (200, 429, 503)),
+        "errors": sum(failed.values()),
+        "error_statuses": ", ".join(
+            f"{'no answer' if code == 0 else 'not sent' if code == -1 else code}: {n}"
+            for code, n in sorted(failed.items())
+        ),
     }
 
 

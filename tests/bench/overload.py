@@ -49,8 +49,7 @@ CONFIG = """\
 version: v1
 server:
   listen: "127.0.0.1:{grpc_port}"
-  grace_period: 1s
-  admission: {admission}
+  grace_period: 1s{admission}
 envoy: {{listen: "127.0.0.1:{envoy_port}", admin: "127.0.0.1:{admin_port}"}}
 observability:
   metrics: {{listen: "127.0.0.1:{metrics_port}"}}
@@ -87,6 +86,7 @@ def write_config(workdir: Path, admission: str) -> Path:
     names = ("grpc_port", "envoy_port", "admin_port", "metrics_port", "small_port", "judge_port")
     ports = {name: free_port() for name in names}
     path = workdir / "quorum.yaml"
+    admission = "" if admission == "{}" else f"\n  admission: {admission}"  # "{}": the defaults
     path.write_text(CONFIG.format(admission=admission, **ports), encoding="utf-8")
     return path
 
@@ -225,7 +225,7 @@ def render(
                 f"{loaded['goodput']:.0f} ({ratio_goodput:.0%})",
                 f"{_ms(unloaded['p99'])} → {_ms(loaded['p99'])} ({ratio_p99:.1f}x)",
                 f"{loaded['refused']} ({_ms(loaded['refused_p50'])} / {_ms(loaded['refused_p99'])})",
-                loaded["errors"],
+                f"{loaded['errors']} ({loaded['error_statuses']})" if loaded["errors"] else 0,
                 "{:.0f} / {:.0f} / {:.0f}".format(*r["rss"]),
                 f"{_ms(recovery['p99'])} ({recovery['p99'] / unloaded['p99']:.1f}x)" if unloaded["p99"] else "-",
             )
@@ -270,7 +270,8 @@ def render(
         "",
         f"Fusion at 2·C(fusion) with routed traffic at C(routed)/2 alongside: routed goodput "
         f"{routed['goodput']:.0f} req/s of {results[0]['capacity'] / 2:.0f} offered, p99 {_ms(routed['p99'])} ms, "
-        f"{routed['refused']} routed refusals, {routed['errors']} errors; fusion refused {mixed['fusion']['refused']} "
+        f"{routed['refused']} routed refusals, {routed['errors']} errors ({routed['error_statuses'] or 'none'}); "
+        f"fusion refused {mixed['fusion']['refused']} "
         f"of {mixed['fusion']['sent']}.",
         "",
         f"Cost of admission on the routing hot path (in-process, best of 5): {cost[0]:.0f} ns per routed request "
