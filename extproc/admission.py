@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 class Admission:
     __slots__ = (
+        "config",
         "fusion_by_decision",
         "fusion_runs",
         "max_fusion_runs",
@@ -50,8 +51,14 @@ class Admission:
             metrics.admission_in_flight.labels("routing").set_function(lambda: self.routing)
             metrics.admission_in_flight.labels("fusion").set_function(lambda: self.fusion_runs)
 
+    def follow(self, config: AdmissionConfig) -> None:
+        """The limits of the runtime a stream runs on: a reloaded config applies from its first stream."""
+        if config is not self.config:
+            self.configure(config)
+
     def configure(self, config: AdmissionConfig | None) -> None:
         """Apply (new) limits; work already admitted keeps its slot. 0 means no limit."""
+        self.config = config
         if config is None:
             self.max_in_flight = self.max_fusion_runs = 0
             return

@@ -21,6 +21,7 @@ from extproc.admission import Admission
 from extproc.config import INTERNAL_HEADER_PREFIX
 from extproc.decisions import Match, fixed_decision, select
 from extproc.endpoints import ENDPOINTS, EndpointProcessor, ParsedRequest
+from extproc.endpoints.honoured import check_honoured
 from extproc.errors import (
     BadRequest,
     InternalError,
@@ -225,10 +226,13 @@ class StreamHandler:
         match = await self._decide(chat)
         self.release()
         decision = match.decision
-        if decision.algorithm.answers_locally:
-            if not self.endpoint.fusable:
+        local = decision.algorithm.answers_locally
+        check_honoured(chat.body, local, "" if local else decision.models[0])
+        if local:
+            if not self.endpoint.answers_locally:
                 raise BadRequest(
-                    f"Fusion cannot answer {self.headers.get(':path', '')} requests; name a model instead.",
+                    f"The '{decision.algorithm.name}' decision '{decision.name}' answers itself, which "
+                    f"{self.endpoint.name} requests cannot take; name a model instead.",
                     param="model",
                     code="fusion_unsupported_endpoint",
                 )
@@ -239,8 +243,17 @@ class StreamHandler:
                 self.answered = True
                 self.recorder.decided(decision.name, decision.priority, match.confidence, "", decision.algorithm.name)
                 debug = dict(self._debug(match))
+                local_chat, renderer = self.endpoint.local_request(chat), self.endpoint.renderer(chat)
                 ctx = RouteContext(
-                    chat, self.headers, match, self.request_id, self.runtime, self.duplex, self.recorder, debug
+                    local_chat,
+                    self.headers,
+                    match,
+                    self.request_id,
+                    self.runtime,
+                    self.duplex,
+                    self.recorder,
+                    debug,
+                    renderer,
                 )
                 async for response in self.local(ctx):
                     yield response

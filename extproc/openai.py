@@ -38,7 +38,7 @@ class ChatRequest:
 
     __slots__ = ("_folded", "_texts", "_token_estimate", "body", "model", "raw", "stream")
 
-    def __init__(self, body: dict[str, Any], raw: bytes) -> None:
+    def __init__(self, body: dict[str, Any], raw: bytes | None = None) -> None:
         self.body = body
         self.raw = raw  # as the client sent it: routed bodies are spliced from it, never re-encoded
         self.model: str = body["model"]
@@ -88,7 +88,8 @@ class ChatRequest:
 
     def with_model(self, model: str, **fields: Any) -> bytes:
         """The body with another `model` (and top-level `fields`); every other byte is kept as sent."""
-        return replace_top_level(self.raw, {"model": model, **fields})
+        raw = self.raw if self.raw is not None else orjson.dumps(self.body)  # a body Quorum built itself
+        return replace_top_level(raw, {"model": model, **fields})
 
     @property
     def wants_usage(self) -> bool:

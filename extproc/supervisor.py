@@ -8,7 +8,8 @@ will not fix: the supervisor stops every worker and exits 1, so systemd or Kuber
 
 Each restart is logged by the supervisor and counted by the worker it starts: worker i exports
 `quorum_worker_restarts_total{worker="i"}`, the number of times its slot has been restarted.
-SIGTERM/SIGINT stop every worker (each drains for `server.grace_period`) and exit 0.
+SIGTERM/SIGINT stop every worker (each drains for `server.grace_period`) and exit 0; SIGHUP is
+forwarded to every worker (each reloads its config).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import collections
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -79,6 +81,7 @@ class Supervisor:
     def run(self) -> int:
         """Supervise until SIGTERM/SIGINT (exit code 0) or the restart budget is spent (1)."""
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._forward_reload)
         try:
             return self.supervise()
         finally:
@@ -97,6 +100,13 @@ class Supervisor:
     def _on_signal(self, signum: int, _frame: Any) -> None:
         log.info("received %s: stopping %d workers", signal.Signals(signum).name, len(self.slots))
         self.stopping = True
+
+    def _forward_reload(self, signum: int, _frame: Any) -> None:
+        for slot in self.slots:
+            process = slot.process
+            if process is not None and process.is_alive() and process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGHUP)
 
     def _watch(self) -> int:
         while not self.stopping:

@@ -20,7 +20,9 @@ from extproc.telemetry.metrics import Metrics
 
 @pytest.fixture(scope="module")
 def runtime() -> Runtime:
-    text = config_text().replace("heartbeat_interval: 100ms}", "heartbeat_interval: 100ms, max_concurrent_runs: 2}")
+    line = "          heartbeat_interval: 100ms\n"
+    assert line in config_text()
+    text = config_text().replace(line, line + "          max_concurrent_runs: 2\n")
     return build_runtime(parse_config(text), environ={"QUORUM_TEST_LARGE_KEY": "k"})
 
 
