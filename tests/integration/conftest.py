@@ -48,11 +48,9 @@ def running_stack(
     """`decisions`: added to the config's; `server`: extra `server:` keys in flow style
     (e.g. "admission: {max_in_flight: 1}")."""
     path, _ = write_config(workdir, body_mode, **settings)
-    if server:
-        text = path.read_text(encoding="utf-8")
-        path.write_text(text.replace(f"max_body_bytes: {MAX_BODY}}}", f"max_body_bytes: {MAX_BODY}, {server}}}"))
-    if decisions:
+    if server or decisions:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw["server"].update(yaml.safe_load("{" + server + "}"))
         raw["routing"]["decisions"].extend(decisions)
         path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     os.environ["QUORUM_TEST_LARGE_KEY"] = LARGE_KEY
