@@ -318,3 +318,19 @@ async def _until(condition) -> None:
     async with asyncio.timeout(5):
         while not condition():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+
+
+async def test_a_sighup_during_start_up_reloads_once_serving():
+    from extproc.server import _Lifecycle
+
+    requests = []
+
+    class StubReloader:
+        def request(self, reason: str = "SIGHUP") -> None:
+            requests.append(reason)
+
+    lifecycle = _Lifecycle()
+    lifecycle._on_reload()  # the runtime is still being prepared: remembered, not fatal
+    assert requests == []
+    lifecycle.attach(StubReloader())
+    assert requests == ["SIGHUP"]
