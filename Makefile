@@ -33,6 +33,7 @@ bench: install
 	$(PY) tests/bench/run.py --output docs/benchmarks.md
 	$(PY) tests/bench/run.py --layout shared --repeat 1 --output docs/benchmarks.md
 	$(PY) tests/bench/fusion.py --output docs/benchmarks.md
+	$(PY) tests/bench/deliberation.py --output docs/benchmarks.md
 	$(PY) tests/bench/tracing.py --output docs/benchmarks.md
 	$(PY) tests/bench/semantic.py --output docs/benchmarks.md
 	$(PY) tests/bench/reload.py --output docs/benchmarks.md
