@@ -83,6 +83,12 @@ def _cmd_fake_backend(args: argparse.Namespace) -> int:
     return fake_backend.run(args)
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from extproc.eval.command import main as run_eval
+
+    return run_eval(args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     import signal
     import tempfile
@@ -190,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="start fake backends, quorum serve and Envoy together (make run)")
     demo.add_argument("--config", "-c", default="config/demo.yaml")
     demo.set_defaults(func=_cmd_demo)
+
+    evaluate = sub.add_parser("eval", help="score models and Quorum aliases on a JSONL dataset through the gateway")
+    from extproc.eval.command import add_arguments as add_eval_arguments
+
+    add_eval_arguments(evaluate)
+    evaluate.set_defaults(func=_cmd_eval)
 
     fake = sub.add_parser("fake-backend", help="run a fake OpenAI-compatible model backend")
     from extproc.dev import add_arguments

@@ -70,6 +70,7 @@ class Stack:
     workers: int | None = None
     envoy_concurrency: int = 1
     fake_latency_ms: float = 0.0
+    fake_script: Path | None = None  # a --script file for every fake backend
     with_quorum: bool = True
     log_dir: Path | None = None
     processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
@@ -136,6 +137,8 @@ class Stack:
                 argv = [py, "-m", "extproc", "fake-backend", "--host", host, "--port", str(port), "--model", model]
                 if self.fake_latency_ms:
                     argv += ["--latency-ms", str(self.fake_latency_ms)]
+                if self.fake_script:
+                    argv += ["--script", str(self.fake_script)]
                 self._spawn(f"fake-{model}", argv)
             if self.with_quorum:
                 argv = [py, "-m", "extproc", "serve", "--config", str(self.config_path)]
