@@ -71,6 +71,7 @@ class Stack:
     envoy_concurrency: int = 1
     fake_latency_ms: float = 0.0
     fake_script: Path | None = None  # a --script file for every fake backend
+    fake_quirks: tuple[str, ...] = ()  # --quirk names for every fake backend (fake_backend.QUIRKS)
     with_quorum: bool = True
     log_dir: Path | None = None
     processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
@@ -139,6 +140,8 @@ class Stack:
                     argv += ["--latency-ms", str(self.fake_latency_ms)]
                 if self.fake_script:
                     argv += ["--script", str(self.fake_script)]
+                for quirk in self.fake_quirks:
+                    argv += ["--quirk", quirk]
                 self._spawn(f"fake-{model}", argv)
             if self.with_quorum:
                 argv = [py, "-m", "extproc", "serve", "--config", str(self.config_path)]
