@@ -34,6 +34,14 @@ $(REAL_STAMP):
 		$(REAL_VENV)/bin/pip install --quiet --no-cache-dir 'llama-cpp-python[server]'
 	@touch $(REAL_STAMP)
 
+# Envoy + Quorum + two real llama.cpp servers (config/real.yaml); quorum/fusion deliberates on them.
+run-real: install real-install
+	$(PY) -m extproc demo --config config/real.yaml --real
+
+# The tests marked `real` (excluded from `make test`): fusion, streaming, early exit, gating, quorum eval.
+test-real: install real-install
+	QUORUM_REAL_REQUIRED=1 $(PY) -m pytest -m real tests/real
+
 protos: install
 	PYTHON=$(PY) bash protos/generate.sh
 

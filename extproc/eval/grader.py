@@ -95,10 +95,13 @@ def score(criteria: Criteria, verdicts: list[bool]) -> float:
     return min(1.0, max(0.0, (positive - negative) / len(criteria.positive)))
 
 
-def response_format(mode: str) -> dict[str, Any] | None:
-    """`json_schema` (OpenAI), `json_object` (+ the schema: llama.cpp's form, which 500s on json_schema), `none`."""
+def response_format(mode: str, count: int) -> dict[str, Any] | None:
+    """`json_schema` (OpenAI), `json_object` (+ the schema: llama.cpp's form, which 500s on json_schema), `none`.
+
+    llama.cpp turns the schema into a grammar, so there the array length is pinned too."""
     if mode == "json_schema":
         return {"type": "json_schema", "json_schema": {"name": "verdicts", "schema": VERDICT_SCHEMA, "strict": True}}
     if mode == "json_object":
-        return {"type": "json_object", "schema": VERDICT_SCHEMA}
+        items = {**VERDICT_SCHEMA["properties"]["met"], "minItems": count, "maxItems": count}
+        return {"type": "json_object", "schema": {**VERDICT_SCHEMA, "properties": {"met": items}}}
     return None

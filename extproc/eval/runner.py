@@ -110,7 +110,7 @@ class Evaluator:
             "temperature": 0,
         }
         for attempt in range(2):
-            fmt = grader.response_format(self.grader_format)
+            fmt = grader.response_format(self.grader_format, len(criteria.all))
             body.pop("response_format", None)
             if fmt is not None:
                 body["response_format"] = fmt

@@ -143,9 +143,11 @@ def test_score_subtracts_negatives_and_clips() -> None:
 
 
 def test_response_format_has_llama_cpp_fallback() -> None:
-    assert grader.response_format("json_schema")["type"] == "json_schema"
-    assert grader.response_format("json_object") == {"type": "json_object", "schema": grader.VERDICT_SCHEMA}
-    assert grader.response_format("none") is None
+    assert grader.response_format("json_schema", 3)["type"] == "json_schema"
+    llama = grader.response_format("json_object", 3)
+    assert llama["type"] == "json_object" and llama["schema"]["required"] == ["met"]
+    assert llama["schema"]["properties"]["met"]["minItems"] == llama["schema"]["properties"]["met"]["maxItems"] == 3
+    assert grader.response_format("none", 3) is None
 
 
 # -- cost and calls ------------------------------------------------------------------------------------
