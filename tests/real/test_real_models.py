@@ -11,6 +11,7 @@ from typing import Any
 
 import openai
 import pytest
+from builders import read_stream
 
 from extproc.dev.stack import Stack
 
@@ -61,12 +62,7 @@ def test_streamed_fusion_has_chunks_trace_and_usage(real_client: openai.OpenAI) 
         stream=True,
         stream_options={"include_usage": True},
     )
-    content, trace, usage = "", None, None
-    for chunk in stream:
-        assert chunk.object == "chat.completion.chunk"
-        content += "".join(c.delta.content or "" for c in chunk.choices)
-        trace = (chunk.model_extra or {}).get("fusion") or trace
-        usage = chunk.usage or usage
+    content, trace, usage = read_stream(stream, "fusion")
     assert content and trace is not None
     # llama.cpp ignores include_usage; Quorum's usage chunk is the sum over its own calls.
     assert usage is not None and usage.total_tokens == sum(s["usage"]["total_tokens"] for s in trace["stages"]) > 0
