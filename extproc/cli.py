@@ -35,13 +35,21 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from extproc.config.warnings import config_warnings
+    """Every error and warning at once, as `path: problem`; exit 2 on errors, like `serve` refuses."""
+    from extproc.config.report import check_document
 
-    config = load_config(args.config)
-    print(f"{args.config}: ok ({len(config.providers.models)} models, {len(config.routing.decisions)} decisions)")
-    for warning in config_warnings(config):
+    findings = check_document(ConfigSource(args.config).read().raw)
+    if findings.errors:
+        print(f"{args.config}: {len(findings.errors)} error(s)", file=sys.stderr)
+        for error in findings.errors:
+            print(f"  {error}", file=sys.stderr)
+    else:
+        config = findings.config
+        assert config is not None
+        print(f"{args.config}: ok ({len(config.providers.models)} models, {len(config.routing.decisions)} decisions)")
+    for warning in findings.warnings:
         print(f"{args.config}: warning: {warning}", file=sys.stderr)
-    return 0
+    return 2 if findings.errors else 0
 
 
 def _cmd_envoy_config(args: argparse.Namespace) -> int:
@@ -180,7 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     envoy = sub.add_parser("envoy-config", help="render an Envoy bootstrap for a config")
     envoy.add_argument("--config", "-c", required=True)
-    envoy.add_argument("--workers", type=int, help="ext_proc endpoints to list (default: server.workers)")
+    envoy.add_argument(
+        "--workers", type=int, help="worker ports to list (default: server.workers; envoy.extproc_endpoints wins)"
+    )
     envoy.add_argument("--output", "-o", help="write here instead of stdout")
     envoy.set_defaults(func=_cmd_envoy_config)
 

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from extproc.config import Config, ConfigError, FusionConfig, ModelConfig, Pricing
 from extproc.config.providers import ALL_ENDPOINTS
+from extproc.config.report import missing_api_keys
 from extproc.decisions import Decision, compile_rule, rule_signals
 from extproc.dialects import Dialect
 from extproc.openai import render_model, render_model_list
@@ -65,18 +66,14 @@ class Runtime:
     account_usage: bool = False  # read routed responses for token usage
     request_stream_usage: bool = False  # ask streaming backends for usage, strip it if the client did not
     embedder: Any = None  # the embedding engine, when semantic signals or an algorithm loaded one
+    semantic: Any = None  # the SemanticContext (embedding engine, detector pool), kept for reloads to reuse
 
 
 def build_runtime(config: Config, environ: dict[str, str] | None = None, semantic: Any = None) -> Runtime:
     """Compile `config`. Semantic signals get `semantic` (a SemanticContext) or one made for the config;
     `await prepare_runtime(runtime)` must run before serving when any is used."""
     env = os.environ if environ is None else environ
-    missing = [
-        f"providers.models[{i}].api_key_env: environment variable {m.api_key_env} is not set"
-        for i, m in enumerate(config.providers.models)
-        if m.api_key_env and not env.get(m.api_key_env)
-    ]
-    if missing:
+    if missing := missing_api_keys(config, env):
         raise ConfigError(missing)
     models = {m.name: _model(m, env) for m in config.providers.models}
     routing = config.routing
@@ -135,6 +132,7 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None, semanti
         account_usage=config.observability.usage.enabled,
         request_stream_usage=config.observability.usage.enabled and config.observability.usage.request_stream_usage,
         embedder=getattr(semantic, "engine", None),
+        semantic=semantic,
     )
 
 
