@@ -61,6 +61,7 @@ bench: install
 	$(PY) tests/bench/tracing.py --output docs/benchmarks.md
 	$(PY) tests/bench/semantic.py --output docs/benchmarks.md
 	$(PY) tests/bench/reload.py --output docs/benchmarks.md
+	$(PY) tests/bench/eval_real.py --output docs/benchmarks.md  # skipped (and says so) without make real-install
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -13,6 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
+REAL_CONFIG = Path(__file__).resolve().parents[2] / "config" / "real.yaml"
+
 ENV_PYTHON = "QUORUM_REAL_PYTHON"  # the interpreter with llama_cpp and the model package installed
 
 
@@ -70,3 +74,17 @@ def server_argv(host: str, port: int, alias: str, n_ctx: int = 2048) -> list[str
         "--n_threads",
         "1",
     ]
+
+
+def config_on_free_ports(directory: Path, source: Path = REAL_CONFIG) -> Path:
+    """A copy of config/real.yaml whose listeners and servers use free ports (tests, benchmarks)."""
+    from extproc.dev.stack import free_port  # the stack imports this module
+
+    raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+    raw["server"]["listen"] = f"127.0.0.1:{free_port()}"
+    raw["envoy"] = {"listen": f"127.0.0.1:{free_port()}", "admin": f"127.0.0.1:{free_port()}"}
+    for model in raw["providers"]["models"]:
+        model["base_url"] = f"http://127.0.0.1:{free_port()}/v1"
+    path = directory / "real.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path

@@ -4,27 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import openai
 import pytest
-import yaml
 
-from extproc.dev.real_servers import unavailable_reason
-from extproc.dev.stack import Stack, free_port
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def real_config(directory: Path) -> Path:
-    raw = yaml.safe_load((REPO / "config/real.yaml").read_text(encoding="utf-8"))
-    raw["server"]["listen"] = f"127.0.0.1:{free_port()}"
-    raw["envoy"] = {"listen": f"127.0.0.1:{free_port()}", "admin": f"127.0.0.1:{free_port()}"}
-    for model in raw["providers"]["models"]:
-        model["base_url"] = f"http://127.0.0.1:{free_port()}/v1"
-    path = directory / "real.yaml"
-    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    return path
+from extproc.dev.real_servers import config_on_free_ports, unavailable_reason
+from extproc.dev.stack import Stack
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +20,7 @@ def real_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             pytest.fail(reason)
         pytest.skip(reason)
     workdir = tmp_path_factory.mktemp("real")
-    stack = Stack(real_config(workdir), workdir, real_models=True)
+    stack = Stack(config_on_free_ports(workdir), workdir, real_models=True)
     stack.start(timeout=300)
     try:
         yield stack
