@@ -20,7 +20,8 @@ from extproc.config.report import missing_api_keys
 from extproc.decisions import Decision, compile_rule, rule_signals
 from extproc.dialects import Dialect
 from extproc.openai import render_model, render_model_list
-from extproc.signals import NEEDS_ENGINE, SEMANTIC_KINDS, SignalSet, compile_signals
+from extproc.signals import SEMANTIC_KINDS, SignalSet, compile_signals
+from extproc.signals import needs_engine as signals_need_engine
 
 ALL_ENDPOINT_NAMES = frozenset(ALL_ENDPOINTS)
 
@@ -151,13 +152,8 @@ def semantic_context(
     from extproc.signals.semantic import SemanticContext
 
     routing = config.routing
-    needs_engine = (
-        needs_engine
-        or any(kind in NEEDS_ENGINE for kind, _ in used)
-        or any(s.embeddings for s in routing.signals.jailbreak if ("jailbreak", s.name) in used)
-    )
     engine = None
-    if needs_engine:
+    if needs_engine or signals_need_engine(routing.signals, used):
         try:
             engine = make_engine(config.routing.embedding, env)
         except ImportError as exc:
