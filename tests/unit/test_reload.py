@@ -21,8 +21,8 @@ ENV = {"QUORUM_TEST_LARGE_KEY": "k"}
 CODING_TO_SMALL = ("modelRefs: [{model: demo-coder}]", "modelRefs: [{model: demo-small}]")
 
 
-def compile_runtime(config):
-    return build_runtime(config, environ=ENV)
+def compile_runtime(config, semantic=None):
+    return build_runtime(config, environ=ENV, semantic=semantic)
 
 
 def write(path: Path, text: str) -> None:
@@ -46,7 +46,7 @@ def route_of(reply) -> str:
 def reloader_for(path: Path, metrics: Metrics | None = None) -> tuple[Reloader, RuntimeHolder]:
     snapshot = ConfigSource(path).read()
     holder = RuntimeHolder(compile_runtime(load_config(path)), snapshot.digest)
-    return Reloader(ConfigSource(path), holder, metrics, compile_runtime), holder
+    return Reloader(ConfigSource(path), holder, metrics, compile_runtime, environ=ENV), holder
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
@@ -181,6 +181,24 @@ async def test_an_invalid_edit_keeps_the_running_config(tmp_path, caplog, edit, 
     assert any(word in caplog.text for word in ("YAML", "nowhere", "QUORUM_TEST_UNSET_KEY"))
 
 
+async def test_an_edit_envoy_must_follow_is_a_warning(tmp_path, caplog):
+    path = tmp_path / "q.yaml"
+    write(path, config_text())
+    reloader, holder = reloader_for(path)
+    write(path, config_text().replace(*CODING_TO_SMALL))  # routing only: nothing for Envoy
+    with caplog.at_level(logging.WARNING, logger="quorum.reload"):
+        assert await reloader.reload() == "success"
+    assert "Envoy bootstrap" not in caplog.text
+    added = config_text().replace(
+        "routing:\n", "    - {name: demo-new, base_url: 'http://127.0.0.1:9/v1'}\nrouting:\n", 1
+    )
+    write(path, added)
+    with caplog.at_level(logging.WARNING, logger="quorum.reload"):
+        assert await reloader.reload() == "success"
+    assert "the Envoy bootstrap for this config differs" in caplog.text
+    assert "demo-new" in holder.runtime.models  # applied on Quorum's side all the same
+
+
 async def test_every_problem_of_a_rejected_edit_is_logged(tmp_path, caplog):
     path = tmp_path / "q.yaml"
     write(path, config_text())
@@ -189,11 +207,8 @@ async def test_every_problem_of_a_rejected_edit_is_logged(tmp_path, caplog):
     write(path, broken)
     with caplog.at_level(logging.ERROR, logger="quorum.reload"):
         await reloader.reload()
+    # as `quorum validate` reports them: a structural problem and a reference problem together
     assert "prio: unknown key" in caplog.text
-    write(path, config_text().replace("{model: demo-coder}", "{model: nowhere}"))
-    caplog.clear()
-    with caplog.at_level(logging.ERROR, logger="quorum.reload"):
-        await reloader.reload()
     assert "unknown model 'nowhere'" in caplog.text
 
 
@@ -248,6 +263,48 @@ async def test_without_polling_only_a_request_reloads(tmp_path):
         task.cancel()
 
 
+class StubEngine:
+    """Unit vectors from a text's hash: enough for example phrases to be embedded at prepare."""
+
+    dimensions = 8
+
+    async def embed(self, texts):
+        import numpy as np
+
+        rows = np.array([[(hash(t) >> i) & 1 or 0.5 for i in range(8)] for t in texts], dtype=np.float32)
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+async def test_a_reload_reuses_the_embedding_engine_unless_embedding_changes(tmp_path, monkeypatch):
+    import extproc.runtime
+
+    engines: list[StubEngine] = []
+
+    def make_engine(cfg, env):
+        engines.append(StubEngine())
+        return engines[-1]
+
+    monkeypatch.setattr(extproc.runtime, "make_engine", make_engine)
+    semantic = (
+        config_text()
+        .replace(
+            "    header:  [",
+            "    domain: [{name: law, examples: ['Is this contract valid?']}]\n    header:  [",
+        )
+        .replace("{type: keyword, name: code}]", "{type: keyword, name: code}, {type: domain, name: law}]")
+    )
+    path = tmp_path / "q.yaml"
+    write(path, semantic)
+    reloader, holder = reloader_for(path)
+    assert len(engines) == 1
+    write(path, semantic.replace(*CODING_TO_SMALL))
+    assert await reloader.reload() == "success"
+    assert len(engines) == 1 and holder.runtime.semantic.engine is engines[0]  # reused
+    write(path, semantic.replace("routing:\n", "routing:\n  embedding: {cache_size: 16}\n", 1))
+    assert await reloader.reload() == "success"
+    assert len(engines) == 2 and holder.runtime.semantic.engine is engines[1]  # embedding changed: a new one
+
+
 async def _aiter(*items):
     for item in items:
         yield item
@@ -258,3 +315,19 @@ async def _until(condition) -> None:
     async with asyncio.timeout(5):
         while not condition():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+
+
+async def test_a_sighup_during_start_up_reloads_once_serving():
+    from extproc.server import _Lifecycle
+
+    requests = []
+
+    class StubReloader:
+        def request(self, reason: str = "SIGHUP") -> None:
+            requests.append(reason)
+
+    lifecycle = _Lifecycle()
+    lifecycle._on_reload()  # the runtime is still being prepared: remembered, not fatal
+    assert requests == []
+    lifecycle.attach(StubReloader())
+    assert requests == ["SIGHUP"]
