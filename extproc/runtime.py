@@ -18,8 +18,10 @@ from extproc.config import Config, ConfigError, FusionConfig, ModelConfig, Prici
 from extproc.config.providers import ALL_ENDPOINTS
 from extproc.config.report import missing_api_keys
 from extproc.decisions import Decision, compile_rule, rule_signals
+from extproc.dialects import Dialect
 from extproc.openai import render_model, render_model_list
-from extproc.signals import NEEDS_ENGINE, SEMANTIC_KINDS, SignalSet, compile_signals
+from extproc.signals import SEMANTIC_KINDS, SignalSet, compile_signals
+from extproc.signals import needs_engine as signals_need_engine
 
 ALL_ENDPOINT_NAMES = frozenset(ALL_ENDPOINTS)
 
@@ -31,6 +33,7 @@ class Model:
     base_url: str
     authorization: str | None = field(default=None, repr=False)  # never logged
     supports_json_schema: bool = False
+    dialect: Dialect = "openai"
     pricing: Pricing | None = None
     endpoints: frozenset[str] = ALL_ENDPOINT_NAMES  # which OpenAI endpoints the model serves
 
@@ -150,11 +153,8 @@ def semantic_context(
     from extproc.signals.semantic import SemanticContext
 
     routing = config.routing
-    needs_engine = (
-        needs_engine
-        or any(kind in NEEDS_ENGINE and kind != "domain" for kind, _ in used)
-        or any(s.embeddings for s in routing.signals.jailbreak if ("jailbreak", s.name) in used)
-    )
+    # Domain signals run on their own model (routing.embedding.domain_model): not a reason for `model`.
+    needs_engine = needs_engine or signals_need_engine(routing.signals, [k for k in used if k[0] != "domain"])
     needs_domains = any(kind == "domain" for kind, _ in used)
     cfg = routing.embedding
     domain_cfg = cfg.model_copy(update={"model": cfg.domain_engine_model})
@@ -209,6 +209,7 @@ def _model(m: ModelConfig, env: os._Environ[str] | dict[str, str]) -> Model:
         base_url=m.base_url,
         authorization=authorization,
         supports_json_schema=m.supports_json_schema,
+        dialect=m.dialect,
         pricing=m.pricing,
         endpoints=frozenset(m.endpoints),
     )

@@ -67,7 +67,32 @@ def check_document(raw: dict[str, Any], environ: Mapping[str, str] | None = None
         return Findings(errors=_unique(errors))
     later = check_references(config) + missing_api_keys(config, env)
     errors += [removed.remap(p) for p in later if not removed.hides(p)]
-    return Findings(errors=_unique(errors), warnings=config_warnings(config), config=None if errors else config)
+    warnings = config_warnings(config)
+    if unset_key := _unset_embedding_key(config, env):
+        if not errors and _engine_needed(config):
+            errors.append(unset_key)  # `serve` cannot load the engine: it refuses to start
+        else:
+            warnings.append(f"{unset_key}; nothing uses the embedding engine now, the first semantic signal will")
+    return Findings(errors=_unique(errors), warnings=warnings, config=None if errors else config)
+
+
+def _unset_embedding_key(config: Config, environ: Mapping[str, str]) -> str | None:
+    embedding = config.routing.embedding
+    if embedding.backend != "remote" or not embedding.api_key_env or environ.get(embedding.api_key_env):
+        return None
+    return f"routing.embedding.api_key_env: environment variable {embedding.api_key_env} is not set"
+
+
+def _engine_needed(config: Config) -> bool:
+    """As `serve` decides: a used signal needs embeddings, or a decision's algorithm does."""
+    from extproc.algorithms.compile import compile_algorithm
+    from extproc.decisions import rule_signals
+    from extproc.signals import needs_engine
+
+    decisions = config.routing.decisions
+    used = set().union(*(rule_signals(d.rules) for d in decisions)) if decisions else set()
+    algorithms = [compile_algorithm(d, f"routing.decisions[{i}].algorithm") for i, d in enumerate(decisions)]
+    return needs_engine(config.routing.signals, used) or any(getattr(a, "wants_embeddings", False) for a in algorithms)
 
 
 def _explain(err: Any, loc: Loc) -> str:

@@ -78,7 +78,9 @@ def test_type_errors_and_re2_errors_name_their_path() -> None:
     raw["routing"]["signals"]["regex"] = [{"name": "rx", "patterns": ["ok", "(unclosed"]}]
     errors = errors_of(raw)
     assert any(e.startswith("server.workers: Input should be a valid integer") for e in errors), errors
-    assert any(e.startswith("routing.signals.regex[0].patterns:") and "RE2" in e for e in errors), errors
+    assert "routing.signals.regex[0].patterns[1]: '(unclosed' is not a valid regular expression (RE2 syntax)" in [
+        e.split(": missing")[0] for e in errors
+    ], errors
 
 
 def test_cross_references_are_reported_alongside_structural_errors() -> None:
@@ -141,6 +143,30 @@ def test_an_unset_api_key_variable_is_an_error_as_in_serve() -> None:
     assert errors_of(raw) == [expected]
     assert errors_of(raw, {"QUORUM_APIX_TEST_KEY": ""}) == [expected]
     assert errors_of(raw, {"QUORUM_APIX_TEST_KEY": "sk-x"}) == []
+
+
+REMOTE_EMBEDDING = {"backend": "remote", "base_url": "http://127.0.0.1:9009/v1", "api_key_env": "QUORUM_APIX_EMB"}
+UNSET_EMBEDDING_KEY = "routing.embedding.api_key_env: environment variable QUORUM_APIX_EMB is not set"
+
+
+def test_an_unset_embedding_key_is_an_error_when_serve_would_load_the_engine() -> None:
+    raw = document(embedding=REMOTE_EMBEDDING)
+    raw["routing"]["signals"]["embedding"] = [{"name": "refund", "candidates": ["I want my money back"]}]
+    raw["routing"]["decisions"][0]["rules"] = {"type": "embedding", "name": "refund"}
+    assert errors_of(raw) == [UNSET_EMBEDDING_KEY]
+    with pytest.raises(ConfigError) as info:  # what serve does with it
+        build_runtime(validate_document(raw), environ={})
+    assert "QUORUM_APIX_EMB" in info.value.problems[0]
+
+
+def test_an_unset_embedding_key_nothing_uses_is_a_warning() -> None:
+    raw = document(embedding=REMOTE_EMBEDDING)
+    findings = check_document(raw, environ={})
+    assert findings.errors == []
+    assert findings.warnings == [
+        f"{UNSET_EMBEDDING_KEY}; nothing uses the embedding engine now, the first semantic signal will"
+    ]
+    build_runtime(validate_document(raw), environ={})  # serve starts
 
 
 # ---------------------------------------------------------------- the CLI
