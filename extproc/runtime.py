@@ -18,6 +18,7 @@ from extproc.config import Config, ConfigError, FusionConfig, ModelConfig, Prici
 from extproc.config.providers import ALL_ENDPOINTS
 from extproc.config.report import missing_api_keys
 from extproc.decisions import Decision, compile_rule, rule_signals
+from extproc.dialects import Dialect
 from extproc.openai import render_model, render_model_list
 from extproc.signals import SEMANTIC_KINDS, SignalSet, compile_signals
 from extproc.signals import needs_engine as signals_need_engine
@@ -32,6 +33,7 @@ class Model:
     base_url: str
     authorization: str | None = field(default=None, repr=False)  # never logged
     supports_json_schema: bool = False
+    dialect: Dialect = "openai"
     pricing: Pricing | None = None
     endpoints: frozenset[str] = ALL_ENDPOINT_NAMES  # which OpenAI endpoints the model serves
 
@@ -197,6 +199,7 @@ def _model(m: ModelConfig, env: os._Environ[str] | dict[str, str]) -> Model:
         base_url=m.base_url,
         authorization=authorization,
         supports_json_schema=m.supports_json_schema,
+        dialect=m.dialect,
         pricing=m.pricing,
         endpoints=frozenset(m.endpoints),
     )
