@@ -160,6 +160,8 @@ def test_an_unset_embedding_key_is_an_error_when_serve_would_load_the_engine() -
     with pytest.raises(ConfigError) as info:  # what serve does with it
         build_runtime(validate_document(raw), environ={})
     assert "QUORUM_APIX_EMB" in info.value.problems[0]
+    raw["server"] = {"wrokers": 1}  # other errors do not turn it into a warning
+    assert errors_of(raw) == ["server.wrokers: unknown key (did you mean 'workers'?)", UNSET_EMBEDDING_KEY]
 
 
 def test_an_unset_embedding_key_nothing_uses_is_a_warning() -> None:
