@@ -57,7 +57,7 @@ test-unit: install
 bench: install
 	$(PY) tests/bench/run.py --output docs/benchmarks.md
 	$(PY) tests/bench/run.py --layout shared --repeat 1 --output docs/benchmarks.md
-	$(PY) tests/bench/endpoints.py --output docs/benchmarks.md
+	$(PY) tests/bench/endpoints_envoy.py --output docs/benchmarks.md
 	$(PY) tests/bench/fusion.py --output docs/benchmarks.md
 	$(PY) tests/bench/deliberation.py --output docs/benchmarks.md
 	$(PY) tests/bench/tracing.py --output docs/benchmarks.md

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from extproc.config.base import ConfigError
 from extproc.config.schema import Config
 from extproc.config.validation import check_references, describe
 from extproc.config.warnings import config_warnings
@@ -69,7 +70,7 @@ def check_document(raw: dict[str, Any], environ: Mapping[str, str] | None = None
     errors += [removed.remap(p) for p in later if not removed.hides(p)]
     warnings = config_warnings(config)
     if unset_key := _unset_embedding_key(config, env):
-        if not errors and _engine_needed(config):
+        if _engine_needed(config):
             errors.append(unset_key)  # `serve` cannot load the engine: it refuses to start
         else:
             warnings.append(f"{unset_key}; nothing uses the embedding engine now, the first semantic signal will")
@@ -91,8 +92,16 @@ def _engine_needed(config: Config) -> bool:
 
     decisions = config.routing.decisions
     used = set().union(*(rule_signals(d.rules) for d in decisions)) if decisions else set()
-    algorithms = [compile_algorithm(d, f"routing.decisions[{i}].algorithm") for i, d in enumerate(decisions)]
-    return needs_engine(config.routing.signals, used) or any(getattr(a, "wants_embeddings", False) for a in algorithms)
+    if needs_engine(config.routing.signals, used):
+        return True
+    for i, d in enumerate(decisions):
+        try:
+            algorithm = compile_algorithm(d, f"routing.decisions[{i}].algorithm")
+        except ConfigError:
+            continue  # already reported by check_references
+        if getattr(algorithm, "wants_embeddings", False):
+            return True
+    return False
 
 
 def _explain(err: Any, loc: Loc) -> str:

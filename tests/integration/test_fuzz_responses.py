@@ -20,16 +20,11 @@ import pytest
 from conftest import MAX_BODY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_fuzz import JSON_VALUES, MODELS, TEXT, assert_openai_error  # the chat fuzz's strategies
 
 pytestmark = pytest.mark.integration
 
-MODELS = ["demo-small", "demo-coder", "demo-large"]
 KEYWORDS = ["", " python ", " ABC-123 ", " compare "]  # none, coding, premium, the fused decision
-TEXT = st.text(st.characters(exclude_categories=("Cs", "Lu")), max_size=30)
-SCALARS = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False)
-JSON_VALUES = st.recursive(
-    SCALARS | TEXT, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3)
-)
 ROLES = ["user", "system", "developer", "assistant"]
 
 
@@ -99,7 +94,7 @@ def cases(draw: st.DrawFn) -> Case:
     extras = draw(st.dictionaries(extra_keys, JSON_VALUES, max_size=2))
     clean = clean and not extras
     body.update(extras)
-    depth = draw(st.sampled_from([0, 0, 10, 1100]))
+    depth = draw(st.sampled_from([0, 0, 10, 300, 1100]))
     clean = clean and depth < 254
     encoded = json.dumps({**body, "x_deep": None} if depth else body, ensure_ascii=draw(st.booleans())).encode()
     if depth:
@@ -118,14 +113,6 @@ def cases(draw: st.DrawFn) -> Case:
         value = draw(st.sampled_from([b"7", b"{}", b"-1", b"[1]", b'""']))
         encoded = encoded[:-1] + b',"' + field.encode() + b'":' + value + b"}"
     return Case(encoded, well_formed=clean and damage == "none", model=model)
-
-
-def assert_openai_error(response: httpx.Response) -> None:
-    assert 400 <= response.status_code < 500, (response.status_code, response.text[:500])
-    error = response.json()["error"]
-    assert isinstance(error["message"], str) and error["message"]
-    assert isinstance(error["type"], str) and error["type"]
-    assert "param" in error and "code" in error
 
 
 def assert_local_responses_answer(response: httpx.Response) -> None:

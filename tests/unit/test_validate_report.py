@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from extproc.cli import main
 from extproc.config import ConfigError, validate_document
@@ -157,6 +160,8 @@ def test_an_unset_embedding_key_is_an_error_when_serve_would_load_the_engine() -
     with pytest.raises(ConfigError) as info:  # what serve does with it
         build_runtime(validate_document(raw), environ={})
     assert "QUORUM_APIX_EMB" in info.value.problems[0]
+    raw["server"] = {"wrokers": 1}  # other errors do not turn it into a warning
+    assert errors_of(raw) == ["server.wrokers: unknown key (did you mean 'workers'?)", UNSET_EMBEDDING_KEY]
 
 
 def test_an_unset_embedding_key_nothing_uses_is_a_warning() -> None:
@@ -209,3 +214,55 @@ def test_cli_says_ok_when_the_key_variable_is_set(
     assert main(["validate", str(write(tmp_path, raw))]) == 0
     out, err = capsys.readouterr()
     assert out.endswith("ok (2 models, 1 decisions)\n") and err == ""
+
+
+# ---------------------------------------------------------------- any document
+
+
+DEMO = Path(__file__).resolve().parents[2] / "config" / "demo.yaml"
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+class _EveryVariable(dict[str, str]):
+    def get(self, key: str, default: Any = None) -> str:
+        return "set"
+
+
+EVERY_VARIABLE_SET = _EveryVariable()
+
+
+def paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix]
+    if isinstance(node, dict):
+        out += [p for k, v in node.items() for p in paths(v, (*prefix, k))]
+    elif isinstance(node, list):
+        out += [p for i, v in enumerate(node) for p in paths(v, (*prefix, i))]
+    return out
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_any_mutation_of_the_demo_is_reported_never_raised(data: st.DataObject) -> None:
+    """Errors exactly when the loader refuses the document; every error is `path: problem`."""
+    raw = yaml.safe_load(DEMO.read_text(encoding="utf-8"))
+    for _ in range(data.draw(st.integers(1, 3))):
+        where = data.draw(st.sampled_from(paths(raw)[1:]))
+        parent = raw
+        for part in where[:-1]:
+            parent = parent[part]
+        if data.draw(st.booleans()):
+            parent[where[-1]] = data.draw(JSON)
+        elif isinstance(parent[where[-1]], dict):
+            parent[where[-1]][data.draw(st.sampled_from(["nmae", "modelref", "x", "priorty"]))] = 1
+    findings = check_document(raw, environ=EVERY_VARIABLE_SET)
+    try:
+        validate_document(raw)
+    except ConfigError:
+        assert findings.errors and findings.config is None
+        assert all(": " in e for e in findings.errors), findings.errors
+    else:
+        assert findings.errors == [] and findings.config is not None

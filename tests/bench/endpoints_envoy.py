@@ -1,7 +1,7 @@
-"""Per-endpoint routing overhead: /v1/responses, /v1/completions and /v1/embeddings against chat.
+"""Per-endpoint routing overhead through Envoy: /v1/responses, /v1/completions, /v1/embeddings vs chat.
 
-    .venv/bin/python tests/bench/endpoints.py --output docs/benchmarks.md   # make bench (about 1 min)
-    .venv/bin/python tests/bench/endpoints.py --quick                       # smoke run
+    .venv/bin/python tests/bench/endpoints_envoy.py --output docs/benchmarks.md   # make bench (about 2 min)
+    .venv/bin/python tests/bench/endpoints_envoy.py --quick                       # smoke run
 
 One run starts the fake backend, `quorum serve` + Envoy and a bare Envoy (no ext_proc filter, same
 clusters: run.py's BareEnvoy), then, interleaved over --repeat rounds, sends each endpoint's request
@@ -35,7 +35,7 @@ from run import PROMPT, PROVIDER_MODEL, ROUTED_MODEL, BareEnvoy, http, write_con
 from extproc.config import load_config
 from extproc.dev.stack import Stack, find_envoy
 
-SECTION = "endpoints"
+SECTION = "endpoints-envoy"
 CONNECTIONS = 4
 
 
@@ -156,9 +156,13 @@ def render(samples: dict[str, list[Sample]], args: argparse.Namespace, elapsed: 
     chat_added, chat_us = med(CASES[0].label, "added_ms"), med(CASES[0].label, "quorum_us")
     auto_added, auto_us = med(CASES[4].label, "added_ms"), med(CASES[4].label, "quorum_us")
     rows = []
+    cpu_ratios, added_ratios = [], []
     for case in CASES:
         reference = (auto_added, auto_us) if case.model == "quorum/auto" else (chat_added, chat_us)
         added, us = med(case.label, "added_ms"), med(case.label, "quorum_us")
+        if case.path != CASES[0].path:
+            cpu_ratios.append(us / reference[1])
+            added_ratios.append(added / reference[0] if reference[0] > 0 else float("nan"))
         rows.append(
             (
                 f"{case.label} (`{case.path}`)",
@@ -181,7 +185,7 @@ def render(samples: dict[str, list[Sample]], args: argparse.Namespace, elapsed: 
     )
     return "\n".join(
         [
-            "## Endpoint overhead: Responses, Completions, Embeddings vs chat completions",
+            "## Endpoint overhead through Envoy: Responses, Completions, Embeddings vs chat completions",
             "",
             environment_lines(find_envoy(), {"wrk": f"{CONNECTIONS} connections, {args.duration} s per case"}),
             "",
@@ -195,15 +199,27 @@ def render(samples: dict[str, list[Sample]], args: argparse.Namespace, elapsed: 
             "",
             table(header, rows, align="lrrrrrr"),
             "",
+            f"**Result:** Quorum's CPU per request on the new endpoints is {min(cpu_ratios):.2f}-"
+            f"{max(cpu_ratios):.2f}x chat completions' for the same request size and route. The added p50 is "
+            f"{min(added_ratios):.2f}-{max(added_ratios):.2f}x chat's; on this run the chat rows' own added p50 "
+            f"moved between {_spread(samples[CASES[0].label])} ms from round to round, so differences of that size "
+            "are the machine's, not the endpoint's. Re-run on a quiet machine (`make bench`) before quoting "
+            "absolute latencies.",
+            "",
             "Logs:",
             *notes,
         ]
     )
 
 
+def _spread(samples: list[Sample]) -> str:
+    values = [s.added_ms for s in samples]
+    return f"{min(values):+.3f} and {max(values):+.3f}"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", "-o", help="Markdown file whose `endpoints` section is replaced")
+    parser.add_argument("--output", "-o", help="Markdown file whose `endpoints-envoy` section is replaced")
     parser.add_argument("--duration", type=int, default=3, help="measured seconds per case (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=1, help="warm-up seconds per case (default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=2, help="rounds over every case (default: %(default)s)")
@@ -221,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop every child on SIGTERM as on Ctrl-C
     started = time.monotonic()
-    workdir = Path(tempfile.mkdtemp(prefix="quorum-bench-endpoints-"))
+    workdir = Path(tempfile.mkdtemp(prefix="quorum-bench-endpoints-envoy-"))
     samples = loadgen.measured(lambda: measure(args, loadgen.ensure_wrk(), workdir), workdir)
     if isinstance(samples, int):
         return samples
