@@ -85,10 +85,12 @@ class ChatRequest:
         return folded
 
     def with_model(self, model: str, **fields: Any) -> bytes:
-        """The body re-encoded with another `model` (and `fields`); every other field is kept as sent."""
-        body = dict(self.body)
+        """The body re-encoded with another `model` (and `fields`); every other field is kept as sent.
+
+        `model` comes first, so Envoy's per-attempt rewrite for a fallback model finds it at a fixed
+        place without parsing the JSON (see extproc.bootstrap.fallbacks)."""
+        body = {"model": model, **self.body, **fields}
         body["model"] = model
-        body.update(fields)
         return orjson.dumps(body)
 
     @property

@@ -32,6 +32,7 @@ class Model:
     supports_json_schema: bool = False
     pricing: Pricing | None = None
     endpoints: frozenset[str] = ALL_ENDPOINT_NAMES  # which OpenAI endpoints the model serves
+    fallbacks: tuple[str, ...] = ()  # tried next by Envoy, in order, when this model's backend fails
 
     @property
     def host(self) -> str:
@@ -198,4 +199,5 @@ def _model(m: ModelConfig, env: os._Environ[str] | dict[str, str]) -> Model:
         supports_json_schema=m.supports_json_schema,
         pricing=m.pricing,
         endpoints=frozenset(m.endpoints),
+        fallbacks=tuple(m.fallbacks),
     )

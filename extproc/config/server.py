@@ -62,6 +62,8 @@ class EnvoyConfig(Strict):
     max_message_timeout: Seconds = 600.0
     upstream_timeout: Seconds = 600.0
     retries: int = Field(2, ge=0, le=10)
+    # A fallback chain moves to the next model when an attempt sends nothing for this long.
+    fallback_idle_timeout: Seconds = 60.0
 
     @field_validator("listen", "admin")
     @classmethod

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -35,8 +35,13 @@ def write_config(
     return path, ports
 
 
-def _running_stack(workdir: Path, body_mode: str, **settings: str) -> Iterator[Stack]:
+def running_stack(
+    workdir: Path, body_mode: str, edit: Callable[[str], str] | None = None, **settings: str
+) -> Iterator[Stack]:
+    """A stack for a written config (`edit` changes its text first), with the large model's key set."""
     path, _ = write_config(workdir, body_mode, **settings)
+    if edit is not None:
+        path.write_text(edit(path.read_text()))
     os.environ["QUORUM_TEST_LARGE_KEY"] = LARGE_KEY
     try:
         with Stack(path, workdir) as running:
@@ -51,19 +56,19 @@ BODY_MODES = {"duplex": "full_duplex_streamed", "buffered": "buffered"}
 @pytest.fixture(scope="session", params=list(BODY_MODES))
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The shared stack, once per Envoy request body mode: every test that uses it runs in both."""
-    yield from _running_stack(tmp_path_factory.mktemp(request.param), BODY_MODES[request.param])
+    yield from running_stack(tmp_path_factory.mktemp(request.param), BODY_MODES[request.param])
 
 
 @pytest.fixture(scope="session")
 def buffered_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Envoy with request_body_mode BUFFERED: fusion answers arrive in one ImmediateResponse."""
-    yield from _running_stack(tmp_path_factory.mktemp("buffered"), "buffered")
+    yield from running_stack(tmp_path_factory.mktemp("buffered"), "buffered")
 
 
 @pytest.fixture(scope="session")
 def duplex_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Envoy with request_body_mode FULL_DUPLEX_STREAMED: true streaming of fusion answers."""
-    yield from _running_stack(tmp_path_factory.mktemp("duplex"), "full_duplex_streamed")
+    yield from running_stack(tmp_path_factory.mktemp("duplex"), "full_duplex_streamed")
 
 
 @pytest.fixture
