@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install protos run test test-unit bench lint format envoy-configs clean
+.PHONY: install protos run test test-unit bench lint format envoy-configs deploy-manifests image clean
 
 install: $(STAMP)
 
@@ -35,6 +35,7 @@ bench: install
 	$(PY) tests/bench/fusion.py --output docs/benchmarks.md
 	$(PY) tests/bench/tracing.py --output docs/benchmarks.md
 	$(PY) tests/bench/semantic.py --output docs/benchmarks.md
+	$(PY) tests/bench/reload.py --output docs/benchmarks.md
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -46,6 +47,12 @@ format: install
 
 envoy-configs: install
 	$(PY) -m extproc envoy-config --config config/demo.yaml --output envoy/demo.yaml
+
+deploy-manifests: install
+	$(PY) -m extproc deploy-manifests --config deploy/config.yaml --output deploy
+
+image:
+	docker build -t quorum:$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml) .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -63,6 +63,8 @@ class Runtime:
     model_bodies: dict[str, bytes]  # GET /v1/models/{id}
     account_usage: bool = False  # read routed responses for token usage
     request_stream_usage: bool = False  # ask streaming backends for usage, strip it if the client did not
+    embedder: Any = None  # the embedding engine, when semantic signals or an algorithm loaded one
+    semantic: Any = None  # the SemanticContext (embedding engine, detector pool), kept for reloads to reuse
 
 
 def build_runtime(config: Config, environ: dict[str, str] | None = None, semantic: Any = None) -> Runtime:
@@ -99,8 +101,9 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None, semanti
     local_names = {d.name for d in local}
     local_used = {key for d in routing.decisions if d.name in local_names for key in rule_signals(d.rules)}
 
-    if semantic is None and any(kind in SEMANTIC_KINDS for kind, _ in used):
-        semantic = semantic_context(config, env, used)
+    wants_embeddings = any(getattr(d.algorithm, "wants_embeddings", False) for d in decisions)
+    if semantic is None and (wants_embeddings or any(kind in SEMANTIC_KINDS for kind, _ in used)):
+        semantic = semantic_context(config, env, used, wants_embeddings)
 
     created = int(time.time())
     owners = [(m.name, "quorum") for m in config.providers.models]
@@ -131,6 +134,8 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None, semanti
         model_bodies={name: render_model(name, owner, created) for name, owner in owners},
         account_usage=config.observability.usage.enabled,
         request_stream_usage=config.observability.usage.enabled and config.observability.usage.request_stream_usage,
+        embedder=getattr(semantic, "engine", None),
+        semantic=semantic,
     )
 
 
@@ -140,15 +145,19 @@ async def prepare_runtime(runtime: Runtime) -> None:
     await runtime.local_signals.prepare()
 
 
-def semantic_context(config: Config, env: Mapping[str, str], used: set[tuple[str, str]]) -> Any:
+def semantic_context(
+    config: Config, env: Mapping[str, str], used: set[tuple[str, str]], needs_engine: bool = False
+) -> Any:
     """The embedding engine (only if a used signal needs one) and a small pool for detectors."""
     from concurrent.futures import ThreadPoolExecutor
 
     from extproc.signals.semantic import SemanticContext
 
     routing = config.routing
-    needs_engine = any(kind in NEEDS_ENGINE for kind, _ in used) or any(
-        s.embeddings for s in routing.signals.jailbreak if ("jailbreak", s.name) in used
+    needs_engine = (
+        needs_engine
+        or any(kind in NEEDS_ENGINE for kind, _ in used)
+        or any(s.embeddings for s in routing.signals.jailbreak if ("jailbreak", s.name) in used)
     )
     engine = None
     if needs_engine:
@@ -157,7 +166,7 @@ def semantic_context(config: Config, env: Mapping[str, str], used: set[tuple[str
         except ImportError as exc:
             raise ConfigError(
                 [
-                    f"routing.embedding: semantic signals need the semantic extra ({exc}); "
+                    f"routing.embedding: semantic signals and embedding consensus need the semantic extra ({exc}); "
                     "install it with: pip install 'quorum[semantic]'"
                 ]
             ) from None

@@ -11,6 +11,9 @@ from extproc.bootstrap.limits import request_body_buffer_limit
 from extproc.config import Config, ModelConfig
 
 DEBUG_HEADERS = ("x-quorum-signals", "x-quorum-confidence")  # set only with observability.debug_headers
+# Headers that carry the client's credentials for the gateway (OpenAI-style bearer, Anthropic and
+# Azure style keys, Gemini's key, a proxy's credentials); a backend must not see them.
+CLIENT_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization")
 
 
 def route_config(config: Config) -> dict[str, Any]:
@@ -44,6 +47,9 @@ def _model_route(config: Config, model: ModelConfig, copy_back: list[dict[str, A
             "retry_on": "connect-failure,refused-stream,reset-before-request",
             "num_retries": env.retries,
         },
+        # Routed requests are bounded by `timeout` and the idle timeout, not by the listener's
+        # fusion_timeout cap on requests Quorum answers itself (0s turns that cap off here).
+        "max_stream_duration": {"max_stream_duration": "0s"},
     }
     parts = urlsplit(model.base_url)
     base_path = parts.path.rstrip("/")
@@ -51,7 +57,7 @@ def _model_route(config: Config, model: ModelConfig, copy_back: list[dict[str, A
         route["regex_rewrite"] = {"pattern": {"regex": "^/v1/"}, "substitution": f"{base_path}/"}
     if not is_ip(parts.hostname or ""):
         route["host_rewrite_literal"] = parts.hostname
-    return {
+    entry: dict[str, Any] = {
         "name": f"model_{model.name}",
         "match": {
             "prefix": "/v1/",
@@ -60,6 +66,22 @@ def _model_route(config: Config, model: ModelConfig, copy_back: list[dict[str, A
         "route": route,
         "response_headers_to_add": copy_back,
     }
+    removed = credential_headers_to_remove(model)
+    if removed:
+        entry["request_headers_to_remove"] = removed
+    return entry
+
+
+def credential_headers_to_remove(model: ModelConfig) -> list[str]:
+    """The client's credential headers, unless the operator forwards them to this model.
+
+    Envoy applies the removal after ext_proc, so a model with `api_key_env` keeps the
+    `authorization` Quorum set for it (its own key) and loses only the client's other headers.
+    """
+    if model.forward_client_auth:
+        return []
+    own_key = model.api_key_env is not None
+    return [name for name in CLIENT_CREDENTIAL_HEADERS if not (own_key and name == "authorization")]
 
 
 def _unrouted() -> dict[str, Any]:

@@ -11,6 +11,7 @@ once, as `dotted.path[index].key: what is wrong`. Import from `extproc.config`, 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -24,6 +25,7 @@ from extproc.config.base import (
     Fraction,
     Scope,
     Seconds,
+    SecondsOrZero,
     Strict,
     Tokens,
     split_host_port,
@@ -43,8 +45,11 @@ from extproc.config.providers import (
 from extproc.config.routing import (
     AlgorithmConfig,
     AnalysisOverride,
+    ConfidenceConfig,
     DecisionConfig,
+    EarlyExitConfig,
     FusionConfig,
+    GroundingConfig,
     ModelRef,
     RetryConfig,
     RoutingConfig,
@@ -73,6 +78,7 @@ from extproc.config.signals import (
     RegexSignal,
     SignalsConfig,
 )
+from extproc.config.source import ConfigSource, Snapshot
 from extproc.config.validation import check_references, describe
 
 __all__ = [
@@ -83,16 +89,20 @@ __all__ = [
     "AlgorithmConfig",
     "AnalysisOverride",
     "ComplexitySignal",
+    "ConfidenceConfig",
     "Config",
     "ConfigError",
+    "ConfigSource",
     "ContextSignal",
     "DecisionConfig",
     "DomainSignal",
+    "EarlyExitConfig",
     "EmbeddingEngineConfig",
     "EmbeddingSignal",
     "EnvoyConfig",
     "Fraction",
     "FusionConfig",
+    "GroundingConfig",
     "HeaderSignal",
     "JailbreakSignal",
     "KeywordSignal",
@@ -114,8 +124,10 @@ __all__ = [
     "RuleNode",
     "Scope",
     "Seconds",
+    "SecondsOrZero",
     "ServerConfig",
     "SignalsConfig",
+    "Snapshot",
     "StageTimeouts",
     "Strict",
     "Tokens",
@@ -124,12 +136,13 @@ __all__ = [
     "load_config",
     "parse_config",
     "split_host_port",
+    "validate_document",
 ]
 
 
 def load_config(path: str | Path) -> Config:
-    text = Path(path).read_text(encoding="utf-8")
-    return parse_config(text, source=str(path))
+    """A config file, or a directory of them (merged as described in `config.source`)."""
+    return validate_document(ConfigSource(path).read().raw, source=str(path))
 
 
 def parse_config(text: str, source: str = "config") -> Config:
@@ -139,6 +152,11 @@ def parse_config(text: str, source: str = "config") -> Config:
         raise ConfigError([f"not valid YAML: {exc}"], source) from None
     if not isinstance(raw, dict):
         raise ConfigError(["the top level must be a mapping"], source)
+    return validate_document(raw, source)
+
+
+def validate_document(raw: dict[str, Any], source: str = "config") -> Config:
+    """Schema and cross-reference checks of a parsed document; every problem at once."""
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:

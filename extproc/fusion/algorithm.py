@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from extproc.algorithms import Answer, Run, RunContext, register
 from extproc.config import DecisionConfig, FusionConfig
-from extproc.fusion.looper import deliberate, synthesize, synthesize_stream
+from extproc.fusion.looper import convene, early_exit, grounded, judge, synthesize, synthesize_stream
 from extproc.fusion.plan import FusionPlan, budget, build_plan
+from extproc.modeltypes import Completion
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +17,11 @@ class Fusion:
     models: tuple[str, ...]  # the decision's modelRefs: the panel unless `analysis_models` is set
     name: str = "fusion"
     answers_locally: bool = True
+
+    @property
+    def wants_embeddings(self) -> bool:
+        """The runtime must load an embedding engine (consensus by cosine was asked for explicitly)."""
+        return wants_embeddings(self.config)
 
     @property
     def budget(self) -> float:
@@ -33,13 +39,29 @@ class Fusion:
         return Run(plan.judge.name, lambda: run_fusion(ctx, plan), plan_headers(plan))
 
 
+def wants_embeddings(config: FusionConfig) -> bool:
+    """Consensus or grounding asked for cosine explicitly: the runtime must load an engine."""
+    early, grounding = config.early_exit, config.grounding
+    return (early is not None and early.similarity == "embedding") or (
+        grounding is not None and grounding.similarity == "embedding"
+    )
+
+
 def plan_headers(plan: FusionPlan) -> dict[str, str]:
     return {"x-quorum-judge": plan.judge.name, "x-quorum-panel": ",".join(m.name for m in plan.panel)}
 
 
-async def run_fusion(ctx: RunContext, plan: FusionPlan) -> Answer:
+async def run_fusion(ctx: RunContext, plan: FusionPlan, ready: list[Completion] | None = None) -> Answer:
+    """Panel (minus the `ready` answers), consensus, judge, synthesis: the fusion steps in order."""
     body, headers = ctx.body, ctx.call_headers
-    d = await deliberate(ctx.client, plan, body, headers, ctx.trace)
+    embedder = ctx.runtime.embedder
+    panel = await convene(ctx.client, plan, body, headers, ctx.trace, ready)
+    answers = await grounded(plan, panel, body, ctx.trace, embedder)
+    # With tools the synthesis call (the only one that gets them) must run: it may call one.
+    agreed = None if body.get("tools") else await early_exit(plan, answers, panel, ctx.trace, embedder)
+    if agreed is not None:
+        return Answer(agreed.message, agreed.finish_reason)
+    d = await judge(ctx.client, plan, panel, body, headers, ctx.trace, answers)
     if ctx.streaming:
         return Answer(stream=synthesize_stream(ctx.client, d, body, headers, ctx.trace))
     final = await synthesize(ctx.client, d, body, headers, ctx.trace)

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from extproc.algorithms.trace import RunTrace, ms
-from extproc.errors import UpstreamError
+from extproc.errors import InternalError, UpstreamError
+from extproc.fusion.consensus import consensus
+from extproc.fusion.grounding import ground
 from extproc.fusion.judge import JudgeResult, assign_labels, run_judge
 from extproc.fusion.panel import PanelResult, run_panel
 from extproc.fusion.plan import FusionPlan
@@ -88,10 +90,16 @@ async def convene(
 
 
 async def judge(
-    client: Any, plan: FusionPlan, panel: PanelResult, body: dict[str, Any], headers: dict[str, str], trace: RunTrace
+    client: Any,
+    plan: FusionPlan,
+    panel: PanelResult,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    trace: RunTrace,
+    answers: list[Completion] | None = None,
 ) -> Deliberation:
-    """The judge stage over the panel's (labelled, shuffled) answers."""
-    labelled = assign_labels(panel.answers)
+    """The judge stage over `answers` (default: the whole panel's), labelled and shuffled."""
+    labelled = assign_labels(panel.answers if answers is None else answers)
     with trace.stage("judge", "quorum.fusion.judge", **{"quorum.model": plan.judge.name}) as span:
         result = await run_judge(client, plan, body["messages"], labelled, headers, parent=span)
         if span is not None:
@@ -109,7 +117,7 @@ async def judge(
     elif result.analysis and result.analysis.get("parse_failed"):
         trace.degraded.append("judge_parse_failed")
     d = Deliberation(plan, panel, labelled, result)
-    describe(trace, d)
+    describe(trace, plan, panel, labelled, result)
     return d
 
 
@@ -121,21 +129,92 @@ async def deliberate(
     return await judge(client, plan, panel, body, headers, trace)
 
 
-def describe(trace: RunTrace, d: Deliberation) -> None:
-    """Fusion's own trace fields: who was asked, what they said, what the judge found."""
-    plan, cfg = d.plan, d.plan.config
-    labels = {c.model: name for name, c in d.labelled}
+async def grounded(
+    plan: FusionPlan, panel: PanelResult, body: dict[str, Any], trace: RunTrace, embedder: Any | None
+) -> list[Completion]:
+    """The grounding stage: the panel answers the judge and synthesis may see."""
+    cfg = plan.config.grounding
+    if cfg is None:
+        return panel.answers
+    with trace.stage("grounding", "quorum.fusion.grounding", **{"quorum.fusion.min_score": cfg.min_score}) as span:
+        try:
+            result = await ground(panel.answers, body, cfg, embedder)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            if cfg.on_error == "fail":
+                message = f"Grounding the panel answers failed: {reason}"
+                raise InternalError(message, code="fusion_grounding_failed") from None
+            trace.fields["grounding"] = {"error": reason}
+            return panel.answers
+        if span is not None and result is not None:
+            span.set_attributes(
+                {"quorum.fusion.grounding_reference": result.reference, "quorum.fusion.dropped": len(result.dropped)}
+            )
+    if result is None:
+        trace.fields["grounding"] = {"skipped": "no context and fewer than two answers to compare"}
+        return panel.answers
+    trace.fields["grounding"] = {
+        "reference": result.reference,
+        "method": result.method,
+        "min_score": cfg.min_score,
+        "scores": [{"model": a.model, "score": round(s, 4)} for a, s in zip(panel.answers, result.scores, strict=True)],
+        "dropped": [a.model for a in result.dropped],
+    }
+    return result.kept
+
+
+async def early_exit(
+    plan: FusionPlan, answers: list[Completion], panel: PanelResult, trace: RunTrace, embedder: Any | None
+) -> Completion | None:
+    """The consensus stage: the most central panel answer when every pair agrees, else None (judge next).
+
+    A failing embedder is no reason to fail the request: the judge runs, and the trace says why."""
+    cfg = plan.config.early_exit
+    if cfg is None or len(answers) < 2:
+        return None
+    with trace.stage("consensus", "quorum.fusion.consensus", **{"quorum.fusion.threshold": cfg.consensus}) as span:
+        try:
+            result = await consensus(answers, cfg, embedder)
+        except Exception as exc:
+            trace.fields["consensus"] = {"error": f"{type(exc).__name__}: {exc}"}
+            return None
+        if span is not None:
+            span.set_attributes(
+                {
+                    "quorum.fusion.early_exit": result.chosen is not None,
+                    "quorum.fusion.similarity": result.method,
+                    "quorum.fusion.min_agreement": min(p["score"] for p in result.pairs),
+                }
+            )
+    trace.fields["consensus"] = result.as_dict()
+    if result.chosen is None:
+        return None
+    trace.fields["early_exit"] = "consensus"
+    describe(trace, plan, panel, [], None)
+    return result.chosen
+
+
+def describe(
+    trace: RunTrace,
+    plan: FusionPlan,
+    panel: PanelResult,
+    labelled: list[tuple[str, Completion]],
+    judged: JudgeResult | None,
+) -> None:
+    """Fusion's own trace fields: who was asked, what they said, what the judge found (if it ran)."""
+    cfg = plan.config
+    labels = {c.model: name for name, c in labelled}
     trace.fields.update(
         {
             "judge_model": plan.judge.name,
             "analysis_models": [m.name for m in plan.panel],
             "prompt_version": cfg.judge_prompt_version,
-            "failed_models": [{"model": e.model, "error": e.reason} for e in d.panel.failures],
-            "cancelled_models": list(d.panel.cancelled),
+            "failed_models": [{"model": e.model, "error": e.reason} for e in panel.failures],
+            "cancelled_models": list(panel.cancelled),
         }
     )
-    if cfg.include_analysis:
-        trace.fields["analysis"] = d.judge.analysis
+    if cfg.include_analysis and judged is not None:
+        trace.fields["analysis"] = judged.analysis
     if cfg.include_intermediate_responses:
         trace.fields["responses"] = [
             {
@@ -146,7 +225,7 @@ def describe(trace: RunTrace, d: Deliberation) -> None:
                 "latency_ms": ms(c.latency),
                 "usage": c.usage.as_dict(),
             }
-            for c in d.panel.answers
+            for c in panel.answers
         ]
 
 
@@ -221,5 +300,5 @@ def _fallback(d: Deliberation, err: ModelCallError, latency: float, trace: RunTr
     trace.failed("synthesis", err, latency)
     trace.degraded.append("synthesis_failed")
     trace.fields["synthesis_error"] = f"{err.model}: {err.reason}"
-    best = best_panel_answer(d.panel.answers)
+    best = best_panel_answer([c for _, c in d.labelled])
     return FinalAnswer({"role": "assistant", "content": best.content}, best.finish_reason)

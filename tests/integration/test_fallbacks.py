@@ -26,7 +26,7 @@ def fallback_stack(request, tmp_path_factory) -> Iterator[Stack]:
         text = text.replace("cluster: demo_small\n", "cluster: demo_small\n      fallbacks: [demo-coder]\n")
         return text.replace("modelRefs: [{model: demo-coder}]", "modelRefs: [{model: demo-coder}, {model: demo-small}]")
 
-    yield from running_stack(tmp_path_factory.mktemp(f"fallback-{request.param}"), BODY_MODES[request.param], edit)
+    yield from running_stack(tmp_path_factory.mktemp(f"fallback-{request.param}"), BODY_MODES[request.param], edit=edit)
 
 
 def ask(stack: Stack, text: str, model: str, **headers: str):
