@@ -35,9 +35,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    import os
+
     from extproc.config.warnings import config_warnings
+    from extproc.runtime import unset_key_variables
 
     config = load_config(args.config)
+    missing = unset_key_variables(config, os.environ)
+    if missing:  # `serve` would refuse to start: the same error here
+        raise ConfigError(missing, args.config)
     print(f"{args.config}: ok ({len(config.providers.models)} models, {len(config.routing.decisions)} decisions)")
     for warning in config_warnings(config):
         print(f"{args.config}: warning: {warning}", file=sys.stderr)

@@ -71,11 +71,7 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None, semanti
     """Compile `config`. Semantic signals get `semantic` (a SemanticContext) or one made for the config;
     `await prepare_runtime(runtime)` must run before serving when any is used."""
     env = os.environ if environ is None else environ
-    missing = [
-        f"providers.models[{i}].api_key_env: environment variable {m.api_key_env} is not set"
-        for i, m in enumerate(config.providers.models)
-        if m.api_key_env and not env.get(m.api_key_env)
-    ]
+    missing = unset_key_variables(config, env)
     if missing:
         raise ConfigError(missing)
     models = {m.name: _model(m, env) for m in config.providers.models}
@@ -137,6 +133,15 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None, semanti
         embedder=getattr(semantic, "engine", None),
         semantic=semantic,
     )
+
+
+def unset_key_variables(config: Config, env: Mapping[str, str]) -> list[str]:
+    """Models whose `api_key_env` variable is unset: `serve` refuses to start, `validate` says so too."""
+    return [
+        f"providers.models[{i}].api_key_env: environment variable {m.api_key_env} is not set"
+        for i, m in enumerate(config.providers.models)
+        if m.api_key_env and not env.get(m.api_key_env)
+    ]
 
 
 async def prepare_runtime(runtime: Runtime) -> None:

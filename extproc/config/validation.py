@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
+import typing
 from typing import Any
 from urllib.parse import urlsplit
+
+from pydantic import BaseModel
 
 from extproc.config.base import EXTPROC_CLUSTER
 from extproc.config.fallbacks import check_chains
@@ -31,12 +35,35 @@ def describe(err: Any) -> str:
     path = _dotted(tuple(err["loc"]))
     kind, msg = err["type"], err["msg"]
     if kind == "extra_forbidden":
-        msg = "unknown key"
+        msg = "unknown key" + _did_you_mean(tuple(err["loc"]))
     elif kind == "missing":
         msg = "required key is missing"
     elif msg.startswith("Value error, "):
         msg = msg.removeprefix("Value error, ")
     return f"{path}: {msg}" if path else msg
+
+
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    """` (did you mean 'priority'?)` for a misspelt key, from the keys its section takes."""
+    model: Any = Config
+    for part in loc[:-1]:
+        fields = {f.alias or n: f for n, f in model.model_fields.items()}
+        if isinstance(part, int) or part not in fields:
+            continue  # a list index, or a union tag pydantic inserts
+        inner = field_models(fields[part].annotation)
+        if not inner:
+            return ""
+        model = inner[0]
+    keys = [f.alias or n for n, f in model.model_fields.items()]
+    close = difflib.get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def field_models(annotation: Any) -> list[Any]:
+    """The pydantic models inside a field's type (through Optional, list, dict, unions)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in field_models(arg)]
 
 
 def check_references(cfg: Config) -> list[str]:

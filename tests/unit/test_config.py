@@ -638,3 +638,26 @@ def test_every_missing_api_key_env_is_reported_at_once() -> None:
     text = "\n".join(info.value.problems)
     assert "QUORUM_TEST_KEY_A" in text
     assert "QUORUM_TEST_KEY_B" in text
+
+
+def test_cli_validate_says_what_serve_would_refuse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    """An unset api_key_env variable stops `serve`, so `validate` reports it too (exit 2)."""
+    raw = demo_raw()
+    raw["providers"]["models"][2]["api_key_env"] = "QUORUM_UNSET_KEY_FOR_TEST"
+    raw["routing"]["decisions"][0]["prioirty"] = 3
+    path = tmp_path / "keyed.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    monkeypatch.delenv("QUORUM_UNSET_KEY_FOR_TEST", raising=False)
+    assert main(["validate", str(path)]) == 2
+    assert "routing.decisions[0].prioirty: unknown key (did you mean 'priority'?)" in capsys.readouterr().err
+    del raw["routing"]["decisions"][0]["prioirty"]
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    assert main(["validate", str(path)]) == 2
+    assert (
+        "providers.models[2].api_key_env: environment variable QUORUM_UNSET_KEY_FOR_TEST is not set"
+        in capsys.readouterr().err
+    )
+    monkeypatch.setenv("QUORUM_UNSET_KEY_FOR_TEST", "k")
+    assert main(["validate", str(path)]) == 0
