@@ -60,8 +60,10 @@ from extproc.config.routing import (
 )
 from extproc.config.schema import Config
 from extproc.config.server import (
+    AdmissionConfig,
     EnvoyConfig,
     ServerConfig,
+    SupervisionConfig,
 )
 from extproc.config.signals import (
     ComplexitySignal,
@@ -86,6 +88,7 @@ __all__ = [
     "EXTPROC_CLUSTER",
     "INTERNAL_HEADER_PREFIX",
     "NAME_PATTERN",
+    "AdmissionConfig",
     "AlgorithmConfig",
     "AnalysisOverride",
     "ComplexitySignal",
@@ -130,6 +133,7 @@ __all__ = [
     "Snapshot",
     "StageTimeouts",
     "Strict",
+    "SupervisionConfig",
     "Tokens",
     "TracingConfig",
     "UsageConfig",

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
-import typing
+import re
 from typing import Any
 from urllib.parse import urlsplit
-
-from pydantic import BaseModel
 
 from extproc.config.base import EXTPROC_CLUSTER
 from extproc.config.fallbacks import check_chains
@@ -35,35 +32,16 @@ def describe(err: Any) -> str:
     path = _dotted(tuple(err["loc"]))
     kind, msg = err["type"], err["msg"]
     if kind == "extra_forbidden":
-        msg = "unknown key" + _did_you_mean(tuple(err["loc"]))
+        msg = "unknown key"
     elif kind == "missing":
         msg = "required key is missing"
     elif msg.startswith("Value error, "):
         msg = msg.removeprefix("Value error, ")
+        # A list validator names the item ("patterns[2]: ..."): make it part of the path.
+        item = re.match(r"(\w+)(\[\d+\]): ", msg)
+        if item and path.endswith(f".{item[1]}"):
+            path, msg = path + item[2], msg[item.end() :]
     return f"{path}: {msg}" if path else msg
-
-
-def _did_you_mean(loc: tuple[Any, ...]) -> str:
-    """` (did you mean 'priority'?)` for a misspelt key, from the keys its section takes."""
-    model: Any = Config
-    for part in loc[:-1]:
-        fields = {f.alias or n: f for n, f in model.model_fields.items()}
-        if isinstance(part, int) or part not in fields:
-            continue  # a list index, or a union tag pydantic inserts
-        inner = field_models(fields[part].annotation)
-        if not inner:
-            return ""
-        model = inner[0]
-    keys = [f.alias or n for n, f in model.model_fields.items()]
-    close = difflib.get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def field_models(annotation: Any) -> list[Any]:
-    """The pydantic models inside a field's type (through Optional, list, dict, unions)."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    return [m for arg in typing.get_args(annotation) for m in field_models(arg)]
 
 
 def check_references(cfg: Config) -> list[str]:

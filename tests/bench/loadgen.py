@@ -15,8 +15,12 @@ import resource
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 POST_LUA = Path(__file__).with_name("post.lua")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -30,6 +34,18 @@ FILLER = (
 
 class BenchError(RuntimeError):
     """A benchmark cannot run or produced unusable results; the message says why."""
+
+
+def measured(measure: Callable[[], T], workdir: Path) -> T | int:
+    """`measure()`, or the exit code after saying where the logs are (130 on Ctrl-C, 1 on a failure)."""
+    try:
+        return measure()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; every process was stopped (logs in {workdir})", file=sys.stderr)
+        return 130
+    except (BenchError, RuntimeError, TimeoutError, OSError) as err:
+        print(f"error: {err}\nlogs are in {workdir}", file=sys.stderr)
+        return 1
 
 
 # ---------------------------------------------------------------- wrk

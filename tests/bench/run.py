@@ -63,6 +63,7 @@ from loadgen import (
     cpu_seconds,
     dedicate_cpu,
     ensure_wrk,
+    measured,
     run_wrk,
     system_cpu_seconds,
     wrk_version,
@@ -727,14 +728,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="quorum-bench-"))
-    try:
-        results = measure(args, wrk, workdir)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; every process was stopped (logs in {workdir})", file=sys.stderr)
-        return 130
-    except (BenchError, RuntimeError, TimeoutError, OSError) as err:
-        print(f"error: {err}\nlogs are in {workdir}", file=sys.stderr)
-        return 1
+    results = measured(lambda: measure(args, wrk, workdir), workdir)
+    if isinstance(results, int):
+        return results
     log_notes = scan_logs(workdir, "the fake backend, Quorum or either Envoy")
     handler_us = handler_costs(workdir / "bench.yaml")
     if args.keep_logs:

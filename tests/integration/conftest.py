@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 import yaml
-from builders import PORT_KEYS, config_text
+from builders import PORT_KEYS, config_text, read_stream
 
 from extproc.dev.stack import Stack, free_port
 
@@ -41,24 +41,37 @@ def running_stack(
     workdir: Path,
     body_mode: str,
     decisions: tuple[dict[str, Any], ...] = (),
+    server: str = "",
+    workers: int | None = None,
     edit: Callable[[str], str] | None = None,
     **settings: str,
 ) -> Iterator[Stack]:
-    """A stack for a written config with extra `decisions` (and `edit` changing its text), with the large
-    model's key set."""
+    """`decisions`: added to the config's; `server`: extra `server:` keys in flow style
+    (e.g. "admission: {max_in_flight: 1}"); `edit`: a change to the config's text, applied last."""
     path, _ = write_config(workdir, body_mode, **settings)
-    if decisions:
+    if server or decisions:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw["server"].update(yaml.safe_load("{" + server + "}"))
         raw["routing"]["decisions"].extend(decisions)
         path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     if edit is not None:
         path.write_text(edit(path.read_text()))
     os.environ["QUORUM_TEST_LARGE_KEY"] = LARGE_KEY
     try:
-        with Stack(path, workdir) as running:
+        with Stack(path, workdir, workers=workers) as running:
             yield running
     finally:
         os.environ.pop("QUORUM_TEST_LARGE_KEY", None)
+
+
+def module_stack(name: str, body_mode: str = "full_duplex_streamed", **settings: Any) -> Any:
+    """A module-scoped stack fixture with its own settings (see `running_stack`)."""
+
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+        yield from running_stack(tmp_path_factory.mktemp(name), body_mode, **settings)
+
+    return fixture
 
 
 BODY_MODES = {"duplex": "full_duplex_streamed", "buffered": "buffered"}
@@ -129,10 +142,4 @@ def stream_chat(client: openai.OpenAI, text: str, trace_key: str, model: str = "
         stream=True,
         stream_options={"include_usage": True},
     )
-    content, trace, usage = "", None, None
-    for chunk in stream:
-        assert chunk.object == "chat.completion.chunk"
-        content += "".join(c.delta.content or "" for c in chunk.choices)
-        trace = (chunk.model_extra or {}).get(trace_key) or trace
-        usage = chunk.usage or usage
-    return content, trace, usage
+    return read_stream(stream, trace_key)

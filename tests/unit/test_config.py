@@ -316,8 +316,8 @@ PROBLEMS: list[Any] = [
     ),
     pytest.param(
         lambda r: r["routing"]["signals"]["regex"][0].update(patterns=["ok", "[unclosed"]),
-        "routing.signals.regex[0].patterns",
-        ["patterns[1]", "'[unclosed'", "not a valid regular expression"],
+        "routing.signals.regex[0].patterns[1]",
+        ["'[unclosed'", "not a valid regular expression"],
         id="invalid-regex",
     ),
     pytest.param(
@@ -514,7 +514,7 @@ def test_all_structural_problems_are_reported_at_once() -> None:
     problems = problems_of(raw)
     assert_problem(problems, "routing.decisions[0].prioirty", "unknown key")
     assert_problem(problems, "providers.models[0].base_url", "absolute")
-    assert_problem(problems, "routing.signals.regex[0].patterns", "patterns[0]")
+    assert_problem(problems, "routing.signals.regex[0].patterns[0]", "RE2")
     assert_problem(problems, "routing.signals.header[0].header", "x-quorum-*")
     assert_problem(problems, "server.grace_period", "a duration is")
     assert len(problems) == 5, problems
@@ -638,26 +638,3 @@ def test_every_missing_api_key_env_is_reported_at_once() -> None:
     text = "\n".join(info.value.problems)
     assert "QUORUM_TEST_KEY_A" in text
     assert "QUORUM_TEST_KEY_B" in text
-
-
-def test_cli_validate_says_what_serve_would_refuse(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
-) -> None:
-    """An unset api_key_env variable stops `serve`, so `validate` reports it too (exit 2)."""
-    raw = demo_raw()
-    raw["providers"]["models"][2]["api_key_env"] = "QUORUM_UNSET_KEY_FOR_TEST"
-    raw["routing"]["decisions"][0]["prioirty"] = 3
-    path = tmp_path / "keyed.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    monkeypatch.delenv("QUORUM_UNSET_KEY_FOR_TEST", raising=False)
-    assert main(["validate", str(path)]) == 2
-    assert "routing.decisions[0].prioirty: unknown key (did you mean 'priority'?)" in capsys.readouterr().err
-    del raw["routing"]["decisions"][0]["prioirty"]
-    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    assert main(["validate", str(path)]) == 2
-    assert (
-        "providers.models[2].api_key_env: environment variable QUORUM_UNSET_KEY_FOR_TEST is not set"
-        in capsys.readouterr().err
-    )
-    monkeypatch.setenv("QUORUM_UNSET_KEY_FOR_TEST", "k")
-    assert main(["validate", str(path)]) == 0
