@@ -36,6 +36,7 @@ class Model:
     dialect: Dialect = "openai"
     pricing: Pricing | None = None
     endpoints: frozenset[str] = ALL_ENDPOINT_NAMES  # which OpenAI endpoints the model serves
+    fallbacks: tuple[str, ...] = ()  # tried next by Envoy, in order, when this model's backend fails
 
     @property
     def host(self) -> str:
@@ -212,4 +213,5 @@ def _model(m: ModelConfig, env: os._Environ[str] | dict[str, str]) -> Model:
         dialect=m.dialect,
         pricing=m.pricing,
         endpoints=frozenset(m.endpoints),
+        fallbacks=tuple(m.fallbacks),
     )

@@ -119,6 +119,8 @@ class EnvoyConfig(Strict):
     # The quorum_extproc cluster's endpoints (host:port; a DNS name is resolved to all its addresses).
     # Empty: the worker ports of server.listen.
     extproc_endpoints: list[str] = []
+    # A fallback chain moves to the next model when an attempt sends nothing for this long.
+    fallback_idle_timeout: Seconds = 60.0
 
     @field_validator("listen", "admin")
     @classmethod
