@@ -16,19 +16,20 @@ from collections.abc import AsyncIterator, Callable
 
 from extproc import envoy
 from extproc.config import INTERNAL_HEADER_PREFIX
-from extproc.decisions import Match, fixed_decision, select
+from extproc.decisions import Match
 from extproc.errors import (
     BadRequest,
     InternalError,
     MethodNotAllowed,
-    ModelNotFound,
     NotFound,
     PayloadTooLarge,
     QuorumError,
 )
-from extproc.fusion.plan import REQUEST_DECISION, fusion_plugin
 from extproc.openai import ChatRequest, parse_chat_request
 from extproc.pb import ep, pm
+from extproc.policy.access import not_found
+from extproc.policy.guards import Verdict
+from extproc.policy.selection import select_route
 from extproc.runtime import Model, Runtime
 from extproc.signals import SignalResults, SignalSet
 from extproc.telemetry.recorder import RequestRecorder
@@ -39,6 +40,7 @@ log = logging.getLogger("quorum.handler")
 
 CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
+GUARDS_HEADER = "x-quorum-guards"  # the guards that matched; Envoy copies it to the response
 
 # Answers the body phase of a request whose decision is a fusion decision.
 FusionRunner = Callable[["RouteContext"], AsyncIterator[ep.ProcessingResponse]]
@@ -94,6 +96,7 @@ class StreamHandler:
         "runtime",
         "stream_usage",
         "strip_usage",
+        "verdict",
     )
 
     def __init__(
@@ -114,6 +117,7 @@ class StreamHandler:
         self.stream_usage: StreamUsage | None = None
         self.response_json: list[bytes] | None = None  # a routed JSON response, read for its usage
         self.matched: list[str] = []  # signals that matched, for debug headers
+        self.verdict: Verdict | None = None  # the guards that matched
 
     async def handle(self, request: ep.ProcessingRequest) -> AsyncIterator[ep.ProcessingResponse]:
         which = request.WhichOneof("request")
@@ -138,7 +142,8 @@ class StreamHandler:
         except QuorumError as err:
             self.answered = True
             self.recorder.answered(err.status, "error")
-            yield envoy.error_response(err, self._echo())
+            guards = {GUARDS_HEADER: ",".join(self.verdict.names)} if self.verdict else {}
+            yield envoy.error_response(err, {**self._echo(), **guards})
         except Exception:
             log.exception("internal error handling %s (request id %s)", which, self.request_id)
             self.answered = True
@@ -189,12 +194,14 @@ class StreamHandler:
             raise MethodNotAllowed(f"Method {method} is not allowed for {path}; use GET.")
         self.answered = True
         self.recorder.answered(200, "models")
+        rt = self.runtime
+        identity = rt.access.identity(self.headers)
         if path == MODELS_PATH:
-            return envoy.immediate(200, self.runtime.models_body, headers=self._echo())
+            return envoy.immediate(200, rt.models_list(identity), headers=self._echo())
         model_id = path[len(MODELS_PATH) + 1 :]
-        body = self.runtime.model_bodies.get(model_id)
-        if body is None:
-            raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
+        body = rt.model_bodies.get(model_id)
+        if body is None or not rt.access.allows(model_id, identity):
+            raise not_found(model_id)
         return envoy.immediate(200, body, headers=self._echo())
 
     # ------------------------------------------------------------------ request body
@@ -235,7 +242,7 @@ class StreamHandler:
                 raise InternalError("Fusion is not enabled on this router.", code="fusion_unavailable")
             self.answered = True
             self.recorder.decided(decision.name, decision.priority, match.confidence, "", "fusion")
-            debug = dict(self._debug(match))
+            debug = dict(self._debug(match) + self._guard_headers())
             ctx = RouteContext(chat, self.headers, match, self.request_id, self.duplex, self.recorder, debug)
             async for response in self.fusion(ctx):
                 yield response
@@ -252,38 +259,29 @@ class StreamHandler:
 
     async def _decide(self, chat: ChatRequest) -> Match:
         rt = self.runtime
-        model = chat.model
-        if model in rt.auto_names:
-            match = select(rt.decisions, await self._signals(rt.signals, chat))
-            if match is not None:
-                return match
-            if rt.default_model is None:
-                raise BadRequest(
-                    "No routing decision matched this request and no default model is configured.",
-                    param="model",
-                    code="no_route",
-                )
-            return Match(fixed_decision("default", rt.default_model), 0.0)
-        if model in rt.fusion_names:
-            match = select(rt.fusion_decisions, await self._signals(rt.fusion_signals, chat))
-            if match is None and fusion_plugin(chat.body) is not None:
-                return Match(REQUEST_DECISION, 1.0)
-            if match is None:
-                raise BadRequest(
-                    f"No fusion decision matched this request, so '{model}' cannot answer it.",
-                    param="model",
-                    code="no_fusion_decision",
-                )
-            return match
-        if model in rt.models:
-            return Match(fixed_decision("explicit", model), 1.0)
-        raise ModelNotFound(f"The model '{model}' does not exist or you do not have access to it.", param="model")
+        selection = await select_route(
+            rt, chat.model, chat.body, rt.access.identity(self.headers), lambda s: self._signals(s, chat)
+        )
+        verdict = self.verdict = selection.verdict
+        if verdict is not None:
+            self.recorder.guarded(verdict)
+            if verdict.block is not None:
+                self.recorder.decision = f"guard:{verdict.block.name}"
+                raise verdict.block.violation()
+        assert selection.match is not None
+        return selection.match
 
     async def _signals(self, signals: SignalSet, chat: ChatRequest) -> SignalResults:
         started = time.perf_counter()
         results = await signals.evaluate(chat, self.headers)
         self.matched = self.recorder.signals(results, started)
         return results
+
+    def _guard_headers(self) -> list[tuple[str, str]]:
+        """`x-quorum-guards` (which guards matched) and the headers of label guards."""
+        if self.verdict is None:
+            return []
+        return [(GUARDS_HEADER, ",".join(self.verdict.names)), *self.verdict.headers]
 
     def _debug(self, match: Match) -> list[tuple[str, str]]:
         """`x-quorum-signals` and `x-quorum-confidence`, when the operator enabled debug headers."""
@@ -295,7 +293,7 @@ class StreamHandler:
         """The headers that steer Envoy to the model, and the body rewritten for it (None: unchanged)."""
         rt = self.runtime
         model = self.routed = rt.models[match.decision.models[0]]
-        headers = [(rt.route_header, model.name), (rt.decision_header, match.decision.name)]
+        headers = [(rt.route_header, model.name), (rt.decision_header, match.decision.name), *self._guard_headers()]
         if model.authorization is not None:
             headers.append(("authorization", model.authorization))
         if rt.request_stream_usage and chat.stream and not chat.wants_usage:

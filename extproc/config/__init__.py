@@ -34,6 +34,11 @@ from extproc.config.observability import (
     TracingConfig,
     UsageConfig,
 )
+from extproc.config.policy import (
+    AccessConfig,
+    AccessRule,
+    GuardConfig,
+)
 from extproc.config.providers import (
     ModelConfig,
     Pricing,
@@ -80,6 +85,8 @@ __all__ = [
     "EXTPROC_CLUSTER",
     "INTERNAL_HEADER_PREFIX",
     "NAME_PATTERN",
+    "AccessConfig",
+    "AccessRule",
     "AlgorithmConfig",
     "AnalysisOverride",
     "ComplexitySignal",
@@ -93,6 +100,7 @@ __all__ = [
     "EnvoyConfig",
     "Fraction",
     "FusionConfig",
+    "GuardConfig",
     "HeaderSignal",
     "JailbreakSignal",
     "KeywordSignal",

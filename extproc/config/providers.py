@@ -33,6 +33,8 @@ class ModelConfig(Strict):
     api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     supports_json_schema: bool = False
     pricing: Pricing | None = None
+    # Route explicit requests for this model inside Envoy when no policy needs Quorum (None: envoy.fast_path).
+    fast_path: bool | None = None
 
     @field_validator("base_url")
     @classmethod

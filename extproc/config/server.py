@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     Field,
@@ -62,6 +62,11 @@ class EnvoyConfig(Strict):
     max_message_timeout: Seconds = 600.0
     upstream_timeout: Seconds = 600.0
     retries: int = Field(2, ge=0, le=10)
+    # Explicit-model requests for models no policy covers are routed by Envoy alone (docs/envoy.md).
+    fast_path: bool = False
+    # HTTP filters (Envoy config, as mappings) that establish the client identity for `access`,
+    # e.g. jwt_authn with claim_to_headers; they run after the client-sent identity header is removed.
+    identity_filters: list[dict[str, Any]] = []
 
     @field_validator("listen", "admin")
     @classmethod

@@ -37,6 +37,9 @@ class FusionService:
 
     async def __call__(self, ctx: RouteContext) -> AsyncIterator[ep.ProcessingResponse]:
         plan = build_plan(self.runtime, ctx.match.decision, ctx.chat.body)
+        access = self.runtime.access
+        # Panels chosen by a decision or by the request's plugin: the caller must be allowed every model.
+        access.require([m.name for m in (*plan.panel, plan.judge)], access.identity(ctx.headers))
         if ctx.duplex and ctx.chat.stream:
             async for response in self._stream(plan, ctx):
                 yield response

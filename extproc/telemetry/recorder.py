@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from extproc.models import Usage
+    from extproc.policy.guards import Verdict
     from extproc.runtime import Model
 
 PROPAGATOR = TraceContextTextMapPropagator()
@@ -51,6 +52,7 @@ class RequestRecorder:
         "decision",
         "decision_facts",
         "finished",
+        "guards",
         "kind",
         "method",
         "model",
@@ -79,6 +81,7 @@ class RequestRecorder:
         self.decision = self.model = ""
         self.status: int | None = None  # known for answers Quorum gives, and with usage accounting
         self.usage_in = self.usage_out = 0
+        self.guards: tuple[str, ...] = ()  # guards that matched
         self.finished = False
         self.traceparent: dict[str, str] | None = None  # the client's, kept for propagation when not tracing
         self.attributes: dict[str, Any] = {}  # of the request span, written when the request ends
@@ -162,6 +165,17 @@ class RequestRecorder:
             self.attributes["quorum.decision.name"] = decision
             self.attributes["quorum.model"] = model
 
+    def guarded(self, verdict: Verdict) -> None:
+        """The guards that matched this request: a metric per guard, span attributes, the access log."""
+        self.guards = verdict.names
+        metrics = self.telemetry.metrics
+        if metrics is not None:
+            for guard in verdict.matched:
+                metrics.guard_matches.labels(guard.name, guard.action).inc()
+        if self.telemetry.spans is not None:
+            self.attributes["quorum.guards.matched"] = self.guards
+            self.attributes["quorum.guards.action"] = verdict.action
+
     def answered(self, status: int, kind: str | None = None) -> None:
         self.status = status
         if kind:
@@ -229,6 +243,7 @@ class RequestRecorder:
             "path": self.path,
             "kind": self.kind,
             "decision": self.decision or None,
+            "guards": list(self.guards) or None,
             "model": self.model or None,
             "status": status,
             "latency_ms": round(elapsed * 1000, 3),
