@@ -20,7 +20,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from extproc.config import EXTPROC_CLUSTER, Config, ModelConfig, split_host_port
+from extproc.bootstrap_policy import edge_filters, fast_path_filters, fast_path_routes
+from extproc.config import EXTPROC_CLUSTER, GUARDS_HEADER, Config, ModelConfig, split_host_port
+from extproc.policy import fastpath
 from extproc.server import worker_addresses
 
 _HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -76,7 +78,12 @@ def _listener(config: Config, host: str, port: int) -> dict[str, Any]:
         "request_timeout": "0s",  # streamed answers may run long; the route timeout bounds upstream waits
         "route_config": _routes(config),
         "local_reply_config": _local_replies(),
-        "http_filters": [_extproc_filter(config), _router_filter()],
+        "http_filters": [
+            *edge_filters(config),
+            *fast_path_filters(fastpath.plan(config)),
+            _extproc_filter(config),
+            _router_filter(),
+        ],
     }
     return {
         "name": "quorum_listener",
@@ -88,27 +95,13 @@ def _listener(config: Config, host: str, port: int) -> dict[str, Any]:
 
 
 def _routes(config: Config) -> dict[str, Any]:
-    server, env = config.server, config.envoy
+    server = config.server
     copy_back = [
         {"header": {"key": name, "value": f"%REQ({name})%"}, "keep_empty_value": False}
-        for name in (server.route_header, server.decision_header, *DEBUG_HEADERS)
+        for name in (server.route_header, server.decision_header, GUARDS_HEADER, *DEBUG_HEADERS)
     ]
-    routes = []
+    routes = fast_path_routes(config, fastpath.plan(config), lambda model: _model_route(config, model))
     for model in config.providers.models:
-        route: dict[str, Any] = {
-            "cluster": model.cluster_name,
-            "timeout": _seconds(env.upstream_timeout),
-            "retry_policy": {
-                "retry_on": "connect-failure,refused-stream,reset-before-request",
-                "num_retries": env.retries,
-            },
-        }
-        parts = urlsplit(model.base_url)
-        base_path = parts.path.rstrip("/")
-        if base_path != "/v1":
-            route["regex_rewrite"] = {"pattern": {"regex": "^/v1/"}, "substitution": f"{base_path}/"}
-        if not _is_ip(parts.hostname or ""):
-            route["host_rewrite_literal"] = parts.hostname
         routes.append(
             {
                 "name": f"model_{model.name}",
@@ -116,7 +109,7 @@ def _routes(config: Config) -> dict[str, Any]:
                     "prefix": "/v1/",
                     "headers": [{"name": server.route_header, "string_match": {"exact": model.name}}],
                 },
-                "route": route,
+                "route": _model_route(config, model),
                 "response_headers_to_add": copy_back,
             }
         )
@@ -139,6 +132,26 @@ def _routes(config: Config) -> dict[str, Any]:
         "name": "quorum_routes",
         "virtual_hosts": [{"name": "openai", "domains": ["*"], "routes": routes, "request_body_buffer_limit": limit}],
     }
+
+
+def _model_route(config: Config, model: ModelConfig) -> dict[str, Any]:
+    """Where a request for `model` goes: its cluster, timeout, retries and path/host rewrites."""
+    env = config.envoy
+    route: dict[str, Any] = {
+        "cluster": model.cluster_name,
+        "timeout": _seconds(env.upstream_timeout),
+        "retry_policy": {
+            "retry_on": "connect-failure,refused-stream,reset-before-request",
+            "num_retries": env.retries,
+        },
+    }
+    parts = urlsplit(model.base_url)
+    base_path = parts.path.rstrip("/")
+    if base_path != "/v1":
+        route["regex_rewrite"] = {"pattern": {"regex": "^/v1/"}, "substitution": f"{base_path}/"}
+    if not _is_ip(parts.hostname or ""):
+        route["host_rewrite_literal"] = parts.hostname
+    return route
 
 
 def _extproc_filter(config: Config) -> dict[str, Any]:

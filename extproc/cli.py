@@ -24,8 +24,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from extproc.policy.fastpath import describe
+
     config = load_config(args.config)
     print(f"{args.config}: ok ({len(config.providers.models)} models, {len(config.routing.decisions)} decisions)")
+    for line in describe(config):
+        print(line)
     return 0
 
 

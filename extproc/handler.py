@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from extproc import envoy
-from extproc.config import INTERNAL_HEADER_PREFIX
+from extproc.config import GUARDS_HEADER, INTERNAL_HEADER_PREFIX
 from extproc.decisions import Match
 from extproc.errors import (
     BadRequest,
@@ -40,7 +40,6 @@ log = logging.getLogger("quorum.handler")
 
 CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
-GUARDS_HEADER = "x-quorum-guards"  # the guards that matched; Envoy copies it to the response
 
 # Answers the body phase of a request whose decision is a fusion decision.
 FusionRunner = Callable[["RouteContext"], AsyncIterator[ep.ProcessingResponse]]

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from extproc.config.base import (
     CLUSTER_PATTERN,
     EXTPROC_CLUSTER,
+    GUARDS_HEADER,
     INTERNAL_HEADER_PREFIX,
     NAME_PATTERN,
     ConfigError,
@@ -83,6 +84,7 @@ from extproc.config.validation import check_references, describe
 __all__ = [
     "CLUSTER_PATTERN",
     "EXTPROC_CLUSTER",
+    "GUARDS_HEADER",
     "INTERNAL_HEADER_PREFIX",
     "NAME_PATTERN",
     "AccessConfig",
