@@ -46,7 +46,7 @@ def _cmd_envoy_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_fake_backend(args: argparse.Namespace) -> int:
-    from extproc import fake_backend
+    from extproc.dev import fake_backend
 
     _configure_logging("info")
     return fake_backend.run(args)
@@ -58,7 +58,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from extproc.devstack import Stack
+    from extproc.dev.stack import Stack
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -125,9 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
 
     fake = sub.add_parser("fake-backend", help="run a fake OpenAI-compatible model backend")
-    from extproc import fake_backend
+    from extproc.dev import add_arguments
 
-    fake_backend.add_arguments(fake)
+    add_arguments(fake)
     fake.set_defaults(func=_cmd_fake_backend)
     return parser
 

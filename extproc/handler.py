@@ -1,8 +1,9 @@
 """One HTTP request seen through one ext_proc stream: which phase we are in and what to answer.
 
-The path of a chat request:
+The path of an OpenAI request (the endpoint processor is looked up by exact path, see
+extproc.endpoints):
   request_headers  -> strip client-sent internal headers, answer /v1/models, reject bad paths early
-  request_body     -> parse (openai) -> signals -> decisions -> route (envoy.route_request)
+  request_body     -> endpoint.parse -> signals -> decisions -> route (endpoint.rewrite, envoy.route_request)
                                                               or fusion (extproc.fusion.service)
 Anything Quorum answers itself ends the exchange; later messages (there should be none) get an
 empty answer of the matching kind so Envoy never waits.
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from extproc import envoy
 from extproc.config import GUARDS_HEADER, INTERNAL_HEADER_PREFIX
 from extproc.decisions import Match
+from extproc.endpoints import ENDPOINTS, EndpointProcessor, ParsedRequest
 from extproc.errors import (
     BadRequest,
     InternalError,
@@ -25,11 +27,11 @@ from extproc.errors import (
     PayloadTooLarge,
     QuorumError,
 )
-from extproc.openai import ChatRequest, parse_chat_request
 from extproc.pb import ep, pm
 from extproc.policy.access import not_found
 from extproc.policy.guards import Verdict
 from extproc.policy.selection import select_route
+from extproc.route import RouteContext
 from extproc.runtime import Model, Runtime
 from extproc.signals import SignalResults, SignalSet
 from extproc.telemetry.recorder import RequestRecorder
@@ -38,35 +40,10 @@ from extproc.telemetry.usage import StreamUsage, json_usage
 
 log = logging.getLogger("quorum.handler")
 
-CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
 
 # Answers the body phase of a request whose decision is a fusion decision.
-FusionRunner = Callable[["RouteContext"], AsyncIterator[ep.ProcessingResponse]]
-
-
-class RouteContext:
-    """What routing learned about one chat request; handed to the fusion runner."""
-
-    __slots__ = ("chat", "debug_headers", "duplex", "headers", "match", "recorder", "request_id")
-
-    def __init__(
-        self,
-        chat: ChatRequest,
-        headers: dict[str, str],
-        match: Match,
-        request_id: str,
-        duplex: bool = False,
-        recorder: RequestRecorder | None = None,
-        debug_headers: dict[str, str] | None = None,
-    ) -> None:
-        self.chat = chat
-        self.debug_headers = debug_headers or {}  # matched signals and confidence, when enabled
-        self.headers = headers
-        self.match = match
-        self.request_id = request_id
-        self.duplex = duplex  # FULL_DUPLEX_STREAMED: the answer may be streamed as it is produced
-        self.recorder = recorder
+FusionRunner = Callable[[RouteContext], AsyncIterator[ep.ProcessingResponse]]
 
 
 class StreamHandler:
@@ -83,6 +60,7 @@ class StreamHandler:
         "answered",
         "chunks",
         "duplex",
+        "endpoint",
         "fusion",
         "headers",
         "kind",
@@ -106,7 +84,8 @@ class StreamHandler:
         self.recorder = RequestRecorder(telemetry or NO_TELEMETRY)
         self.headers: dict[str, str] = {}
         self.request_id = "-"
-        self.kind = "unknown"  # chat | passthrough
+        self.kind = "unknown"  # an endpoint's name (chat, ...) | passthrough
+        self.endpoint: EndpointProcessor | None = None  # the processor of an OpenAI path Quorum routes
         self.duplex = False
         self.chunks: list[bytes] = []  # duplex mode: the body so far
         self.received = 0
@@ -159,15 +138,17 @@ class StreamHandler:
         path = headers.get(":path", "/").partition("?")[0]
         method = headers.get(":method", "GET")
 
-        if path == CHAT_PATH:
+        endpoint = ENDPOINTS.get(path)
+        if endpoint is not None:
             if method != "POST":
-                raise MethodNotAllowed(f"Method {method} is not allowed for {CHAT_PATH}; use POST.")
+                raise MethodNotAllowed(f"Method {method} is not allowed for {path}; use POST.")
             length = headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > self.runtime.max_body_bytes:
                 raise self._too_large(int(length))
             if msg.end_of_stream:
-                raise BadRequest("The request body is empty; send a JSON chat completion request.", code="invalid_json")
-            self.kind = "chat"
+                raise BadRequest("The request body is empty; send a JSON request body.", code="invalid_json")
+            self.endpoint = endpoint
+            self.kind = endpoint.name
             if self.duplex:
                 return None  # answered once the body has decided the route
         elif path == MODELS_PATH or path.startswith(MODELS_PATH + "/"):
@@ -206,7 +187,7 @@ class StreamHandler:
     # ------------------------------------------------------------------ request body
 
     async def on_request_body(self, msg: ep.HttpBody) -> AsyncIterator[ep.ProcessingResponse]:
-        if self.kind != "chat":
+        if self.endpoint is None:
             yield envoy.streamed_body(msg.body, msg.end_of_stream) if self.duplex else _EMPTY_ANSWERS["request_body"]
             return
         if not self.duplex:
@@ -225,7 +206,7 @@ class StreamHandler:
 
     async def on_request_trailers(self) -> AsyncIterator[ep.ProcessingResponse]:
         """Duplex mode: trailers end the body; anything else only needs an acknowledgement."""
-        if self.duplex and self.kind == "chat":
+        if self.duplex and self.endpoint is not None:
             async for response in self._complete(b"".join(self.chunks), trailers=True):
                 yield response
             if self.answered:
@@ -233,7 +214,8 @@ class StreamHandler:
         yield envoy.TRAILERS_CONTINUE
 
     async def _complete(self, body: bytes, trailers: bool) -> AsyncIterator[ep.ProcessingResponse]:
-        chat = parse_chat_request(body)
+        assert self.endpoint is not None  # only OpenAI paths reach the body phase here
+        chat = self.endpoint.parse(body)
         match = await self._decide(chat)
         decision = match.decision
         if decision.is_fusion:
@@ -256,7 +238,7 @@ class StreamHandler:
         # Envoy sends a streamed body upstream chunked (it drops content-length), so no length to fix.
         yield envoy.streamed_body(body if new_body is None else new_body, end_of_stream=not trailers)
 
-    async def _decide(self, chat: ChatRequest) -> Match:
+    async def _decide(self, chat: ParsedRequest) -> Match:
         rt = self.runtime
         selection = await select_route(
             rt, chat.model, chat.body, rt.access.identity(self.headers), lambda s: self._signals(s, chat)
@@ -270,7 +252,7 @@ class StreamHandler:
         assert selection.match is not None
         return selection.match
 
-    async def _signals(self, signals: SignalSet, chat: ChatRequest) -> SignalResults:
+    async def _signals(self, signals: SignalSet, chat: ParsedRequest) -> SignalResults:
         started = time.perf_counter()
         results = await signals.evaluate(chat, self.headers)
         self.matched = self.recorder.signals(results, started)
@@ -288,17 +270,15 @@ class StreamHandler:
             return []
         return [("x-quorum-signals", ",".join(self.matched) or "-"), ("x-quorum-confidence", f"{match.confidence:.4f}")]
 
-    def _route(self, chat: ChatRequest, match: Match) -> tuple[list[tuple[str, str]], bytes | None]:
+    def _route(self, chat: ParsedRequest, match: Match) -> tuple[list[tuple[str, str]], bytes | None]:
         """The headers that steer Envoy to the model, and the body rewritten for it (None: unchanged)."""
         rt = self.runtime
         model = self.routed = rt.models[match.decision.models[0]]
         headers = [(rt.route_header, model.name), (rt.decision_header, match.decision.name), *self._guard_headers()]
         if model.authorization is not None:
             headers.append(("authorization", model.authorization))
-        if rt.request_stream_usage and chat.stream and not chat.wants_usage:
-            self.strip_usage = True
-            return headers, chat.with_model(model.upstream_model, stream_options={"include_usage": True})
-        body = None if chat.model == model.upstream_model else chat.with_model(model.upstream_model)
+        assert self.endpoint is not None
+        body, self.strip_usage = self.endpoint.rewrite(chat, model.upstream_model, rt.request_stream_usage)
         return headers, body
 
     # ------------------------------------------------------------------ response (usage accounting)

@@ -8,7 +8,6 @@ propagated so one client request can be followed across every model call.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -18,76 +17,13 @@ import orjson
 from opentelemetry.trace import Span
 
 from extproc.http1 import Endpoint, HTTPClient, TransportError
+from extproc.modeltypes import Completion, ModelCallError, RetryPolicy, Usage
 from extproc.runtime import Model
 from extproc.sse import SSEDecoder
 from extproc.telemetry.recorder import end_model_span, inject_context, start_model_span
 from extproc.telemetry.setup import NO_TELEMETRY, Telemetry
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
-
-
-@dataclass(slots=True)
-class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-
-    def add(self, other: Usage | None) -> None:
-        if other is not None:
-            self.prompt_tokens += other.prompt_tokens
-            self.completion_tokens += other.completion_tokens
-            self.total_tokens += other.total_tokens
-
-    @classmethod
-    def parse(cls, data: Any) -> Usage | None:
-        if not isinstance(data, dict):
-            return None
-        prompt = int(data.get("prompt_tokens") or 0)
-        completion = int(data.get("completion_tokens") or 0)
-        return cls(prompt, completion, int(data.get("total_tokens") or prompt + completion))
-
-    def as_dict(self) -> dict[str, int]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens,
-        }
-
-
-@dataclass(slots=True)
-class Completion:
-    model: str  # the configured name that was called
-    message: dict[str, Any]
-    finish_reason: str
-    usage: Usage  # summed over every attempt that reported usage
-    latency: float  # seconds, all attempts included
-    attempts: int
-    response_model: str | None = None  # the `model` the backend reported
-
-    @property
-    def content(self) -> str:
-        content = self.message.get("content")
-        return content if isinstance(content, str) else ""
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    attempts: int = 2
-    backoff: float = 0.2
-    max_backoff: float = 5.0
-
-    def delay(self, attempt: int) -> float:
-        base = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
-        return base * (0.5 + random.random() / 2)  # jitter keeps a panel's retries from marching in step
-
-
-class ModelCallError(Exception):
-    def __init__(self, model: str, reason: str, status: int | None = None, usage: Usage | None = None) -> None:
-        super().__init__(f"{model}: {reason}")
-        self.model = model
-        self.reason = reason
-        self.status = status
-        self.usage = usage or Usage()
 
 
 @dataclass

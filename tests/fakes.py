@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from extproc.models import Completion, ModelCallError, RetryPolicy, Usage
+from extproc.modeltypes import Completion, ModelCallError, RetryPolicy, Usage
 from extproc.runtime import Model
 
 Reply = str | ModelCallError | Callable[[dict[str, Any]], "str | ModelCallError"]

@@ -23,7 +23,8 @@ from extproc.fusion.prompts import (
     render_conversation,
     render_responses,
 )
-from extproc.models import Completion, ModelCallError, ModelClient, Usage
+from extproc.models import ModelClient
+from extproc.modeltypes import Completion, ModelCallError, Usage
 
 
 @dataclass

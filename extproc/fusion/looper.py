@@ -21,7 +21,8 @@ from extproc.fusion.judge import JudgeResult, assign_labels, run_judge
 from extproc.fusion.panel import PanelResult, run_panel
 from extproc.fusion.plan import FusionPlan
 from extproc.fusion.synthesis import best_panel_answer, synthesis_body
-from extproc.models import Completion, ModelCallError, ModelClient, Usage
+from extproc.models import ModelClient
+from extproc.modeltypes import Completion, ModelCallError, Usage
 from extproc.telemetry.recorder import RequestRecorder
 
 

@@ -16,7 +16,8 @@ from typing import Any
 from opentelemetry.trace import Span
 
 from extproc.fusion.plan import FusionPlan
-from extproc.models import Completion, ModelCallError, ModelClient, Usage
+from extproc.models import ModelClient
+from extproc.modeltypes import Completion, ModelCallError, Usage
 from extproc.runtime import Model
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from extproc.config import FusionConfig
 from extproc.decisions import Decision
 from extproc.errors import BadRequest
-from extproc.models import RetryPolicy
+from extproc.modeltypes import RetryPolicy
 from extproc.runtime import Model, Runtime
 
 PLUGIN_ID = "fusion"

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from extproc.fusion.looper import Deliberation, FinalAnswer
-from extproc.models import Usage
+from extproc.modeltypes import Usage
 from extproc.sse import DONE, encode_event
 
 

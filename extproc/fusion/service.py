@@ -20,9 +20,9 @@ from extproc.errors import QuorumError
 from extproc.fusion.looper import Deliberation, FinalAnswer, deliberate, synthesize, synthesize_stream
 from extproc.fusion.plan import FusionPlan, build_plan
 from extproc.fusion.response import ChunkWriter, message_chunks, render_completion
-from extproc.handler import RouteContext
 from extproc.models import ModelClient
 from extproc.pb import ep
+from extproc.route import RouteContext
 from extproc.runtime import Runtime
 from extproc.sse import HEARTBEAT, encode_event
 

@@ -12,7 +12,7 @@ from extproc.fusion.prompts import (
     render_conversation,
     render_responses,
 )
-from extproc.models import Completion
+from extproc.modeltypes import Completion
 
 _NOT_FOR_SYNTHESIS = frozenset({"model", "stream", "stream_options", "plugins", "n"})
 

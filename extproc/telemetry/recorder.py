@@ -32,7 +32,7 @@ from extproc.telemetry.spans import ChildFacts
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from extproc.models import Usage
+    from extproc.modeltypes import Usage
     from extproc.policy.guards import Verdict
     from extproc.runtime import Model
 

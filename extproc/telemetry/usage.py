@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from extproc.models import Usage
+from extproc.modeltypes import Usage
 
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 _LINE_END = re.compile(rb"\r\n|\n|\r")

@@ -7,7 +7,7 @@
 What runs (all on loopback, all sharing this machine's cores):
 - one fake OpenAI backend per model (`quorum fake-backend`, fixed latency L = --latency-ms, 100 ms):
   three panel models and a fourth model that is both judge and synthesiser;
-- `quorum serve` (one worker) and Envoy (`--concurrency 1`), started by `extproc.devstack.Stack`
+- `quorum serve` (one worker) and Envoy (`--concurrency 1`), started by `extproc.dev.stack.Stack`
   with a config whose decision `deliberate` (keyword "compare") is a fusion decision.
 
 1. **Orchestration overhead** (the default full-duplex mode, `stream: false`). The *backend chain* is what the
@@ -68,7 +68,7 @@ from loadgen import BenchError, add_layout_option, chat_body, check_layout, cpu_
 from profiling import find_py_spy, summarize
 from reportlib import environment_lines, scan_logs, table, write_section
 
-from extproc.devstack import Stack, find_envoy, free_port
+from extproc.dev.stack import Stack, find_envoy, free_port
 
 SECTION = "fusion"
 CHAT_PATH = "/v1/chat/completions"

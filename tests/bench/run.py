@@ -15,7 +15,7 @@ times (2), interleaved, and the report shows per-case medians plus each round's 
 What runs (all on loopback, all sharing this machine's cores):
 - one fake OpenAI backend (`quorum fake-backend`, aiohttp), serving two models' clusters;
 - `quorum serve` with one worker, and Envoy (`--concurrency 1`) with the bootstrap from
-  `extproc.bootstrap.render`, started together by `extproc.devstack.Stack`;
+  `extproc.bootstrap.render`, started together by `extproc.dev.stack.Stack`;
 - a second, "bare" Envoy rendered from the same config with the ext_proc filter removed and the
   catch-all route sent to the routed model's cluster, so the only difference is Quorum;
 - wrk with `post.lua` for every case: 1 KiB and 256 KiB bodies, 1 and 16 connections, against the
@@ -72,7 +72,7 @@ from reportlib import environment_lines, scan_logs, table, write_section
 
 from extproc.bootstrap import EXTPROC_CLUSTER, render
 from extproc.config import Config, load_config
-from extproc.devstack import Stack, find_envoy, free_port
+from extproc.dev.stack import Stack, find_envoy, free_port
 
 SECTION = "routing"
 SIZES = (("1 KiB", 1024), ("256 KiB", 256 * 1024))

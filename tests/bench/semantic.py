@@ -4,7 +4,7 @@
     .venv/bin/python tests/bench/semantic.py --quick                       # smoke run, about 1 min
 
 What runs (all on loopback, all sharing this machine's cores, which is 2 on the reference box):
-- two stacks started with `extproc.devstack.Stack` (fake backend + Envoy `--concurrency 1`), each
+- two stacks started with `extproc.dev.stack.Stack` (fake backend + Envoy `--concurrency 1`), each
   with its own `quorum serve` (one worker) that this script spawns itself to time its start:
   *keyword*: decisions use keyword signals only, no embedding engine is even loaded;
   *semantic*: the same decisions (same names, same models) on domain signals (4 domains) plus a
@@ -76,7 +76,7 @@ from loadgen import BenchError, WrkResult, cpu_seconds, ensure_wrk, parse_wrk_ou
 from loadgen import wrk_version as _wrk_version
 from reportlib import environment_lines, package_version, scan_logs, table, write_section
 
-from extproc.devstack import Stack, find_envoy, free_port
+from extproc.dev.stack import Stack, find_envoy, free_port
 
 SECTION = "semantic"
 CHAT_PATH = "/v1/chat/completions"
@@ -1312,7 +1312,7 @@ def render(r: dict[str, Any], args: argparse.Namespace, wrk: str, elapsed: float
     setup = (
         f"**Setup.** One machine, loopback only: **all processes share the same {cores} cores** (wrk, this script's "
         "Python client, Envoy, the fake backend, one or two `quorum serve`). Two stacks, each a fake OpenAI "
-        "backend + Envoy `--concurrency 1` (started by `extproc.devstack.Stack`) + `quorum serve` with one "
+        "backend + Envoy `--concurrency 1` (started by `extproc.dev.stack.Stack`) + `quorum serve` with one "
         "worker: *keyword* has four decisions on keyword signals; *semantic* has the same four decisions (same "
         "names and models) on four domain signals and one complexity signal, all reading one embedding of the "
         f"last user message from the local engine ({engine['model']}, {engine['precision']}, onnxruntime "

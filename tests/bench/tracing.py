@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import chat_body, cpu_seconds, dedicate_cpu, ensure_wrk, run_wrk
 from reportlib import environment_lines, table, write_section
 
-from extproc.devstack import Stack, find_envoy, free_port
+from extproc.dev.stack import Stack, find_envoy, free_port
 
 TARGET_RATIO = 0.85
 CONFIG = """

@@ -11,7 +11,7 @@ import openai
 import pytest
 from builders import PORT_KEYS, config_text
 
-from extproc.devstack import Stack, free_port
+from extproc.dev.stack import Stack, free_port
 
 LARGE_KEY = "sk-quorum-test-large"
 MAX_BODY = 256 * 1024

@@ -15,7 +15,7 @@ import pytest
 from conftest import backend_requests, clear_backends, write_config
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from extproc.devstack import Stack, free_port
+from extproc.dev.stack import Stack, free_port
 
 pytestmark = pytest.mark.integration
 

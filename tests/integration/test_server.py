@@ -17,9 +17,9 @@ from conftest import write_config
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from extproc.config import parse_config
-from extproc.devstack import Stack, free_port
-from extproc.handler import RouteContext
+from extproc.dev.stack import Stack, free_port
 from extproc.pb import ep, ep_grpc
+from extproc.route import RouteContext
 from extproc.runtime import build_runtime
 from extproc.server import SERVICE_NAME, start_server
 

@@ -10,7 +10,7 @@ import openai
 import pytest
 from conftest import BODY_MODES, backend_requests, clear_backends, write_config
 
-from extproc.devstack import Stack
+from extproc.dev.stack import Stack
 
 pytestmark = pytest.mark.integration
 

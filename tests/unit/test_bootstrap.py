@@ -13,7 +13,7 @@ import yaml
 from extproc.bootstrap import EXTPROC_CLUSTER, render, render_yaml
 from extproc.cli import main
 from extproc.config import Config, ConfigError, load_config, parse_config
-from extproc.devstack import find_envoy
+from extproc.dev.stack import find_envoy
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "config" / "demo.yaml"

@@ -19,7 +19,8 @@ import openai
 import pytest
 from aiohttp import web
 
-from extproc.fake_backend import BACKEND, add_arguments, build_app, load_script, start_app
+from extproc.dev import add_arguments
+from extproc.dev.fake_backend import BACKEND, build_app, load_script, start_app
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL = "demo-small"
@@ -664,7 +665,8 @@ def test_in_process_state_is_reachable() -> None:
 async def test_run_exits_cleanly_on_signal(sig: signal.Signals) -> None:
     code = (
         "import argparse, sys\n"
-        "from extproc.fake_backend import add_arguments, run\n"
+        "from extproc.dev import add_arguments\n"
+        "from extproc.dev.fake_backend import run\n"
         "parser = argparse.ArgumentParser()\n"
         "add_arguments(parser)\n"
         "sys.exit(run(parser.parse_args(sys.argv[1:])))\n"
@@ -713,7 +715,7 @@ def test_run_reports_busy_port() -> None:
         port = sock.getsockname()[1]
         code = (
             "import argparse, sys\n"
-            "from extproc.fake_backend import run\n"
+            "from extproc.dev.fake_backend import run\n"
             f"sys.exit(run(argparse.Namespace(host='127.0.0.1', port={port}, model='m', latency_ms=0.0)))\n"
         )
         result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)

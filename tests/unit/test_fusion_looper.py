@@ -17,7 +17,7 @@ from extproc.fusion.looper import FinalAnswer, deliberate, synthesize, synthesiz
 from extproc.fusion.plan import FusionPlan, build_plan
 from extproc.fusion.prompts import ANALYSIS_KEYS, NO_ANALYSIS, label
 from extproc.fusion.response import render_completion
-from extproc.models import Completion, ModelCallError, Usage
+from extproc.modeltypes import Completion, ModelCallError, Usage
 from extproc.runtime import build_runtime
 
 RT = build_runtime(parse_config(config_text()), environ={"QUORUM_TEST_LARGE_KEY": "k"})

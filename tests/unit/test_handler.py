@@ -9,8 +9,9 @@ import pytest
 from builders import body_msg, chat, chat_headers, config_text, error_of, exchange, headers_msg, set_headers
 
 from extproc.config import parse_config
-from extproc.handler import RouteContext, StreamHandler
+from extproc.handler import StreamHandler
 from extproc.pb import ep, pm
+from extproc.route import RouteContext
 from extproc.runtime import Runtime, build_runtime
 
 SECRET = "sk-test-secret-value"
@@ -98,6 +99,7 @@ async def test_header_phase_passes_clean_requests_without_mutation(runtime):
         ({":method": "GET", ":path": "/v1/chat/completions"}, 405, "method_not_allowed"),
         ({":method": "POST", ":path": "/v1/embeddings"}, 404, "unknown_url"),
         ({":method": "POST", ":path": "/v1"}, 404, "unknown_url"),
+        ({":method": "POST", ":path": "/v1/chat/completions/x"}, 404, "unknown_url"),  # exact paths only
         ({":method": "POST", ":path": "/v1/models"}, 405, "method_not_allowed"),
         ({":method": "GET", ":path": "/v1/models/nope"}, 404, "model_not_found"),
         ({":method": "POST", ":path": "/v1/chat/completions", "content-length": "5000"}, 413, "payload_too_large"),

@@ -11,7 +11,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
 from extproc.config import ObservabilityConfig, Pricing, TracingConfig, parse_config
-from extproc.models import Usage
+from extproc.modeltypes import Usage
 from extproc.runtime import Model
 from extproc.telemetry import build_telemetry
 from extproc.telemetry.otlp import GrpcSpanExporter

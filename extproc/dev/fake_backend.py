@@ -569,15 +569,6 @@ async def serve(
         await runner.cleanup()
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
-    parser.add_argument("--port", type=int, required=True, help="listen port (0 = ephemeral)")
-    parser.add_argument("--model", required=True, help="model name this backend serves")
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before every answer")
-    parser.add_argument("--stream-delay-ms", type=float, default=0.0, help="pause between streamed chunks")
-    parser.add_argument("--script", help="JSON file mapping user-message substrings to replies")
-
-
 async def _run_until_signal(args: argparse.Namespace, script: Script | None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
