@@ -35,6 +35,7 @@ bench: install
 	$(PY) tests/bench/fusion.py --output docs/benchmarks.md
 	$(PY) tests/bench/tracing.py --output docs/benchmarks.md
 	$(PY) tests/bench/semantic.py --output docs/benchmarks.md
+	$(PY) tests/bench/policy.py --output docs/benchmarks.md
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -15,8 +15,10 @@ import resource
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 POST_LUA = Path(__file__).with_name("post.lua")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -33,6 +35,21 @@ class BenchError(RuntimeError):
 
 
 # ---------------------------------------------------------------- wrk
+
+
+T = TypeVar("T")
+
+
+def guarded_run(workdir: Path, work: Callable[[], T]) -> T | int:
+    """`work()`, or the exit code after Ctrl-C (130) or a benchmark error (1), with where the logs are."""
+    try:
+        return work()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; every process was stopped (logs in {workdir})", file=sys.stderr)
+        return 130
+    except (BenchError, RuntimeError, TimeoutError, OSError) as err:
+        print(f"error: {err}\nlogs are in {workdir}", file=sys.stderr)
+        return 1
 
 
 def ensure_wrk() -> str:

@@ -63,6 +63,7 @@ from loadgen import (
     cpu_seconds,
     dedicate_cpu,
     ensure_wrk,
+    guarded_run,
     run_wrk,
     system_cpu_seconds,
     wrk_version,
@@ -168,12 +169,16 @@ class BareEnvoy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.listen_port}"
 
+    name = "envoy-bare"  # its config and log file names in the work directory
+
+    def bootstrap(self) -> dict:
+        return bare_bootstrap(self.config, self.listen_port, self.admin_port)
+
     def start(self, timeout: float = 30.0) -> BareEnvoy:
-        path = self.workdir / "envoy-bare.yaml"
-        boot = bare_bootstrap(self.config, self.listen_port, self.admin_port)
-        path.write_text(yaml.safe_dump(boot, sort_keys=False, width=120), encoding="utf-8")
+        path = self.workdir / f"{self.name}.yaml"
+        path.write_text(yaml.safe_dump(self.bootstrap(), sort_keys=False, width=120), encoding="utf-8")
         argv = [find_envoy(), "-c", str(path), "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"]
-        with open(self.workdir / "envoy-bare.log", "wb") as log:
+        with open(self.workdir / f"{self.name}.log", "wb") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_http(f"http://127.0.0.1:{self.admin_port}/ready", time.monotonic() + timeout, self.proc)
@@ -727,14 +732,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="quorum-bench-"))
-    try:
-        results = measure(args, wrk, workdir)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; every process was stopped (logs in {workdir})", file=sys.stderr)
-        return 130
-    except (BenchError, RuntimeError, TimeoutError, OSError) as err:
-        print(f"error: {err}\nlogs are in {workdir}", file=sys.stderr)
-        return 1
+    results = guarded_run(workdir, lambda: measure(args, wrk, workdir))
+    if isinstance(results, int):
+        return results
     log_notes = scan_logs(workdir, "the fake backend, Quorum or either Envoy")
     handler_us = handler_costs(workdir / "bench.yaml")
     if args.keep_logs:

@@ -72,7 +72,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loadgen import BenchError, WrkResult, cpu_seconds, ensure_wrk, parse_wrk_output, run_wrk, system_cpu_seconds
+from loadgen import (
+    BenchError,
+    WrkResult,
+    cpu_seconds,
+    ensure_wrk,
+    guarded_run,
+    parse_wrk_output,
+    run_wrk,
+    system_cpu_seconds,
+)
 from loadgen import wrk_version as _wrk_version
 from reportlib import environment_lines, package_version, scan_logs, table, write_section
 
@@ -1520,16 +1529,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="quorum-bench-semantic-"))
     try:
-        results = measure(args, wrk, workdir)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; every process was stopped (logs in {workdir})", file=sys.stderr)
-        return 130
-    except (BenchError, RuntimeError, TimeoutError, OSError) as err:
-        print(f"error: {err}\nlogs are in {workdir}", file=sys.stderr)
-        return 1
+        results = guarded_run(workdir, lambda: measure(args, wrk, workdir))
     finally:
         for proc, own_session in _CHILDREN:
             _stop(proc, group=own_session)
+    if isinstance(results, int):
+        return results
     results["log_notes"] = scan_logs(workdir, "the fake backends, either Quorum or either Envoy")
     if args.keep_logs:
         print(f"logs kept in {workdir}", file=sys.stderr)
