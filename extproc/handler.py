@@ -223,8 +223,11 @@ class StreamHandler:
                 raise InternalError("Fusion is not enabled on this router.", code="fusion_unavailable")
             self.answered = True
             self.recorder.decided(decision.name, decision.priority, match.confidence, "", "fusion")
-            debug = dict(self._debug(match) + self._guard_headers())
-            ctx = RouteContext(chat, self.headers, match, self.request_id, self.duplex, self.recorder, debug)
+            debug = dict(self._debug(match))
+            if self.verdict is not None:
+                debug[GUARDS_HEADER] = ",".join(self.verdict.names)
+            labels = dict(self.verdict.headers) if self.verdict else None
+            ctx = RouteContext(chat, self.headers, match, self.request_id, self.duplex, self.recorder, debug, labels)
             async for response in self.fusion(ctx):
                 yield response
             return

@@ -10,7 +10,7 @@ from extproc.telemetry.recorder import RequestRecorder
 class RouteContext:
     """What routing learned about one chat request; handed to the fusion runner."""
 
-    __slots__ = ("chat", "debug_headers", "duplex", "headers", "match", "recorder", "request_id")
+    __slots__ = ("call_headers", "chat", "debug_headers", "duplex", "headers", "match", "recorder", "request_id")
 
     def __init__(
         self,
@@ -21,7 +21,9 @@ class RouteContext:
         duplex: bool = False,
         recorder: RequestRecorder | None = None,
         debug_headers: dict[str, str] | None = None,
+        call_headers: dict[str, str] | None = None,
     ) -> None:
+        self.call_headers = call_headers or {}  # added to every model call (label guards' headers)
         self.chat = chat
         self.debug_headers = debug_headers or {}  # matched signals and confidence, when enabled
         self.headers = headers

@@ -112,7 +112,8 @@ class FusionService:
 
     @staticmethod
     def _call_headers(ctx: RouteContext) -> dict[str, str]:
-        return {"x-request-id": ctx.request_id} if ctx.request_id != "-" else {}
+        request_id = {"x-request-id": ctx.request_id} if ctx.request_id != "-" else {}
+        return {**ctx.call_headers, **request_id}
 
     def response_headers(self, plan: FusionPlan, ctx: RouteContext) -> dict[str, str]:
         rt = self.runtime

@@ -219,3 +219,17 @@ def test_validation_rejects_policy_naming_unknown_things(old, new, problem):
     with pytest.raises(ConfigError) as info:
         parse_config(config_text(extra=POLICY.replace(old, new, 1)))
     assert any(p.startswith(problem) for p in info.value.problems), info.value.problems
+
+
+async def test_label_guard_headers_reach_fusion_model_calls_not_the_client():
+    label = "  - {name: topic, rules: {type: keyword, name: compare}, action: label, headers: {x-topic: compare}}\n"
+    rt = build_runtime(parse_config(config_text(extra=POLICY.replace("access:", label + "access:"))), environ=ENV)
+    client = FakeModelClient()
+    handler = StreamHandler(rt, fusion=FusionService(rt, client))
+    body = chat("compare these two", model="quorum/fusion")
+    [*_, response] = await exchange(handler, chat_headers(**{"x-client-id": "research"}), body_msg(body))
+    assert response.immediate_response.status.code == 200
+    headers = set_headers(response)
+    assert headers["x-quorum-guards"] == "topic"
+    assert "x-topic" not in headers
+    assert client.calls and all(call.headers.get("x-topic") == "compare" for call in client.calls)
