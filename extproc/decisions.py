@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
 
+from extproc.algorithms import Algorithm
+from extproc.algorithms.static import STATIC
 from extproc.config import RuleLeaf, RuleNode
 from extproc.signals import SignalKey, SignalResults
 
@@ -86,11 +87,7 @@ class Decision:
     order: int  # position in the file, the last tie-breaker
     rule: Rule = field(repr=False, compare=False)
     models: tuple[str, ...]
-    fusion: Any | None = None  # the validated FusionConfig of a fusion decision
-
-    @property
-    def is_fusion(self) -> bool:
-        return self.fusion is not None
+    algorithm: Algorithm = STATIC  # compiled from `algorithm` at load (extproc.algorithms)
 
 
 @dataclass(frozen=True, slots=True)

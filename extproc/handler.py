@@ -4,7 +4,7 @@ The path of an OpenAI request (the endpoint processor is looked up by exact path
 extproc.endpoints):
   request_headers  -> strip client-sent internal headers, answer /v1/models, reject bad paths early
   request_body     -> endpoint.parse -> signals -> decisions -> route (endpoint.rewrite, envoy.route_request)
-                                                              or fusion (extproc.fusion.service)
+                                                              or a local answer (extproc.algorithms)
 Anything Quorum answers itself ends the exchange; later messages (there should be none) get an
 empty answer of the matching kind so Envoy never waits.
 """
@@ -42,8 +42,8 @@ log = logging.getLogger("quorum.handler")
 
 MODELS_PATH = "/v1/models"
 
-# Answers the body phase of a request whose decision is a fusion decision.
-FusionRunner = Callable[[RouteContext], AsyncIterator[ep.ProcessingResponse]]
+# Answers the body phase of a request whose decision's algorithm answers locally (fusion, ...).
+LocalRunner = Callable[[RouteContext], AsyncIterator[ep.ProcessingResponse]]
 
 
 class StreamHandler:
@@ -61,9 +61,9 @@ class StreamHandler:
         "chunks",
         "duplex",
         "endpoint",
-        "fusion",
         "headers",
         "kind",
+        "local",
         "matched",
         "received",
         "recorder",
@@ -76,11 +76,9 @@ class StreamHandler:
         "verdict",
     )
 
-    def __init__(
-        self, runtime: Runtime, fusion: FusionRunner | None = None, telemetry: Telemetry | None = None
-    ) -> None:
+    def __init__(self, runtime: Runtime, local: LocalRunner | None = None, telemetry: Telemetry | None = None) -> None:
         self.runtime = runtime
-        self.fusion = fusion
+        self.local = local
         self.recorder = RequestRecorder(telemetry or NO_TELEMETRY)
         self.headers: dict[str, str] = {}
         self.request_id = "-"
@@ -218,17 +216,19 @@ class StreamHandler:
         chat = self.endpoint.parse(body)
         match = await self._decide(chat)
         decision = match.decision
-        if decision.is_fusion:
-            if self.fusion is None:
-                raise InternalError("Fusion is not enabled on this router.", code="fusion_unavailable")
+        if decision.algorithm.answers_locally:
+            if self.local is None:
+                raise InternalError("Local answers are not enabled on this router.", code="algorithm_unavailable")
             self.answered = True
-            self.recorder.decided(decision.name, decision.priority, match.confidence, "", "fusion")
+            self.recorder.decided(decision.name, decision.priority, match.confidence, "", decision.algorithm.name)
             debug = dict(self._debug(match))
             if self.verdict is not None:
                 debug[GUARDS_HEADER] = ",".join(self.verdict.names)
             labels = dict(self.verdict.headers) if self.verdict else None
-            ctx = RouteContext(chat, self.headers, match, self.request_id, self.duplex, self.recorder, debug, labels)
-            async for response in self.fusion(ctx):
+            ctx = RouteContext(
+                chat, self.headers, match, self.request_id, self.runtime, self.duplex, self.recorder, debug, labels
+            )
+            async for response in self.local(ctx):
                 yield response
             return
         headers, new_body = self._route(chat, match)

@@ -1,23 +1,35 @@
-"""What routing learned about one chat request, handed to whatever answers it locally (fusion)."""
+"""What routing learned about one chat request, handed to the local answerer (extproc.algorithms.serve)."""
 
 from __future__ import annotations
 
 from extproc.decisions import Match
-from extproc.openai import ChatRequest
+from extproc.endpoints import ParsedRequest
+from extproc.runtime import Runtime
 from extproc.telemetry.recorder import RequestRecorder
 
 
 class RouteContext:
-    """What routing learned about one chat request; handed to the fusion runner."""
+    """What routing learned about one chat request."""
 
-    __slots__ = ("call_headers", "chat", "debug_headers", "duplex", "headers", "match", "recorder", "request_id")
+    __slots__ = (
+        "call_headers",
+        "chat",
+        "debug_headers",
+        "duplex",
+        "headers",
+        "match",
+        "recorder",
+        "request_id",
+        "runtime",
+    )
 
     def __init__(
         self,
-        chat: ChatRequest,
+        chat: ParsedRequest,
         headers: dict[str, str],
         match: Match,
         request_id: str,
+        runtime: Runtime,
         duplex: bool = False,
         recorder: RequestRecorder | None = None,
         debug_headers: dict[str, str] | None = None,
@@ -29,5 +41,6 @@ class RouteContext:
         self.headers = headers
         self.match = match
         self.request_id = request_id
+        self.runtime = runtime  # the configuration this request was decided with (reloads swap it)
         self.duplex = duplex  # FULL_DUPLEX_STREAMED: the answer may be streamed as it is produced
         self.recorder = recorder

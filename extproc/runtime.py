@@ -49,9 +49,10 @@ class Runtime:
     fusion_names: frozenset[str]
     default_model: str | None
     decisions: tuple[Decision, ...]  # by descending priority, then file order
-    fusion_decisions: tuple[Decision, ...]
+    local_decisions: tuple[Decision, ...]  # those whose algorithm answers locally (the fusion alias picks among them)
     signals: SignalSet
-    fusion_signals: SignalSet
+    local_signals: SignalSet  # what local_decisions read
+    request_decision: Decision  # the fusion alias with no matching decision but a `fusion` plugin in the request
     max_body_bytes: int
     route_header: str
     decision_header: str
@@ -88,22 +89,25 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None, semanti
     models = {m.name: _model(m, env) for m in config.providers.models}
     routing = config.routing
 
-    decisions = []
-    for order, d in enumerate(routing.decisions):
-        fusion = (d.algorithm.fusion or FusionConfig()) if d.algorithm.type == "fusion" else None
-        decisions.append(
-            Decision(
-                name=d.name,
-                priority=d.priority,
-                order=order,
-                rule=compile_rule(d.rules),
-                models=tuple(r.model for r in d.model_refs),
-                fusion=fusion,
-            )
+    from extproc.algorithms.compile import compile_algorithm  # the algorithms import this module's Model
+    from extproc.fusion.algorithm import Fusion
+
+    decisions = [
+        Decision(
+            name=d.name,
+            priority=d.priority,
+            order=order,
+            rule=compile_rule(d.rules),
+            models=tuple(r.model for r in d.model_refs),
+            algorithm=compile_algorithm(d, f"routing.decisions[{order}].algorithm"),
         )
+        for order, d in enumerate(routing.decisions)
+    ]
     decisions.sort(key=lambda d: (-d.priority, d.order))
+    local = tuple(d for d in decisions if d.algorithm.answers_locally)
     used = set().union(*(rule_signals(d.rules) for d in routing.decisions)) if routing.decisions else set()
-    fusion_used = {key for d in routing.decisions if d.algorithm.type == "fusion" for key in rule_signals(d.rules)}
+    local_names = {d.name for d in local}
+    local_used = {key for d in routing.decisions if d.name in local_names for key in rule_signals(d.rules)}
     guarded = guard_signals(config.guards)
 
     if semantic is None and any(kind in SEMANTIC_KINDS for kind, _ in used | guarded):
@@ -115,7 +119,7 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None, semanti
     owners += [(n, "quorum-router") for n in routing.auto_model_names]
     owners += [(n, "quorum-fusion") for n in routing.fusion_model_names]
     decision_keys = dict.fromkeys(routing.auto_model_names, used)
-    decision_keys.update(dict.fromkeys(routing.fusion_model_names, fusion_used))
+    decision_keys.update(dict.fromkeys(routing.fusion_model_names, local_used))
     guards: dict[str, tuple[Guard, ...]] = {}
     request_signals: dict[str, SignalSet] = {}
     for name, _ in owners:
@@ -129,9 +133,17 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None, semanti
         fusion_names=frozenset(routing.fusion_model_names),
         default_model=config.providers.defaults.default_model,
         decisions=tuple(decisions),
-        fusion_decisions=tuple(d for d in decisions if d.is_fusion),
+        local_decisions=local,
         signals=every_signal.subset(used),
-        fusion_signals=every_signal.subset(fusion_used),
+        local_signals=every_signal.subset(local_used),
+        request_decision=Decision(
+            name="fusion_request",
+            priority=0,
+            order=-1,
+            rule=lambda _: 0.0,
+            models=(),
+            algorithm=Fusion(FusionConfig(), ()),
+        ),
         max_body_bytes=config.server.max_body_bytes,
         route_header=config.server.route_header,
         decision_header=config.server.decision_header,
@@ -150,7 +162,7 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None, semanti
 async def prepare_runtime(runtime: Runtime) -> None:
     """Load models and embed example phrases now, so the first request is not the slow one."""
     prepared: set[int] = set()
-    for signals in (runtime.signals, runtime.fusion_signals, *runtime.request_signals.values()):
+    for signals in (runtime.signals, runtime.local_signals, *runtime.request_signals.values()):
         await signals.prepare(skip=prepared)
 
 

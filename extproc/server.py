@@ -25,9 +25,9 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from extproc.algorithms.serve import LocalAnswerer
 from extproc.config import Config, split_host_port
-from extproc.fusion.service import FusionService
-from extproc.handler import FusionRunner, StreamHandler
+from extproc.handler import LocalRunner, StreamHandler
 from extproc.models import ModelClient
 from extproc.pb import ep, ep_grpc
 from extproc.runtime import Runtime, build_runtime, prepare_runtime
@@ -40,17 +40,15 @@ SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
 
 
 class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
-    def __init__(
-        self, runtime: Runtime, fusion: FusionRunner | None = None, telemetry: Telemetry | None = None
-    ) -> None:
+    def __init__(self, runtime: Runtime, local: LocalRunner | None = None, telemetry: Telemetry | None = None) -> None:
         self.runtime = runtime
-        self.fusion = fusion
+        self.local = local
         self.telemetry = telemetry or NO_TELEMETRY
 
     async def Process(
         self, request_iterator: AsyncIterator[ep.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[ep.ProcessingResponse]:
-        handler = StreamHandler(self.runtime, self.fusion, self.telemetry)
+        handler = StreamHandler(self.runtime, self.local, self.telemetry)
         recorder = handler.recorder
         error: BaseException | None = None
         try:
@@ -84,10 +82,10 @@ def grpc_options(max_body_bytes: int) -> list[tuple[str, Any]]:
 
 
 async def start_server(
-    runtime: Runtime, address: str, fusion: FusionRunner | None = None, telemetry: Telemetry | None = None
+    runtime: Runtime, address: str, local: LocalRunner | None = None, telemetry: Telemetry | None = None
 ) -> tuple[grpc.aio.Server, health.HealthServicer, int]:
     server = grpc.aio.server(options=grpc_options(runtime.max_body_bytes))
-    ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(runtime, fusion, telemetry), server)
+    ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(runtime, local, telemetry), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(address)
@@ -119,8 +117,7 @@ async def serve_forever(config: Config, address: str, worker: int = 0) -> None:
         except OSError as exc:
             raise SystemExit(f"cannot serve /metrics on {host}:{port + worker}: {exc}") from None
     client = ModelClient(telemetry=telemetry)
-    fusion = FusionService(runtime, client)
-    server, health_servicer, _port = await start_server(runtime, address, fusion, telemetry)
+    server, health_servicer, _port = await start_server(runtime, address, LocalAnswerer(client), telemetry)
     gc.freeze()  # config, compiled signals and modules live forever: keep them out of every GC pass
     log.info(
         "quorum ext_proc listening on %s (%d models, %d decisions)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -101,7 +102,13 @@ class FusionConfig(Strict):
 
 
 class AlgorithmConfig(Strict):
-    type: Literal["static", "fusion"] = "static"
+    """`type` names a registered algorithm (`extproc.algorithms`); its settings go in the section of
+    the same name. Sections of algorithms registered outside this package are kept as raw data and
+    validated by their algorithm when the runtime is built."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "static"
     fusion: FusionConfig | None = None
 
 

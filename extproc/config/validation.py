@@ -7,8 +7,6 @@ from urllib.parse import urlsplit
 
 from extproc.config.base import EXTPROC_CLUSTER
 from extproc.config.routing import (
-    DecisionConfig,
-    FusionConfig,
     RuleLeaf,
     RuleNode,
 )
@@ -89,12 +87,9 @@ def check_references(cfg: Config) -> list[str]:
         for j, ref in enumerate(d.model_refs):
             if ref.model not in model_set:
                 problems.append(f"{base}.modelRefs[{j}].model: unknown model {ref.model!r} ({_known(models)})")
-        if d.algorithm.type == "fusion":
-            problems.extend(_check_fusion(d, base, model_set, models))
-        elif not d.model_refs:
-            problems.append(f"{base}.modelRefs: a {d.algorithm.type} decision needs at least one model")
-        elif d.algorithm.fusion is not None:
-            problems.append(f"{base}.algorithm.fusion: only allowed when algorithm.type is fusion")
+        from extproc.algorithms.compile import check_algorithm  # imports the algorithms, which import config
+
+        problems.extend(check_algorithm(d, base, models))
     problems.extend(_check_policy(cfg, declared, models, seen_alias))
     return problems
 
@@ -124,28 +119,6 @@ def _check_policy(cfg: Config, declared: dict[str, list[str]], models: list[str]
 
 def _duplicate_names(names: list[str], path: str, what: str) -> list[str]:
     return [f"{path}[{i}].name: duplicate {what} name {n!r}" for i, n in enumerate(names) if names.index(n) != i]
-
-
-def _check_fusion(d: DecisionConfig, base: str, model_set: set[str], models: list[str]) -> list[str]:
-    problems = []
-    fusion = d.algorithm.fusion or FusionConfig()
-    path = f"{base}.algorithm.fusion"
-    panel = fusion.analysis_models or [r.model for r in d.model_refs]
-    if not panel:
-        problems.append(f"{path}.analysis_models: a fusion decision needs panel models (here or in modelRefs)")
-    for j, name in enumerate(fusion.analysis_models):
-        if name not in model_set:
-            problems.append(f"{path}.analysis_models[{j}]: unknown model {name!r} ({_known(models)})")
-    if fusion.model is not None and fusion.model not in model_set:
-        problems.append(f"{path}.model: unknown model {fusion.model!r} ({_known(models)})")
-    for name in fusion.analysis_overrides:
-        if name not in panel:
-            problems.append(f"{path}.analysis_overrides.{name}: not one of the panel models {panel}")
-    if panel and fusion.min_successful_responses > len(panel):
-        problems.append(
-            f"{path}.min_successful_responses: {fusion.min_successful_responses} exceeds the panel size {len(panel)}"
-        )
-    return problems
 
 
 def _check_rule(node: RuleNode | RuleLeaf, path: str, declared: dict[str, list[str]]) -> list[str]:

@@ -1,29 +1,30 @@
-"""The fusion run: panel, then judge, then synthesis, degrading instead of failing where it can.
+"""The fusion steps: panel, then judge, then synthesis, degrading instead of failing where it can.
 
 - a panel member fails under `on_error: skip`: recorded, the run goes on without it;
 - every panel member fails (or one does under `fail`): the run fails (502 with every reason);
 - the judge fails: synthesis goes on without an analysis;
 - the judge's JSON stays invalid after one re-ask: `parse_failed`, raw text kept in the trace;
 - synthesis fails: the best panel answer is returned, marked degraded.
+
+Every step reports its model calls, degrade notes and facts to the run's `RunTrace`, so another
+algorithm (a confidence gate escalating) can reuse the steps and get the same trace.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
+from extproc.algorithms.trace import RunTrace, ms
 from extproc.errors import UpstreamError
 from extproc.fusion.judge import JudgeResult, assign_labels, run_judge
 from extproc.fusion.panel import PanelResult, run_panel
 from extproc.fusion.plan import FusionPlan
 from extproc.fusion.synthesis import best_panel_answer, synthesis_body
-from extproc.models import ModelClient
 from extproc.modeltypes import Completion, ModelCallError, Usage
-from extproc.telemetry.recorder import RequestRecorder
 
 
 @dataclass
@@ -34,79 +35,128 @@ class Deliberation:
     panel: PanelResult
     labelled: list[tuple[str, Completion]]
     judge: JudgeResult
-    started: float
-    usage: Usage = field(default_factory=Usage)
-    degraded: list[str] = field(default_factory=list)
 
 
 @dataclass
 class FinalAnswer:
     message: dict[str, Any]
     finish_reason: str
-    usage: Usage
-    latency: float
-    error: str | None = None  # synthesis failed; `message` is the fallback panel answer
 
 
-async def deliberate(
-    client: ModelClient,
+async def convene(
+    client: Any,
     plan: FusionPlan,
     body: dict[str, Any],
     headers: dict[str, str],
-    recorder: RequestRecorder | None = None,
-) -> Deliberation:
-    started = time.monotonic()
-    stage = recorder.stage if recorder is not None else _no_stage
-    with stage("quorum.fusion.panel", **{"quorum.fusion.panel_size": len(plan.panel)}) as span:
-        panel = await run_panel(client, plan, body, headers, parent=span)
+    trace: RunTrace,
+    ready: list[Completion] | None = None,
+) -> PanelResult:
+    """The panel stage; `ready` holds answers already made for this request (not asked again)."""
+    have = {c.model for c in ready or ()}
+    asked = plan.without(have) if have else plan
+    with trace.stage("panel", "quorum.fusion.panel", **{"quorum.fusion.panel_size": len(plan.panel)}) as span:
+        panel = await run_panel(client, asked, body, headers, parent=span) if asked.panel else PanelResult()
         if span is not None:
             span.set_attributes(
                 {
-                    "quorum.fusion.answers": len(panel.answers),
+                    "quorum.fusion.answers": len(panel.answers) + len(have),
                     "quorum.fusion.failed": [e.model for e in panel.failures],
                     "quorum.fusion.cancelled": list(panel.cancelled),
                 }
             )
+    for answer in panel.answers:
+        trace.completed("panel", answer)
+    metrics = trace.recorder.telemetry.metrics if trace.recorder is not None else None
+    for failure in panel.failures:
+        trace.failed("panel", failure)
+        if metrics is not None:
+            metrics.panel_failures.labels(failure.model).inc()
+    for name in panel.cancelled:
+        trace.record("panel", name, 0.0, None, "cancelled")
+    if have:
+        order = {m.name: i for i, m in enumerate(plan.panel)}
+        panel.answers = sorted([*(ready or ()), *panel.answers], key=lambda c: order[c.model])
     if not panel.answers or (plan.config.on_error == "fail" and panel.failures):
         reasons = [f"{e.model}: {e.reason}" for e in panel.failures]
         reasons += [f"{name}: cancelled at the panel deadline" for name in panel.cancelled]
         raise UpstreamError(
             "Fusion panel failed: " + "; ".join(reasons or ["no panel model answered"]), code="fusion_panel_failed"
         )
+    if panel.failures or panel.cancelled:
+        trace.degraded.append("panel_partial")
+    return panel
+
+
+async def judge(
+    client: Any, plan: FusionPlan, panel: PanelResult, body: dict[str, Any], headers: dict[str, str], trace: RunTrace
+) -> Deliberation:
+    """The judge stage over the panel's (labelled, shuffled) answers."""
     labelled = assign_labels(panel.answers)
-    with stage("quorum.fusion.judge", **{"quorum.model": plan.judge.name}) as span:
-        judge = await run_judge(client, plan, body["messages"], labelled, headers, parent=span)
+    with trace.stage("judge", "quorum.fusion.judge", **{"quorum.model": plan.judge.name}) as span:
+        result = await run_judge(client, plan, body["messages"], labelled, headers, parent=span)
         if span is not None:
             span.set_attributes(
                 {
-                    "quorum.fusion.judge_attempts": judge.attempts,
-                    "quorum.fusion.analysis_parsed": bool(judge.analysis) and not judge.analysis.get("parse_failed"),
+                    "quorum.fusion.judge_attempts": result.attempts,
+                    "quorum.fusion.analysis_parsed": bool(result.analysis) and not result.analysis.get("parse_failed"),
                 }
             )
-    result = Deliberation(plan, panel, labelled, judge, started)
-    result.usage.add(panel.usage)
-    result.usage.add(judge.usage)
-    if panel.failures or panel.cancelled:
-        result.degraded.append("panel_partial")
-    if judge.error:
-        result.degraded.append("judge_failed")
-    elif judge.analysis and judge.analysis.get("parse_failed"):
-        result.degraded.append("judge_parse_failed")
-    return result
+    outcome = f"error: {result.error}" if result.error else "ok"
+    trace.record("judge", plan.judge.name, result.latency, result.usage, outcome)
+    if result.error:
+        trace.degraded.append("judge_failed")
+        trace.fields["judge_error"] = result.error
+    elif result.analysis and result.analysis.get("parse_failed"):
+        trace.degraded.append("judge_parse_failed")
+    d = Deliberation(plan, panel, labelled, result)
+    describe(trace, d)
+    return d
+
+
+async def deliberate(
+    client: Any, plan: FusionPlan, body: dict[str, Any], headers: dict[str, str], trace: RunTrace
+) -> Deliberation:
+    """Panel, then judge."""
+    panel = await convene(client, plan, body, headers, trace)
+    return await judge(client, plan, panel, body, headers, trace)
+
+
+def describe(trace: RunTrace, d: Deliberation) -> None:
+    """Fusion's own trace fields: who was asked, what they said, what the judge found."""
+    plan, cfg = d.plan, d.plan.config
+    labels = {c.model: name for name, c in d.labelled}
+    trace.fields.update(
+        {
+            "judge_model": plan.judge.name,
+            "analysis_models": [m.name for m in plan.panel],
+            "prompt_version": cfg.judge_prompt_version,
+            "failed_models": [{"model": e.model, "error": e.reason} for e in d.panel.failures],
+            "cancelled_models": list(d.panel.cancelled),
+        }
+    )
+    if cfg.include_analysis:
+        trace.fields["analysis"] = d.judge.analysis
+    if cfg.include_intermediate_responses:
+        trace.fields["responses"] = [
+            {
+                "model": c.model,
+                "label": labels.get(c.model),
+                "content": c.content,
+                "finish_reason": c.finish_reason,
+                "latency_ms": ms(c.latency),
+                "usage": c.usage.as_dict(),
+            }
+            for c in d.panel.answers
+        ]
 
 
 async def synthesize(
-    client: ModelClient,
-    d: Deliberation,
-    body: dict[str, Any],
-    headers: dict[str, str],
-    recorder: RequestRecorder | None = None,
+    client: Any, d: Deliberation, body: dict[str, Any], headers: dict[str, str], trace: RunTrace
 ) -> FinalAnswer:
     plan = d.plan
     started = time.monotonic()
-    stage = recorder.stage if recorder is not None else _no_stage
     try:
-        with stage("quorum.fusion.synthesis", **{"quorum.model": plan.judge.name}) as span:
+        with trace.stage("synthesis", "quorum.fusion.synthesis", **{"quorum.model": plan.judge.name}) as span:
             reply = await client.complete(
                 plan.judge,
                 synthesis_body(plan, body, d.labelled, _usable(d.judge)),
@@ -116,29 +166,24 @@ async def synthesize(
                 parent=span,
             )
     except ModelCallError as err:
-        return _fallback(d, err, time.monotonic() - started)
-    return FinalAnswer(reply.message, reply.finish_reason, reply.usage, time.monotonic() - started)
+        return _fallback(d, err, time.monotonic() - started, trace)
+    trace.completed("synthesis", reply)
+    return FinalAnswer(reply.message, reply.finish_reason)
 
 
 async def synthesize_stream(
-    client: ModelClient,
-    d: Deliberation,
-    body: dict[str, Any],
-    headers: dict[str, str],
-    final: list[FinalAnswer],
-    recorder: RequestRecorder | None = None,
+    client: Any, d: Deliberation, body: dict[str, Any], headers: dict[str, str], trace: RunTrace
 ) -> AsyncIterator[dict[str, Any]]:
-    """Stream the synthesis as OpenAI chunks; `final` receives the FinalAnswer when the stream ends.
+    """Stream the synthesis as `choices[]` deltas; the trace is complete when the stream ends.
 
     If synthesis fails before its first token, the fallback answer is streamed instead; after the
     first token a failure is reported as an error in the stream (the answer cannot be taken back).
     """
     plan = d.plan
     started = time.monotonic()
-    usage, text, finish, sent = Usage(), [], "stop", False
-    stage = recorder.stage if recorder is not None else _no_stage
+    usage, sent = Usage(), False
     try:
-        with stage("quorum.fusion.synthesis", **{"quorum.model": plan.judge.name}) as span:
+        with trace.stage("synthesis", "quorum.fusion.synthesis", **{"quorum.model": plan.judge.name}) as span:
             chunks = client.stream(
                 plan.judge, synthesis_body(plan, body, d.labelled, _usable(d.judge)), headers=headers, parent=span
             )
@@ -147,17 +192,13 @@ async def synthesize_stream(
                     usage.add(Usage.parse(chunk.get("usage")))
                     for choice in chunk.get("choices") or []:
                         delta = choice.get("delta") or {}
-                        if delta.get("content"):
-                            text.append(delta["content"])
-                        finish = choice.get("finish_reason") or finish
                         if delta or choice.get("finish_reason"):
                             sent = True
                             yield choice
     except (ModelCallError, TimeoutError) as exc:
         err = exc if isinstance(exc, ModelCallError) else ModelCallError(plan.judge.name, "synthesis timed out")
-        fallback = _fallback(d, err, time.monotonic() - started)
-        fallback.usage.add(usage)
-        final.append(fallback)
+        err.usage.add(usage)
+        fallback = _fallback(d, err, time.monotonic() - started, trace)
         if sent:
             raise
         yield {
@@ -167,14 +208,7 @@ async def synthesize_stream(
         }
         yield {"index": 0, "delta": {}, "finish_reason": fallback.finish_reason}
         return
-    final.append(
-        FinalAnswer({"role": "assistant", "content": "".join(text)}, finish, usage, time.monotonic() - started)
-    )
-
-
-@contextmanager
-def _no_stage(name: str, **attributes: Any) -> Iterator[None]:
-    yield None
+    trace.record("synthesis", plan.judge.name, time.monotonic() - started, usage, "ok")
 
 
 def _usable(judge: JudgeResult) -> dict[str, Any] | None:
@@ -183,8 +217,9 @@ def _usable(judge: JudgeResult) -> dict[str, Any] | None:
     return judge.analysis
 
 
-def _fallback(d: Deliberation, err: ModelCallError, latency: float) -> FinalAnswer:
+def _fallback(d: Deliberation, err: ModelCallError, latency: float, trace: RunTrace) -> FinalAnswer:
+    trace.failed("synthesis", err, latency)
+    trace.degraded.append("synthesis_failed")
+    trace.fields["synthesis_error"] = f"{err.model}: {err.reason}"
     best = best_panel_answer(d.panel.answers)
-    d.degraded.append("synthesis_failed")
-    message = {"role": "assistant", "content": best.content}
-    return FinalAnswer(message, best.finish_reason, err.usage, latency, error=f"{err.model}: {err.reason}")
+    return FinalAnswer({"role": "assistant", "content": best.content}, best.finish_reason)

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from extproc.config import FusionConfig
-from extproc.decisions import Decision
 from extproc.errors import BadRequest
 from extproc.modeltypes import RetryPolicy
 from extproc.runtime import Model, Runtime
 
 PLUGIN_ID = "fusion"
-
-# A fusion alias with no matching fusion decision may still run on a request's own plugin panel.
-REQUEST_DECISION = Decision(
-    name="fusion_request", priority=0, order=-1, rule=lambda _: 0.0, models=(), fusion=FusionConfig()
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +27,20 @@ class FusionPlan:
 
     @property
     def budget(self) -> float:
-        """The longest a run may take: every stage at its timeout, the judge asked twice."""
-        t = self.config.timeouts
-        return t.panel + 2 * t.judge + t.synthesis
+        return budget(self.config)
+
+    def without(self, names: set[str]) -> FusionPlan:
+        """The plan for the panel members not yet asked (the quorum shrinks with them)."""
+        panel = tuple(m for m in self.panel if m.name not in names)
+        quorum = max(1, self.config.min_successful_responses - (len(self.panel) - len(panel)))
+        config = self.config.model_copy(update={"min_successful_responses": quorum})
+        return replace(self, panel=panel, config=config)
+
+
+def budget(config: FusionConfig) -> float:
+    """The longest a run may take: every stage at its timeout, the judge asked twice."""
+    t = config.timeouts
+    return t.panel + 2 * t.judge + t.synthesis
 
 
 def fusion_plugin(body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
@@ -50,10 +55,12 @@ def fusion_plugin(body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
     return None
 
 
-def build_plan(runtime: Runtime, decision: Decision, body: dict[str, Any]) -> FusionPlan:
-    """Panel and judge from the decision, overridden by a `plugins: [{"id": "fusion", ...}]` entry."""
-    config: FusionConfig = decision.fusion or FusionConfig()
-    panel_names = list(config.analysis_models or decision.models)
+def build_plan(
+    runtime: Runtime, decision: str, config: FusionConfig, models: tuple[str, ...], body: dict[str, Any]
+) -> FusionPlan:
+    """Panel and judge from the settings (or the decision's `models`), overridden by a
+    `plugins: [{"id": "fusion", ...}]` entry in the request."""
+    panel_names = list(config.analysis_models or models)
     judge_name = config.model
     found = fusion_plugin(body)
     if found is not None:
@@ -74,7 +81,7 @@ def build_plan(runtime: Runtime, decision: Decision, body: dict[str, Any]) -> Fu
         raise BadRequest("A fusion run needs at least one panel model.", param="plugins", code="invalid_value")
     judge_name = judge_name or panel_names[0]
     return FusionPlan(
-        decision=decision.name,
+        decision=decision,
         panel=tuple(runtime.models[n] for n in dict.fromkeys(panel_names)),
         judge=runtime.models[judge_name],
         config=config,

@@ -17,7 +17,7 @@ from typing import Any
 
 from extproc.decisions import Decision, Match, fixed_decision, select
 from extproc.errors import BadRequest
-from extproc.fusion.plan import REQUEST_DECISION, fusion_plugin
+from extproc.fusion.plan import fusion_plugin
 from extproc.policy.access import Access, Identity, not_found
 from extproc.policy.guards import Verdict, check
 from extproc.runtime import Runtime
@@ -63,10 +63,10 @@ def _decide(rt: Runtime, model: str, body: dict[str, Any], identity: Identity, r
             )
         return Match(fixed_decision("default", rt.default_model), 0.0)
     if model in rt.fusion_names:
-        # Not filtered: a fusion decision whose panel the caller may not use is a 404 (see FusionService).
-        match = select(rt.fusion_decisions, results)
+        # Not filtered: a decision whose panel the caller may not use is a 404 (RunContext.require_access).
+        match = select(rt.local_decisions, results)
         if match is None and fusion_plugin(body) is not None:
-            return Match(REQUEST_DECISION, 1.0)
+            return Match(rt.request_decision, 1.0)
         if match is None:
             raise BadRequest(
                 f"No fusion decision matched this request, so '{model}' cannot answer it.",
@@ -78,11 +78,12 @@ def _decide(rt: Runtime, model: str, body: dict[str, Any], identity: Identity, r
 
 
 def decision_models(decision: Decision) -> tuple[str, ...]:
-    """Every model a decision calls: its route target, or its fusion panel and judge."""
-    if decision.fusion is None:
+    """Every model a decision calls: its route target, or what its algorithm says it calls (by
+    default every model it references)."""
+    algorithm = decision.algorithm
+    if not algorithm.answers_locally:
         return decision.models[:1]
-    panel = tuple(decision.fusion.analysis_models or decision.models)
-    return panel + ((decision.fusion.model,) if decision.fusion.model else ())
+    return tuple(getattr(algorithm, "model_names", decision.models))
 
 
 def usable(access: Access, decisions: tuple[Decision, ...], identity: Identity) -> tuple[Decision, ...]:

@@ -61,7 +61,7 @@ async def test_graceful_stop_lets_in_flight_streams_finish():
         await asyncio.sleep(0.5)
         yield ep.ProcessingResponse(immediate_response=ep.ImmediateResponse(body=b"finished"))
 
-    server, _, port = await start_server(runtime(), "127.0.0.1:0", fusion=slow_fusion)
+    server, _, port = await start_server(runtime(), "127.0.0.1:0", local=slow_fusion)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = ep_grpc.ExternalProcessorStub(channel)
         call = stub.Process(requests(chat_headers(), body_msg(chat("compare a and b"))))

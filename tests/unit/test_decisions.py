@@ -210,10 +210,10 @@ def test_decision_carries_its_models_in_order() -> None:
     runtime = runtime_for({"name": "d", "modelRefs": [{"model": "m3"}, {"model": "m1"}]})
     (decision,) = runtime.decisions
     assert decision.models == ("m3", "m1")
-    assert not decision.is_fusion and decision.fusion is None
+    assert not decision.algorithm.answers_locally and decision.algorithm.name == "static"
 
 
-def test_fusion_decisions_list_contains_only_fusion_decisions() -> None:
+def test_local_decisions_list_contains_only_locally_answered_decisions() -> None:
     fusion = {"type": "fusion", "fusion": {"model": "m3", "analysis_models": ["m1", "m2"]}}
     runtime = runtime_for(
         {"name": "static-hi", "priority": 50, "rules": leaf("a")},
@@ -221,17 +221,17 @@ def test_fusion_decisions_list_contains_only_fusion_decisions() -> None:
         {"name": "static-lo", "priority": 1},
         {"name": "fuse-hi", "priority": 90, "rules": leaf("c"), "algorithm": {"type": "fusion"}},
     )
-    assert [d.name for d in runtime.fusion_decisions] == ["fuse-hi", "fuse-lo"]
-    assert all(d.is_fusion for d in runtime.fusion_decisions)
-    assert {d.name for d in runtime.decisions if not d.is_fusion} == {"static-hi", "static-lo"}
+    assert [d.name for d in runtime.local_decisions] == ["fuse-hi", "fuse-lo"]
+    assert all(d.algorithm.name == "fusion" for d in runtime.local_decisions)
+    assert {d.name for d in runtime.decisions if not d.algorithm.answers_locally} == {"static-hi", "static-lo"}
     by_name = {d.name: d for d in runtime.decisions}
-    assert isinstance(by_name["fuse-lo"].fusion, FusionConfig)
-    assert by_name["fuse-lo"].fusion.model == "m3"
-    assert by_name["fuse-lo"].fusion.analysis_models == ["m1", "m2"]
-    assert by_name["fuse-hi"].fusion == FusionConfig()  # defaults when no fusion block is given
+    assert isinstance(by_name["fuse-lo"].algorithm.config, FusionConfig)
+    assert by_name["fuse-lo"].algorithm.config.model == "m3"
+    assert by_name["fuse-lo"].algorithm.config.analysis_models == ["m1", "m2"]
+    assert by_name["fuse-hi"].algorithm.config == FusionConfig()  # defaults when no fusion block is given
     # selection over the fusion list alone ignores the static decisions
-    assert select(runtime.fusion_decisions, results(a=1.0, b=0.5)).decision.name == "fuse-lo"
-    assert select(runtime.fusion_decisions, results(a=1.0)) is None
+    assert select(runtime.local_decisions, results(a=1.0, b=0.5)).decision.name == "fuse-lo"
+    assert select(runtime.local_decisions, results(a=1.0)) is None
 
 
 def test_demo_fusion_decisions() -> None:
@@ -243,10 +243,10 @@ def test_demo_fusion_decisions() -> None:
         "coding",
         "hard-reasoning",
     ]
-    assert [d.name for d in runtime.fusion_decisions] == ["deliberate"]
-    (deliberate,) = runtime.fusion_decisions
-    assert deliberate.fusion.model == "demo-large"
-    assert deliberate.fusion.analysis_models == ["demo-small", "demo-coder"]
+    assert [d.name for d in runtime.local_decisions] == ["deliberate"]
+    (deliberate,) = runtime.local_decisions
+    assert deliberate.algorithm.config.model == "demo-large"
+    assert deliberate.algorithm.config.analysis_models == ["demo-small", "demo-coder"]
 
 
 # ---------------------------------------------------------------- the demo, end to end

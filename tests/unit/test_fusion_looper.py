@@ -10,13 +10,14 @@ import pytest
 from builders import config_text
 from fakes import FakeModelClient
 
+from extproc.algorithms.render import render_completion
+from extproc.algorithms.trace import RunTrace
 from extproc.config import FusionConfig, parse_config
 from extproc.errors import BadRequest, UpstreamError
 from extproc.fusion.judge import assign_labels, parse_analysis
-from extproc.fusion.looper import FinalAnswer, deliberate, synthesize, synthesize_stream
+from extproc.fusion.looper import deliberate, synthesize, synthesize_stream
 from extproc.fusion.plan import FusionPlan, build_plan
 from extproc.fusion.prompts import ANALYSIS_KEYS, NO_ANALYSIS, label
-from extproc.fusion.response import render_completion
 from extproc.modeltypes import Completion, ModelCallError, Usage
 from extproc.runtime import build_runtime
 
@@ -53,9 +54,10 @@ def client(**judge_and_more: Any) -> FakeModelClient:
 async def run(fake: FakeModelClient, plan: FusionPlan | None = None, body: dict[str, Any] | None = None):
     plan = plan or make_plan()
     body = body or request()
-    d = await deliberate(fake, plan, body, HEADERS)
-    final = await synthesize(fake, d, body, HEADERS)
-    return d, final, render_completion("quorum/auto", d, final)
+    trace = RunTrace("fusion", plan.decision)
+    d = await deliberate(fake, plan, body, HEADERS, trace)
+    final = await synthesize(fake, d, body, HEADERS, trace)
+    return d, final, render_completion("quorum/auto", final.message, final.finish_reason, trace)
 
 
 def calls_to(fake: FakeModelClient, model: str) -> list:
@@ -191,11 +193,11 @@ async def test_judge_failure_synthesises_without_analysis():
 
 async def test_synthesis_failure_returns_the_best_panel_answer():
     fake = client(**{"demo-large": [json.dumps(ANALYSIS), ModelCallError("demo-large", "HTTP 502", 502)]})
-    _, final, out = await run(fake)
+    _, _, out = await run(fake)
     assert out["choices"][0]["message"]["content"] == "Coffee, for its kick and aroma."  # the longer answer
     assert out["fusion"]["degraded"] == ["synthesis_failed"]
     assert out["fusion"]["synthesis_error"] == "demo-large: HTTP 502"
-    assert final.error
+    assert out["fusion"]["stages"][-1]["outcome"] == "error: HTTP 502"
 
 
 async def test_synthesis_finish_reason_is_kept():
@@ -257,31 +259,30 @@ async def test_include_switches_trim_the_trace():
 
 async def test_streamed_synthesis_yields_chunks_and_usage():
     fake = client(**{"demo-large": [json.dumps(ANALYSIS), "streamed final answer"]})
-    d = await deliberate(fake, make_plan(), request(), HEADERS)
-    final: list[FinalAnswer] = []
-    choices = [c async for c in synthesize_stream(fake, d, request(), HEADERS, final)]
+    trace = RunTrace("fusion", "deliberate")
+    d = await deliberate(fake, make_plan(), request(), HEADERS, trace)
+    choices = [c async for c in synthesize_stream(fake, d, request(), HEADERS, trace)]
     text = "".join(c["delta"].get("content", "") for c in choices)
     assert text.strip() == "streamed final answer"
     assert choices[-1]["finish_reason"] == "stop"
-    assert final[0].usage.total_tokens == 15 and final[0].message["content"].strip() == "streamed final answer"
+    assert [(s["stage"], s["model"]) for s in trace.calls][-1] == ("synthesis", "demo-large")
 
 
 async def test_streamed_synthesis_falls_back_before_first_token():
     fake = client(**{"demo-large": [json.dumps(ANALYSIS), ModelCallError("demo-large", "HTTP 500", 500)]})
-    d = await deliberate(fake, make_plan(), request(), HEADERS)
-    final: list[FinalAnswer] = []
-    choices = [c async for c in synthesize_stream(fake, d, request(), HEADERS, final)]
+    trace = RunTrace("fusion", "deliberate")
+    d = await deliberate(fake, make_plan(), request(), HEADERS, trace)
+    choices = [c async for c in synthesize_stream(fake, d, request(), HEADERS, trace)]
     assert choices[0]["delta"]["content"] == "Coffee, for its kick and aroma."
-    assert final[0].error and "synthesis_failed" in d.degraded
+    assert trace.fields["synthesis_error"] and "synthesis_failed" in trace.degraded
 
 
 def test_plugin_overrides_the_panel_and_judge():
-    decision = RT.fusion_decisions[0]
-    plan = build_plan(
-        RT, decision, request(plugins=[{"id": "fusion", "model": "demo-small", "analysis_models": ["demo-large"]}])
-    )
+    fusion = RT.local_decisions[0].algorithm
+    plugin = {"id": "fusion", "model": "demo-small", "analysis_models": ["demo-large"]}
+    plan = build_plan(RT, "deliberate", fusion.config, fusion.models, request(plugins=[plugin]))
     assert [m.name for m in plan.panel] == ["demo-large"] and plan.judge.name == "demo-small"
-    default = build_plan(RT, decision, request())
+    default = build_plan(RT, "deliberate", fusion.config, fusion.models, request())
     assert [m.name for m in default.panel] == ["demo-small", "demo-coder"] and default.judge.name == "demo-large"
 
 
@@ -296,5 +297,6 @@ def test_plugin_overrides_the_panel_and_judge():
 )
 def test_plugin_may_only_name_configured_models(plugin, param):
     with pytest.raises(BadRequest) as info:
-        build_plan(RT, RT.fusion_decisions[0], request(plugins=[plugin]))
+        fusion = RT.local_decisions[0].algorithm
+        build_plan(RT, "deliberate", fusion.config, fusion.models, request(plugins=[plugin]))
     assert info.value.param == param

@@ -176,7 +176,7 @@ async def test_fusion_decision_goes_to_the_fusion_runner(runtime):
         seen.append(ctx)
         yield ep.ProcessingResponse(immediate_response=ep.ImmediateResponse(body=b"fused"))
 
-    handler = StreamHandler(runtime, fusion=runner)
+    handler = StreamHandler(runtime, local=runner)
     responses = await exchange(handler, chat_headers(), body_msg(chat("compare these two")))
     assert responses[-1].immediate_response.body == b"fused"
     assert seen[0].match.decision.name == "deliberate"

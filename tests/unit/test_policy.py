@@ -9,8 +9,8 @@ import pytest
 from builders import POLICY, body_msg, chat, chat_headers, config_text, error_of, exchange, headers_msg, set_headers
 from fakes import FakeModelClient
 
-from extproc.config import ConfigError, parse_config
-from extproc.fusion.service import FusionService
+from extproc.algorithms.serve import LocalAnswerer
+from extproc.config import ConfigError, FusionConfig, parse_config
 from extproc.handler import StreamHandler
 from extproc.policy.guards import Guard, check
 from extproc.runtime import Runtime, build_runtime
@@ -28,7 +28,7 @@ def runtime() -> Runtime:
 
 
 def handler_for(runtime: Runtime, telemetry=None) -> StreamHandler:  # type: ignore[no-untyped-def]
-    return StreamHandler(runtime, fusion=FusionService(runtime, FakeModelClient()), telemetry=telemetry)
+    return StreamHandler(runtime, local=LocalAnswerer(FakeModelClient()), telemetry=telemetry)
 
 
 async def answer(runtime: Runtime, body: dict, **headers: str):  # type: ignore[no-untyped-def]
@@ -191,7 +191,7 @@ def test_fusion_plugin_errors_do_not_list_restricted_models(runtime):
     from extproc.fusion.plan import build_plan
 
     with pytest.raises(BadRequest) as info:
-        build_plan(runtime, runtime.fusion_decisions[0], {"plugins": [{"id": "fusion", "analysis_models": ["x"]}]})
+        build_plan(runtime, "d", FusionConfig(), (), {"plugins": [{"id": "fusion", "analysis_models": ["x"]}]})
     assert "demo-large" not in info.value.message
 
 
@@ -225,7 +225,7 @@ async def test_label_guard_headers_reach_fusion_model_calls_not_the_client():
     label = "  - {name: topic, rules: {type: keyword, name: compare}, action: label, headers: {x-topic: compare}}\n"
     rt = build_runtime(parse_config(config_text(extra=POLICY.replace("access:", label + "access:"))), environ=ENV)
     client = FakeModelClient()
-    handler = StreamHandler(rt, fusion=FusionService(rt, client))
+    handler = StreamHandler(rt, local=LocalAnswerer(client))
     body = chat("compare these two", model="quorum/fusion")
     [*_, response] = await exchange(handler, chat_headers(**{"x-client-id": "research"}), body_msg(body))
     assert response.immediate_response.status.code == 200

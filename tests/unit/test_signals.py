@@ -336,8 +336,8 @@ def test_only_signals_used_by_a_decision_are_compiled() -> None:
     assert len(runtime.signals) == 3
     results = asyncio.run(runtime.signals.evaluate(chat("b c"), {"x-h": "1", "x-i": "1"}))
     assert results == {("keyword", "k2"): MATCH, ("regex", "r1"): MATCH, ("header", "h1"): MATCH}
-    assert len(runtime.fusion_signals) == 1
-    assert asyncio.run(runtime.fusion_signals.evaluate(chat("b c"), {})) == {("regex", "r1"): MATCH}
+    assert len(runtime.local_signals) == 1
+    assert asyncio.run(runtime.local_signals.evaluate(chat("b c"), {})) == {("regex", "r1"): MATCH}
 
 
 def test_no_decisions_compile_no_signals() -> None:
@@ -355,7 +355,7 @@ def test_demo_signals() -> None:
     runtime = build_runtime(load_config(DEMO), environ={})
     asyncio.run(prepare_runtime(runtime))
     assert len(runtime.signals) == 8
-    assert len(runtime.fusion_signals) == 2
+    assert len(runtime.local_signals) == 2
     results = asyncio.run(runtime.signals.evaluate(chat("compare python with JIRA-7"), {"x-user-tier": "gold"}))
     assert results == {
         ("keyword", "code"): MATCH,

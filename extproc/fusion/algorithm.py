@@ -1,0 +1,82 @@
+"""`fusion`: a panel answers, a judge compares, the judge model writes the final answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from extproc.algorithms import Answer, Run, RunContext, register
+from extproc.config import DecisionConfig, FusionConfig
+from extproc.fusion.looper import deliberate, synthesize, synthesize_stream
+from extproc.fusion.plan import FusionPlan, budget, build_plan
+
+
+@dataclass(frozen=True, slots=True)
+class Fusion:
+    config: FusionConfig
+    models: tuple[str, ...]  # the decision's modelRefs: the panel unless `analysis_models` is set
+    name: str = "fusion"
+    answers_locally: bool = True
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        """Every model a run of this decision calls (before a request's plugin overrides them)."""
+        panel = tuple(self.config.analysis_models or self.models)
+        return panel + ((self.config.model,) if self.config.model else ())
+
+    @property
+    def budget(self) -> float:
+        return budget(self.config)
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return self.config.heartbeat_interval
+
+    def plan(self, ctx: RunContext) -> FusionPlan:
+        return build_plan(ctx.runtime, ctx.trace.decision, self.config, self.models, ctx.body)
+
+    def start(self, ctx: RunContext) -> Run:
+        plan = self.plan(ctx)
+        # Panels chosen by a decision or by the request's plugin: the caller must be allowed every model.
+        ctx.require_access([m.name for m in (*plan.panel, plan.judge)])
+        return Run(plan.judge.name, lambda: run_fusion(ctx, plan), plan_headers(plan))
+
+
+def plan_headers(plan: FusionPlan) -> dict[str, str]:
+    return {"x-quorum-judge": plan.judge.name, "x-quorum-panel": ",".join(m.name for m in plan.panel)}
+
+
+async def run_fusion(ctx: RunContext, plan: FusionPlan) -> Answer:
+    body, headers = ctx.body, ctx.call_headers
+    d = await deliberate(ctx.client, plan, body, headers, ctx.trace)
+    if ctx.streaming:
+        return Answer(stream=synthesize_stream(ctx.client, d, body, headers, ctx.trace))
+    final = await synthesize(ctx.client, d, body, headers, ctx.trace)
+    return Answer(final.message, final.finish_reason)
+
+
+@register("fusion", FusionConfig, check=lambda cfg, d, models: check_fusion(cfg, d, models, "algorithm.fusion"))
+def build(config: FusionConfig | None, decision: DecisionConfig) -> Fusion:
+    return Fusion(config or FusionConfig(), tuple(r.model for r in decision.model_refs))
+
+
+def check_fusion(config: FusionConfig | None, d: DecisionConfig, models: list[str], path: str) -> list[str]:
+    """Problems of the fusion settings at `path` (relative to the decision): unknown or missing models."""
+    problems = []
+    fusion = config or FusionConfig()
+    known = "configured: " + ", ".join(models)
+    panel = fusion.analysis_models or [r.model for r in d.model_refs]
+    if not panel:
+        problems.append(f"{path}.analysis_models: a fusion decision needs panel models (here or in modelRefs)")
+    for j, name in enumerate(fusion.analysis_models):
+        if name not in models:
+            problems.append(f"{path}.analysis_models[{j}]: unknown model {name!r} ({known})")
+    if fusion.model is not None and fusion.model not in models:
+        problems.append(f"{path}.model: unknown model {fusion.model!r} ({known})")
+    for name in fusion.analysis_overrides:
+        if name not in panel:
+            problems.append(f"{path}.analysis_overrides.{name}: not one of the panel models {panel}")
+    if panel and fusion.min_successful_responses > len(panel):
+        problems.append(
+            f"{path}.min_successful_responses: {fusion.min_successful_responses} exceeds the panel size {len(panel)}"
+        )
+    return problems
