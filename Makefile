@@ -47,6 +47,7 @@ format: install
 
 envoy-configs: install
 	$(PY) -m extproc envoy-config --config config/demo.yaml --output envoy/demo.yaml
+	$(PY) -m extproc envoy-config --config config/policy.yaml --output envoy/policy.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

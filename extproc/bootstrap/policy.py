@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from extproc.config import Config, ModelConfig
+from extproc.config import GUARDS_HEADER, Config, ModelConfig
 from extproc.policy.fastpath import FastPathPlan
 
 METADATA_NAMESPACE = "quorum"
@@ -97,7 +97,7 @@ def fast_path_routes(
                 "route": model_route(model),
                 "typed_per_filter_config": per_filter,
                 # Quorum's routing headers are never forwarded from a client; the answer names the route.
-                "request_headers_to_remove": [server.route_header, server.decision_header],
+                "request_headers_to_remove": [server.route_header, server.decision_header, GUARDS_HEADER],
                 "response_headers_to_add": [
                     {"header": {"key": server.route_header, "value": name}},
                     {"header": {"key": server.decision_header, "value": FAST_PATH_DECISION}},
