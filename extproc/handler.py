@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from urllib.parse import unquote
 
 from extproc import envoy
 from extproc.config import GUARDS_HEADER, INTERNAL_HEADER_PREFIX
@@ -23,6 +24,7 @@ from extproc.errors import (
     BadRequest,
     InternalError,
     MethodNotAllowed,
+    ModelNotFound,
     NotFound,
     PayloadTooLarge,
     QuorumError,
@@ -36,7 +38,7 @@ from extproc.runtime import Model, Runtime
 from extproc.signals import SignalResults, SignalSet
 from extproc.telemetry.recorder import RequestRecorder
 from extproc.telemetry.setup import NO_TELEMETRY, Telemetry
-from extproc.telemetry.usage import StreamUsage, json_usage
+from extproc.telemetry.usage import StreamUsage
 
 log = logging.getLogger("quorum.handler")
 
@@ -176,7 +178,7 @@ class StreamHandler:
         identity = rt.access.identity(self.headers)
         if path == MODELS_PATH:
             return envoy.immediate(200, rt.models_list(identity), headers=self._echo())
-        model_id = path[len(MODELS_PATH) + 1 :]
+        model_id = unquote(path[len(MODELS_PATH) + 1 :])  # the SDK sends quorum/auto as quorum%2Fauto
         body = rt.model_bodies.get(model_id)
         if body is None or not rt.access.allows(model_id, identity):
             raise not_found(model_id)
@@ -217,6 +219,12 @@ class StreamHandler:
         match = await self._decide(chat)
         decision = match.decision
         if decision.algorithm.answers_locally:
+            if not self.endpoint.fusable:
+                raise BadRequest(
+                    f"Fusion cannot answer {self.headers.get(':path', '')} requests; name a model instead.",
+                    param="model",
+                    code="fusion_unsupported_endpoint",
+                )
             if self.local is None:
                 raise InternalError("Local answers are not enabled on this router.", code="algorithm_unavailable")
             self.answered = True
@@ -243,6 +251,14 @@ class StreamHandler:
 
     async def _decide(self, chat: ParsedRequest) -> Match:
         rt = self.runtime
+        model = chat.model
+        if (model in rt.auto_names or model in rt.fusion_names) and not self.endpoint.routes_by_alias:
+            raise BadRequest(
+                f"'{model}' picks a model by routing decision, which {self.endpoint.name} requests do not take; "
+                "name the model to use.",
+                param="model",
+                code="model_required",
+            )
         selection = await select_route(
             rt, chat.model, chat.body, rt.access.identity(self.headers), lambda s: self._signals(s, chat)
         )
@@ -277,10 +293,14 @@ class StreamHandler:
         """The headers that steer Envoy to the model, and the body rewritten for it (None: unchanged)."""
         rt = self.runtime
         model = self.routed = rt.models[match.decision.models[0]]
+        if self.endpoint.name not in model.endpoints:
+            via = "" if match.decision.name == "explicit" else f" (chosen by decision '{match.decision.name}')"
+            raise ModelNotFound(
+                f"The model '{model.name}'{via} does not serve {self.endpoint.name} requests.", param="model"
+            )
         headers = [(rt.route_header, model.name), (rt.decision_header, match.decision.name), *self._guard_headers()]
         if model.authorization is not None:
             headers.append(("authorization", model.authorization))
-        assert self.endpoint is not None
         body, self.strip_usage = self.endpoint.rewrite(chat, model.upstream_model, rt.request_stream_usage)
         return headers, body
 
@@ -299,7 +319,7 @@ class StreamHandler:
         if msg.end_of_stream:
             return response
         if content_type.startswith("text/event-stream"):
-            self.stream_usage = StreamUsage(strip=self.strip_usage)
+            self.stream_usage = self.endpoint.stream_usage(self.strip_usage)
             body_mode = pm.ProcessingMode.STREAMED
         elif "json" in content_type:
             self.response_json = []
@@ -317,7 +337,7 @@ class StreamHandler:
             if self.response_json is not None:
                 self.response_json.append(msg.body)
                 if msg.end_of_stream:
-                    self.recorder.add_usage(self.routed, json_usage(b"".join(self.response_json)))
+                    self.recorder.add_usage(self.routed, self.endpoint.json_usage(b"".join(self.response_json)))
                     self.response_json = None
             return _EMPTY_ANSWERS["response_body"]
         replacement = self.stream_usage.feed(msg.body, msg.end_of_stream)

@@ -7,7 +7,7 @@ Unknown top-level fields pass through untouched; the backend judges those.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -108,6 +108,13 @@ def message_text(message: dict[str, Any]) -> str:
 
 
 def parse_chat_request(raw: bytes) -> ChatRequest:
+    body = load_object(raw)
+    _validate_chat(body)
+    return ChatRequest(body)
+
+
+def load_object(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or the 400 OpenAI answers for anything else."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -117,98 +124,117 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         ) from None
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.", code="invalid_json")
-    _validate_chat(body)
-    return ChatRequest(body)
+    return body
 
 
-def _missing(param: str) -> BadRequest:
+def missing(param: str) -> BadRequest:
     return BadRequest(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
 
 
-def _invalid(param: str, message: str) -> BadRequest:
+def invalid(param: str, message: str) -> BadRequest:
     return BadRequest(message, param=param, code="invalid_value")
 
 
 def _validate_chat(body: dict[str, Any]) -> None:
     model = body.get("model")
     if model is None:
-        raise _missing("model")
+        raise missing("model")
     if not isinstance(model, str) or not model:
-        raise _invalid("model", "'model' must be a non-empty string")
+        raise invalid("model", "'model' must be a non-empty string")
     messages = body.get("messages")
     if messages is None:
-        raise _missing("messages")
+        raise missing("messages")
     if not isinstance(messages, list) or not messages:
-        raise _invalid("messages", "'messages' must be a non-empty array")
+        raise invalid("messages", "'messages' must be a non-empty array")
     for i, message in enumerate(messages):
         _validate_message(message, f"messages[{i}]")
+    validate_chat_stream(body)
+    _validate_tools(body)
+    validate_numbers(
+        body,
+        ("temperature", "top_p", "presence_penalty", "frequency_penalty"),
+        ("max_tokens", "max_completion_tokens", "n", "seed"),
+    )
+    n = body.get("n")
+    if n is not None and n < 1:
+        raise invalid("n", "'n' must be at least 1")
+
+
+def validate_chat_stream(body: dict[str, Any]) -> None:
+    """`stream` and `stream_options` as chat and legacy completions take them."""
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
-        raise _invalid("stream", "'stream' must be a boolean")
+        raise invalid("stream", "'stream' must be a boolean")
     options = body.get("stream_options")
     if options is not None:
         if not isinstance(options, dict):
-            raise _invalid("stream_options", "'stream_options' must be an object")
+            raise invalid("stream_options", "'stream_options' must be an object")
         if stream is not True:
-            raise _invalid("stream_options", "'stream_options' must only be set when 'stream' is true")
+            raise invalid("stream_options", "'stream_options' must only be set when 'stream' is true")
         if not isinstance(options.get("include_usage", False), bool):
-            raise _invalid("stream_options.include_usage", "'stream_options.include_usage' must be a boolean")
-    _validate_tools(body)
-    for key in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
+            raise invalid("stream_options.include_usage", "'stream_options.include_usage' must be a boolean")
+
+
+def validate_numbers(body: dict[str, Any], numbers: Iterable[str], integers: Iterable[str]) -> None:
+    """Optional numeric fields: null or absent is fine, a boolean is not a number."""
+    for key in numbers:
         value = body.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise _invalid(key, f"'{key}' must be a number")
-    for key in ("max_tokens", "max_completion_tokens", "n", "seed"):
+            raise invalid(key, f"'{key}' must be a number")
+    for key in integers:
         value = body.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise _invalid(key, f"'{key}' must be an integer")
-    n = body.get("n")
-    if n is not None and n < 1:
-        raise _invalid("n", "'n' must be at least 1")
+            raise invalid(key, f"'{key}' must be an integer")
 
 
 def _validate_message(message: Any, path: str) -> None:
     if not isinstance(message, dict):
-        raise _invalid(path, f"'{path}' must be an object")
-    role = message.get("role")
-    if role is None:
-        raise _missing(f"{path}.role")
-    if not isinstance(role, str) or role not in ROLES:
-        allowed = ", ".join(sorted(ROLES))
-        raise _invalid(f"{path}.role", f"'{path}.role' must be one of: {allowed} (got {role!r})")
+        raise invalid(path, f"'{path}' must be an object")
+    role = role_of(message, path, ROLES)
     content = message.get("content")
     if content is None:
         if role == "assistant" and (message.get("tool_calls") or message.get("function_call") or "content" in message):
             return
         if role == "assistant":
-            raise _invalid(f"{path}.content", f"'{path}.content' must be set unless tool_calls is")
-        raise _missing(f"{path}.content")
+            raise invalid(f"{path}.content", f"'{path}.content' must be set unless tool_calls is")
+        raise missing(f"{path}.content")
     if isinstance(content, str):
         return
-    if not isinstance(content, list):
-        raise _invalid(f"{path}.content", f"'{path}.content' must be a string or an array of content parts")
-    for j, part in enumerate(content):
-        part_path = f"{path}.content[{j}]"
-        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-            raise _invalid(f"{part_path}.type", f"'{part_path}' must be an object with a string 'type'")
+    for part_path, part in typed_items(content, f"{path}.content", "a string or an array of content parts"):
         if part["type"] in _PART_TYPES_WITH_TEXT and not isinstance(part.get("text"), str):
-            raise _invalid(f"{part_path}.text", f"'{part_path}.text' must be a string")
+            raise invalid(f"{part_path}.text", f"'{part_path}.text' must be a string")
+
+
+def role_of(item: dict[str, Any], path: str, roles: frozenset[str]) -> str:
+    role = item.get("role")
+    if role is None:
+        raise missing(f"{path}.role")
+    if not isinstance(role, str) or role not in roles:
+        allowed = ", ".join(sorted(roles))
+        raise invalid(f"{path}.role", f"'{path}.role' must be one of: {allowed} (got {role!r})")
+    return role
+
+
+def typed_items(value: Any, param: str, shape: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The elements of an array of objects with a string `type` (tools, content parts), with their paths."""
+    if not isinstance(value, list):
+        raise invalid(param, f"'{param}' must be {shape}")
+    for i, item in enumerate(value):
+        path = f"{param}[{i}]"
+        if not isinstance(item, dict) or not isinstance(item.get("type"), str):
+            raise invalid(f"{path}.type", f"'{path}' must be an object with a string 'type'")
+        yield path, item
 
 
 def _validate_tools(body: dict[str, Any]) -> None:
     tools = body.get("tools")
     if tools is None:
         return
-    if not isinstance(tools, list):
-        raise _invalid("tools", "'tools' must be an array")
-    for i, tool in enumerate(tools):
-        path = f"tools[{i}]"
-        if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
-            raise _invalid(f"{path}.type", f"'{path}' must be an object with a string 'type'")
+    for path, tool in typed_items(tools, "tools", "an array"):
         if tool["type"] == "function":
             function = tool.get("function")
             if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-                raise _invalid(f"{path}.function.name", f"'{path}.function.name' must be a string")
+                raise invalid(f"{path}.function.name", f"'{path}.function.name' must be a string")
 
 
 def render_model_list(names: Iterable[tuple[str, str]], created: int) -> bytes:

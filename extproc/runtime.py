@@ -15,11 +15,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from extproc.config import Config, ConfigError, FusionConfig, ModelConfig, Pricing
+from extproc.config.providers import ALL_ENDPOINTS
 from extproc.decisions import Decision, compile_rule, rule_signals
 from extproc.openai import render_model, render_model_list
 from extproc.policy.access import ANONYMOUS, NO_ACCESS_RULES, Access, Identity, compile_access
 from extproc.policy.guards import Guard, applies, compile_guard, guard_signals
 from extproc.signals import NEEDS_ENGINE, SEMANTIC_KINDS, SignalSet, compile_signals
+
+ALL_ENDPOINT_NAMES = frozenset(ALL_ENDPOINTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +33,7 @@ class Model:
     authorization: str | None = field(default=None, repr=False)  # never logged
     supports_json_schema: bool = False
     pricing: Pricing | None = None
+    endpoints: frozenset[str] = ALL_ENDPOINT_NAMES  # which OpenAI endpoints the model serves
 
     @property
     def host(self) -> str:
@@ -224,4 +228,5 @@ def _model(m: ModelConfig, env: os._Environ[str] | dict[str, str]) -> Model:
         authorization=authorization,
         supports_json_schema=m.supports_json_schema,
         pricing=m.pricing,
+        endpoints=frozenset(m.endpoints),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -25,6 +26,11 @@ class Pricing(Strict):
     currency: str = "USD"
 
 
+# The OpenAI endpoints Quorum routes (extproc.endpoints names its processors the same way).
+EndpointName = Literal["chat", "responses", "completions", "embeddings"]
+ALL_ENDPOINTS: tuple[EndpointName, ...] = ("chat", "responses", "completions", "embeddings")
+
+
 class ModelConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     provider_model_id: str | None = None
@@ -33,6 +39,7 @@ class ModelConfig(Strict):
     api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     supports_json_schema: bool = False
     pricing: Pricing | None = None
+    endpoints: list[EndpointName] = Field(default_factory=lambda: list(ALL_ENDPOINTS), min_length=1)
     # Route explicit requests for this model inside Envoy when no policy needs Quorum (None: envoy.fast_path).
     fast_path: bool | None = None
 

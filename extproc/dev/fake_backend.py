@@ -519,6 +519,9 @@ def build_app(
 
     app.on_response_prepare.append(add_backend_header)
     app.router.add_post("/v1/chat/completions", _chat_completions)
+    from extproc.dev.fake_endpoints import add_endpoint_routes  # it imports this module
+
+    add_endpoint_routes(app)
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/_fake/requests", _list_requests)

@@ -1,8 +1,10 @@
-"""What every endpoint processor provides (see `extproc.endpoints`)."""
+"""What every endpoint processor provides (see `extproc.endpoints`), and the defaults most share."""
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple, Protocol
+
+from extproc.telemetry.usage import StreamUsage, Usage, json_usage
 
 
 class ParsedRequest(Protocol):
@@ -16,6 +18,7 @@ class ParsedRequest(Protocol):
     def folded_text(self, scope: str) -> str: ...
     @property
     def token_estimate(self) -> int: ...
+    def with_model(self, model: str, **fields: Any) -> bytes: ...
 
 
 class Rewrite(NamedTuple):
@@ -24,7 +27,28 @@ class Rewrite(NamedTuple):
 
 
 class EndpointProcessor(Protocol):
-    name: str  # the request kind in logs and metrics: "chat", ...
+    name: str  # the request kind in logs and metrics, and the word in `models[].endpoints`
+    routes_by_alias: bool  # may `quorum/auto` pick the model (else the client must name one)
+    fusable: bool  # can a fusion decision answer it in this endpoint's format
 
     def parse(self, raw: bytes) -> ParsedRequest: ...
     def rewrite(self, request: Any, upstream_model: str, request_usage: bool) -> Rewrite: ...
+    def json_usage(self, body: bytes) -> Usage | None: ...
+    def stream_usage(self, strip: bool) -> StreamUsage: ...
+
+
+class Endpoint:
+    """Defaults: the body only gets the backend's model id; usage is OpenAI's top-level `usage`."""
+
+    name = "endpoint"
+    routes_by_alias = True
+    fusable = False
+
+    def rewrite(self, request: Any, upstream_model: str, request_usage: bool) -> Rewrite:
+        return Rewrite(None if request.model == upstream_model else request.with_model(upstream_model), False)
+
+    def json_usage(self, body: bytes) -> Usage | None:
+        return json_usage(body)
+
+    def stream_usage(self, strip: bool) -> StreamUsage:
+        return StreamUsage(strip=strip)

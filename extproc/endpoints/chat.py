@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from extproc.endpoints.base import Rewrite
+from extproc.endpoints.base import Endpoint, Rewrite
 from extproc.openai import ChatRequest, parse_chat_request
 
 
-class ChatEndpoint:
+class ChatEndpoint(Endpoint):
     name = "chat"
+    fusable = True
 
     def parse(self, raw: bytes) -> ChatRequest:
         return parse_chat_request(raw)
@@ -17,5 +18,4 @@ class ChatEndpoint:
         (the response phase strips it again)."""
         if request_usage and request.stream and not request.wants_usage:
             return Rewrite(request.with_model(upstream_model, stream_options={"include_usage": True}), True)
-        body = None if request.model == upstream_model else request.with_model(upstream_model)
-        return Rewrite(body, False)
+        return super().rewrite(request, upstream_model, request_usage)

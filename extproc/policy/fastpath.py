@@ -35,6 +35,8 @@ def blockers(config: Config, model: ModelConfig) -> tuple[str, ...]:
         reasons.append("usage accounting (observability.usage)")
     if model.api_key_env:
         reasons.append("API key injection (api_key_env)")
+    if "chat" not in model.endpoints:
+        reasons.append("it does not serve chat completions (endpoints), which Quorum answers with a 404")
     return tuple(reasons)
 
 

@@ -90,8 +90,12 @@ class StreamUsage:
             return False
         if not isinstance(chunk, dict):
             return False
-        usage = Usage.parse(chunk.get("usage"))
+        usage = self.chunk_usage(chunk)
         if usage is None:
             return False
         self.usage = usage
         return self.strip and not chunk.get("choices")
+
+    def chunk_usage(self, chunk: dict[str, Any]) -> Usage | None:
+        """The usage one decoded event carries (chat and completions chunks: top-level `usage`)."""
+        return Usage.parse(chunk.get("usage"))

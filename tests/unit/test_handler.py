@@ -97,7 +97,7 @@ async def test_header_phase_passes_clean_requests_without_mutation(runtime):
     ("headers", "status", "code"),
     [
         ({":method": "GET", ":path": "/v1/chat/completions"}, 405, "method_not_allowed"),
-        ({":method": "POST", ":path": "/v1/embeddings"}, 404, "unknown_url"),
+        ({":method": "POST", ":path": "/v1/audio/speech"}, 404, "unknown_url"),
         ({":method": "POST", ":path": "/v1"}, 404, "unknown_url"),
         ({":method": "POST", ":path": "/v1/chat/completions/x"}, 404, "unknown_url"),  # exact paths only
         ({":method": "POST", ":path": "/v1/models"}, 405, "method_not_allowed"),

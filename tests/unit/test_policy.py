@@ -233,3 +233,30 @@ async def test_label_guard_headers_reach_fusion_model_calls_not_the_client():
     assert headers["x-quorum-guards"] == "topic"
     assert "x-topic" not in headers
     assert client.calls and all(call.headers.get("x-topic") == "compare" for call in client.calls)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/responses", {"model": "demo-small", "input": ATTACK}),
+        ("/v1/completions", {"model": "demo-small", "prompt": ATTACK}),
+        ("/v1/embeddings", {"model": "demo-small", "input": [ATTACK]}),
+    ],
+)
+async def test_guards_apply_to_every_endpoint_that_carries_a_prompt(runtime, path, body):
+    responses = await exchange(handler_for(runtime), chat_headers(**{":path": path}), body_msg(body))
+    status, error = error_of(responses[-1])
+    assert (status, error["code"]) == (400, "content_policy_violation")
+    personal = {**body, **{k: PERSONAL if isinstance(v, str) else [PERSONAL] for k, v in body.items() if k != "model"}}
+    responses = await exchange(handler_for(runtime), chat_headers(**{":path": path}), body_msg(personal))
+    assert set_headers(responses[-1])["x-quorum-model"] == "demo-coder"
+
+
+def test_a_model_that_does_not_serve_chat_is_never_fast_pathed():
+    from extproc.policy import fastpath
+
+    text = config_text(envoy_extra="  fast_path: true\n")
+    text = text.replace("      cluster: demo_small\n", "      cluster: demo_small\n      endpoints: [embeddings]\n")
+    plan = fastpath.plan(parse_config(text))
+    assert plan.models == ("demo-coder",)
+    assert "does not serve chat completions" in plan.excluded["demo-small"][0]
