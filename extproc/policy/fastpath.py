@@ -66,3 +66,19 @@ def describe(config: Config) -> list[str]:
     for name, reasons in p.excluded.items():
         lines.append(f"  {name}: kept on Quorum because of {'; '.join(reasons)}")
     return lines
+
+
+def reload_warnings(running: Config, candidate: Config) -> list[str]:
+    """What a Quorum reload cannot change on its own: Envoy keeps routing the models it was rendered
+    with natively, so a model that gained policy is not covered until Envoy's config is re-rendered."""
+    before, after = plan(running), plan(candidate)
+    warnings = [
+        f"{name}: now needs Quorum ({'; '.join(after.excluded.get(name, ('it left the fast path',)))}), but an Envoy "
+        "rendered from the previous config still routes it without Quorum: run `quorum envoy-config` and reload Envoy"
+        for name in before.models
+        if name not in after.models
+    ]
+    gained = [name for name in after.models if name not in before.models]
+    if gained:
+        warnings.append(f"{', '.join(gained)}: may take the fast path once the Envoy config is rendered again")
+    return warnings

@@ -260,3 +260,27 @@ def test_a_model_that_does_not_serve_chat_is_never_fast_pathed():
     plan = fastpath.plan(parse_config(text))
     assert plan.models == ("demo-coder",)
     assert "does not serve chat completions" in plan.excluded["demo-small"][0]
+
+
+def test_an_access_rule_alone_keeps_a_model_off_the_fast_path():
+    from extproc.policy import fastpath
+
+    extra = "access:\n  rules: [{name: r, models: [demo-coder], clients: [team]}]\n"
+    plan = fastpath.plan(parse_config(config_text(envoy_extra="  fast_path: true\n", extra=extra)))
+    assert plan.models == ("demo-small",)
+    assert plan.excluded["demo-coder"] == ("access rule r",)
+
+
+def test_a_reload_that_puts_policy_on_a_fast_path_model_warns_that_envoy_must_be_rendered_again():
+    from extproc.policy.fastpath import reload_warnings
+
+    fast = "  fast_path: true\n"
+    running = parse_config(config_text(envoy_extra=fast))
+    guard = "guards:\n  - {name: g, rules: {type: keyword, name: code}, action: block, applies_to: [demo-small]}\n"
+    guarded = parse_config(config_text(envoy_extra=fast, extra=guard))
+    [warning] = reload_warnings(running, guarded)
+    assert warning.startswith("demo-small: now needs Quorum (guard g)")
+    assert "quorum envoy-config" in warning
+    [gained] = reload_warnings(guarded, running)
+    assert gained == "demo-small: may take the fast path once the Envoy config is rendered again"
+    assert reload_warnings(running, running) == []
