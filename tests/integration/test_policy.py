@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 from builders import IDENTITY_FILTER, POLICY, PORT_KEYS, config_text
-from conftest import LARGE_KEY, MAX_BODY, backend_requests, backend_url
+from conftest import BODY_MODES, LARGE_KEY, MAX_BODY, backend_requests, backend_url
 
 from extproc.dev.stack import Stack, free_port
 
@@ -29,12 +29,14 @@ def _start(workdir: Path, text: str) -> Stack:
     return Stack(path, workdir).start()
 
 
-@pytest.fixture(scope="module")
-def policy_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@pytest.fixture(scope="module", params=list(BODY_MODES))
+def policy_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Guards and access rules, once per Envoy request body mode."""
     ports = {key: free_port() for key in PORT_KEYS}
     os.environ["QUORUM_TEST_LARGE_KEY"] = LARGE_KEY
-    text = config_text(max_body=MAX_BODY, envoy_extra=IDENTITY_FILTER, extra=POLICY, **ports)
-    stack = _start(tmp_path_factory.mktemp("policy"), text)
+    mode = BODY_MODES[request.param]
+    text = config_text(max_body=MAX_BODY, body_mode=mode, envoy_extra=IDENTITY_FILTER, extra=POLICY, **ports)
+    stack = _start(tmp_path_factory.mktemp(f"policy-{request.param}"), text)
     try:
         yield stack
     finally:
