@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -38,7 +39,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from inproc import handler_us_per_request
-from loadgen import BenchError, chat_body, ensure_wrk, guarded_run, run_wrk
+from loadgen import BenchError, chat_body, cpu_seconds, ensure_wrk, guarded_run, run_wrk
 from reportlib import environment_lines, scan_logs, table, write_section
 from run import (
     AUTO_MODEL,
@@ -151,7 +152,17 @@ def preflight(fake_url: str, urls: dict[str, str], bodies: dict[str, bytes]) -> 
     clear_records(fake_url)
 
 
-def measure(args: argparse.Namespace, wrk: str, workdir: Path) -> dict[str, list[float]]:
+@dataclass
+class Samples:
+    """Per arm, one value per round: c=1 p50 (ms), and the CPU per request (µs) of the proxy
+    processes on its path (its Envoy, plus Quorum or the no-op processor), which moves much less
+    than latency when other jobs share the machine."""
+
+    p50: dict[str, list[float]] = field(default_factory=lambda: {arm: [] for arm in ARMS})
+    cpu_us: dict[str, list[float]] = field(default_factory=lambda: {arm: [] for arm in ARMS})
+
+
+def measure(args: argparse.Namespace, wrk: str, workdir: Path) -> Samples:
     base = write_config(workdir)
     fast_config = derived_config(base, workdir / "fast.yaml", fast_path=True)
     stack = Stack(fast_config, workdir / "stack", workers=1, envoy_concurrency=1)
@@ -172,7 +183,15 @@ def measure(args: argparse.Namespace, wrk: str, workdir: Path) -> dict[str, list
         for arm, body in bodies.items():
             files[arm] = workdir / f"body-{arm}.json"
             files[arm].write_bytes(body)
-        p50: dict[str, list[float]] = {arm: [] for arm in ARMS}
+        procs = dict(stack.processes)
+        assert bare.proc is not None and probe.proc is not None and probe.probe is not None
+        pids = {
+            "bare": [bare.proc.pid],
+            "fast": [procs["envoy"].pid],
+            "auto": [procs["envoy"].pid, procs["quorum"].pid],
+            "probe": [probe.proc.pid, probe.probe.pid],
+        }
+        samples = Samples()
         for round_no in range(args.rounds):
             order = list(ARMS[round_no % len(ARMS) :] + ARMS[: round_no % len(ARMS)])
             if round_no % 2:
@@ -181,12 +200,15 @@ def measure(args: argparse.Namespace, wrk: str, workdir: Path) -> dict[str, list
                 url = urls[arm] + CHAT_PATH
                 if args.warmup:
                     run_wrk(wrk, url, files[arm], connections=1, duration_s=args.warmup)
+                before = sum(cpu_seconds(pid) for pid in pids[arm])
                 result = run_wrk(wrk, url, files[arm], connections=1, duration_s=args.duration)
+                used = sum(cpu_seconds(pid) for pid in pids[arm]) - before
                 if result.non_2xx or result.socket_errors:
                     raise BenchError(f"{arm}: {result.non_2xx} non-2xx answers, {result.socket_errors} socket errors")
-                p50[arm].append(result.p50_ms)
+                samples.p50[arm].append(result.p50_ms)
+                samples.cpu_us[arm].append(1e6 * used / max(1, result.requests))
             print(f"round {round_no + 1}/{args.rounds} done", file=sys.stderr, flush=True)
-        return p50
+        return samples
     finally:
         probe.stop()
         bare.stop()
@@ -203,11 +225,11 @@ def guard_cost(workdir: Path) -> tuple[float, float]:
     return without, with_guards
 
 
-def report(
-    p50: dict[str, list[float]], guard_us: tuple[float, float], args: argparse.Namespace, notes: list[str]
-) -> str:
-    def added(arm: str, over: str) -> float:
-        return statistics.median(a - b for a, b in zip(p50[arm], p50[over], strict=True))
+def report(samples: Samples, guard_us: tuple[float, float], args: argparse.Namespace, notes: list[str]) -> str:
+    p50, cpu = samples.p50, samples.cpu_us
+
+    def added(arm: str, over: str, values: dict[str, list[float]] = p50) -> float:
+        return statistics.median(a - b for a, b in zip(values[arm], values[over], strict=True))
 
     fast_added, auto_over_probe = added("fast", "bare"), added("auto", "probe")
     without, with_guards = guard_us
@@ -218,6 +240,8 @@ def report(
             f"{statistics.median(p50[arm]):.3f}",
             "-" if arm == "bare" else f"{added(arm, 'bare'):+.3f}",
             " ".join(f"{v:.3f}" for v in p50[arm]),
+            f"{statistics.median(cpu[arm]):.0f}",
+            "-" if arm == "bare" else f"{added(arm, 'bare', cpu):+.0f}",
         )
         for arm in ARMS
     ]
@@ -255,7 +279,17 @@ def report(
             "**The machine was shared with other jobs during this run**: c=1 p50 moves by tens of µs between "
             "rounds, so read the targets as indicative; the lead re-runs this in a quiet window.",
             "",
-            table(("arm", "p50 ms (median)", "added vs bare ms", "p50 per round"), rows),
+            table(
+                (
+                    "arm",
+                    "p50 ms (median)",
+                    "added vs bare ms",
+                    "p50 per round",
+                    "proxy CPU µs/req",
+                    "added CPU µs/req",
+                ),
+                rows,
+            ),
             "",
             table(("target", "measured", "target", "verdict"), verdicts),
             "",
@@ -264,6 +298,8 @@ def report(
             "- `auto`: `quorum/auto` through Quorum (keyword signal, decision, model rewrite), in the same Envoy as "
             "`fast` (so it also pays json_to_metadata's buffering).",
             "- `probe`: bare Envoy + the ext_proc filter (Quorum's processing mode) + tests/bench/noop_extproc.py.",
+            "- proxy CPU: CPU seconds of the arm's Envoy (plus Quorum for `auto`, the no-op processor for `probe`) "
+            "during the measured run, per request; steadier than c=1 latency on a busy machine.",
             "- guard cost: in-process, best of 3 batches, no sockets (tests/bench/inproc.py).",
             *notes,
         ]
@@ -292,10 +328,10 @@ def main(argv: list[str] | None = None) -> int:
     outcome = guarded_run(workdir, lambda: (measure(args, ensure_wrk(), workdir), guard_cost(workdir)))
     if isinstance(outcome, int):
         return outcome
-    p50, guard_us = outcome
+    samples, guard_us = outcome
     notes = scan_logs(workdir, "the fake backend, Quorum, the no-op processor or the Envoys")
     shutil.rmtree(workdir, ignore_errors=True)
-    text = report(p50, guard_us, args, notes)
+    text = report(samples, guard_us, args, notes)
     print(text)
     if args.output:
         write_section(args.output, SECTION, text)
