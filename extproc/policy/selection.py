@@ -35,7 +35,7 @@ class Selection:
 async def select_route(
     rt: Runtime, model: str, body: dict[str, Any], identity: Identity, evaluate: Evaluate
 ) -> Selection:
-    guards = rt.guards.get(model)
+    guards = rt.guards.get(model)  # every configured model and alias has an entry, empty without guards
     if guards is None or not rt.access.allows(model, identity):
         raise not_found(model)
     signals = rt.request_signals[model]
@@ -56,8 +56,9 @@ def _decide(rt: Runtime, model: str, body: dict[str, Any], identity: Identity, r
         if match is not None:
             return match
         if rt.default_model is None or not rt.access.allows(rt.default_model, identity):
+            missing = "is configured" if rt.default_model is None else "is available to you"
             raise BadRequest(
-                "No routing decision matched this request and no default model is configured.",
+                f"No routing decision matched this request and no default model {missing}.",
                 param="model",
                 code="no_route",
             )

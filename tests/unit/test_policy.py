@@ -284,3 +284,12 @@ def test_a_reload_that_puts_policy_on_a_fast_path_model_warns_that_envoy_must_be
     [gained] = reload_warnings(guarded, running)
     assert gained == "demo-small: may take the fast path once the Envoy config is rendered again"
     assert reload_warnings(running, running) == []
+
+
+async def test_auto_does_not_fall_back_to_a_default_model_the_caller_may_not_use():
+    extra = "access:\n  rules: [{name: r, models: [demo-small], clients: [team]}]\n"
+    rt = build_runtime(parse_config(config_text(extra=extra)), environ=ENV)
+    status, error = error_of(await answer(rt, chat("hello")))
+    assert (status, error["code"]) == (400, "no_route")
+    assert "available to you" in error["message"]
+    assert set_headers(await answer(rt, chat("hello"), **{"x-client-id": "team"}))["x-quorum-model"] == "demo-small"
