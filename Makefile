@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install protos run test test-unit bench lint format envoy-configs clean
+.PHONY: install protos run test test-unit bench lint format envoy-configs deploy-manifests clean
 
 install: $(STAMP)
 
@@ -36,6 +36,7 @@ bench: install
 	$(PY) tests/bench/tracing.py --output docs/benchmarks.md
 	$(PY) tests/bench/semantic.py --output docs/benchmarks.md
 	$(PY) tests/bench/policy.py --output docs/benchmarks.md
+	$(PY) tests/bench/reload.py --output docs/benchmarks.md
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -48,6 +49,9 @@ format: install
 envoy-configs: install
 	$(PY) -m extproc envoy-config --config config/demo.yaml --output envoy/demo.yaml
 	$(PY) -m extproc envoy-config --config config/policy.yaml --output envoy/policy.yaml
+
+deploy-manifests: install
+	$(PY) -m extproc deploy-manifests --config deploy/config.yaml --output deploy
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -6,28 +6,42 @@ import argparse
 import logging
 import sys
 
-from extproc.config import ConfigError, load_config
+from extproc import __version__
+from extproc.config import ConfigError, ConfigSource, load_config, validate_document
+from extproc.ports import StartupError
 
 
 def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from extproc.telemetry.setup import configure_logging
+
+    configure_logging(level)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from extproc.config.warnings import config_warnings
     from extproc.runtime import build_runtime
     from extproc.server import serve
 
-    config = load_config(args.config)
+    snapshot = ConfigSource(args.config).read()
+    config = validate_document(snapshot.raw, args.config)
     _configure_logging(args.log_level or config.server.log_level)
-    build_runtime(config)  # fail now, with the config error, rather than in every worker
-    return serve(config, args.workers or config.server.workers)
+    for warning in config_warnings(config):
+        logging.getLogger("quorum").warning("%s", warning)
+    try:
+        build_runtime(config)  # fail now, with the config error, rather than in every worker
+    except ConfigError as err:
+        raise ConfigError(err.problems, args.config) from None
+    return serve(config, args.workers or config.server.workers, source=args.config, digest=snapshot.digest)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from extproc.config.warnings import config_warnings
     from extproc.policy.fastpath import describe
 
     config = load_config(args.config)
     print(f"{args.config}: ok ({len(config.providers.models)} models, {len(config.routing.decisions)} decisions)")
+    for warning in config_warnings(config):
+        print(f"{args.config}: warning: {warning}", file=sys.stderr)
     for line in describe(config):
         print(line)
     return 0
@@ -45,6 +59,26 @@ def _cmd_envoy_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_deploy_manifests(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from extproc.manifests import Settings, write_manifests
+
+    settings = Settings(namespace=args.namespace, image=args.image, replicas=args.replicas)
+    for path in write_manifests(Path(args.config), Path(args.output), settings):
+        print(path)
+    return 0
+
+
+def _cmd_healthcheck(args: argparse.Namespace) -> int:
+    from extproc.healthcheck import check, probe_address
+
+    address = args.address or probe_address(load_config(args.config).server.listen)
+    status = check(address, timeout=args.timeout)
+    print(f"{address}: {status}")
+    return 0 if status == "SERVING" else 1
+
+
 def _cmd_fake_backend(args: argparse.Namespace) -> int:
     from extproc.dev import fake_backend
 
@@ -58,26 +92,43 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from extproc.dev.stack import Stack
+    from extproc.dev.stack import Stack, StartFailed
+
+    def ignore_signals() -> None:
+        """While stopping: a second Ctrl-C or SIGTERM must not cut the stop short."""
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def interrupt(signum: int, frame: object) -> None:
+        ignore_signals()
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)  # stop the children on SIGTERM as on Ctrl-C
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGHUP, lambda signum, frame: stack.signal("quorum", signal.SIGHUP))  # reload, not exit
     workdir = Path(tempfile.mkdtemp(prefix="quorum-demo-"))
     stack = Stack(Path(args.config), workdir)
-    print(f"starting fake backends, quorum serve and Envoy (logs in {workdir}) ...", flush=True)
-    with stack:
-        url = stack.envoy_url
-        print(DEMO_HELP.format(url=url), flush=True)
+    try:
+        print(f"starting fake backends, quorum serve and Envoy (logs in {workdir}) ...", flush=True)
         try:
-            while all(p.poll() is None for _, p in stack.processes):
-                time.sleep(0.5)
-            print("a process of the demo exited; stopping (see the logs)", file=sys.stderr)
+            stack.start()
+        except StartFailed as exc:
+            print(f"error: quorum demo did not start: {exc}", file=sys.stderr)
             return 1
-        except KeyboardInterrupt:
-            print("\nstopping ...")
-    return 0
+        print(DEMO_HELP.format(url=stack.envoy_url, config=args.config), flush=True)
+        while True:
+            try:
+                stack.check_alive()
+            except StartFailed as exc:
+                print(f"error: quorum demo stopped: {exc}", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
+        return 0
+    finally:
+        ignore_signals()
+        stack.stop()
 
 
 DEMO_HELP = """
@@ -96,16 +147,18 @@ Quorum demo is up. Envoy listens on {url}; Quorum routes every request.
   print(reply.headers["x-quorum-model"], reply.headers["x-quorum-decision"], reply.parse().choices[0].message.content)
   PY
 
-Press Ctrl-C to stop everything.
+Edit {config} and Quorum reloads it within a second (or send SIGHUP); an invalid edit is
+logged and the running config stays. Press Ctrl-C to stop everything.
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quorum", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"quorum {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the ext_proc gRPC server")
-    serve.add_argument("--config", "-c", required=True)
+    serve.add_argument("--config", "-c", required=True, help="a YAML file, or a directory of them (merged)")
     serve.add_argument("--workers", type=int, help="processes on consecutive ports (default: server.workers)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_cmd_serve)
@@ -119,6 +172,23 @@ def build_parser() -> argparse.ArgumentParser:
     envoy.add_argument("--workers", type=int, help="ext_proc endpoints to list (default: server.workers)")
     envoy.add_argument("--output", "-o", help="write here instead of stdout")
     envoy.set_defaults(func=_cmd_envoy_config)
+
+    deploy = sub.add_parser("deploy-manifests", help="generate Kubernetes, Istio and Envoy Gateway files")
+    from extproc.manifests import Settings
+
+    deploy.add_argument("--config", "-c", required=True)
+    deploy.add_argument("--output", "-o", required=True, help="directory (deploy/)")
+    deploy.add_argument("--namespace", default=Settings.namespace)
+    deploy.add_argument("--image", default=Settings.image)
+    deploy.add_argument("--replicas", type=int, default=Settings.replicas)
+    deploy.set_defaults(func=_cmd_deploy_manifests)
+
+    probe = sub.add_parser("healthcheck", help="exit 0 if a running Quorum reports SERVING (for Docker HEALTHCHECK)")
+    target = probe.add_mutually_exclusive_group(required=True)
+    target.add_argument("--config", "-c", help="probe the server.listen address of this config")
+    target.add_argument("--address", help="host:port to probe")
+    probe.add_argument("--timeout", type=float, default=2.0)
+    probe.set_defaults(func=_cmd_healthcheck)
 
     demo = sub.add_parser("demo", help="start fake backends, quorum serve and Envoy together (make run)")
     demo.add_argument("--config", "-c", default="config/demo.yaml")
@@ -137,11 +207,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        one = len(err.problems) == 1  # one problem fits on one line
+        print(f"error: {err.source}: {err.problems[0]}" if one else f"error: {err}", file=sys.stderr)
         return 2
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except StartupError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C before the server installed its own handler: no traceback
+        return 130
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from extproc import envoy
 from extproc.config import GUARDS_HEADER, INTERNAL_HEADER_PREFIX
 from extproc.decisions import Match
 from extproc.endpoints import ENDPOINTS, EndpointProcessor, ParsedRequest
+from extproc.endpoints.honoured import check_honoured
 from extproc.errors import (
     BadRequest,
     InternalError,
@@ -218,10 +219,13 @@ class StreamHandler:
         chat = self.endpoint.parse(body)
         match = await self._decide(chat)
         decision = match.decision
-        if decision.algorithm.answers_locally:
-            if not self.endpoint.fusable:
+        local = decision.algorithm.answers_locally
+        check_honoured(chat.body, local, "" if local else decision.models[0])
+        if local:
+            if not self.endpoint.answers_locally:
                 raise BadRequest(
-                    f"Fusion cannot answer {self.headers.get(':path', '')} requests; name a model instead.",
+                    f"The '{decision.algorithm.name}' decision '{decision.name}' answers itself, which "
+                    f"{self.endpoint.name} requests cannot take; name a model instead.",
                     param="model",
                     code="fusion_unsupported_endpoint",
                 )
@@ -232,9 +236,18 @@ class StreamHandler:
             debug = dict(self._debug(match))
             if self.verdict is not None:
                 debug[GUARDS_HEADER] = ",".join(self.verdict.names)
-            labels = dict(self.verdict.headers) if self.verdict else None
+            local_chat, renderer = self.endpoint.local_request(chat), self.endpoint.renderer(chat)
             ctx = RouteContext(
-                chat, self.headers, match, self.request_id, self.runtime, self.duplex, self.recorder, debug, labels
+                local_chat,
+                self.headers,
+                match,
+                self.request_id,
+                self.runtime,
+                self.duplex,
+                self.recorder,
+                debug,
+                renderer,
+                call_headers=dict(self.verdict.headers) if self.verdict else None,
             )
             async for response in self.local(ctx):
                 yield response

@@ -216,7 +216,17 @@ def _completion(model: str, data: Any, usage: Usage, latency: float, attempts: i
     except (KeyError, IndexError, TypeError):
         raise ModelCallError(model, "malformed response: no choices[0].message", 200) from None
     finish = choice.get("finish_reason") or "stop"
-    return Completion(model, message, finish, usage, latency, attempts, data.get("model"))
+    return Completion(model, message, finish, usage, latency, attempts, data.get("model"), _logprobs(choice))
+
+
+def _logprobs(choice: dict[str, Any]) -> list[float] | None:
+    """`choices[0].logprobs.content[*].logprob` (OpenAI's shape, also llama.cpp's and vLLM's)."""
+    content = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
+    if not isinstance(content, list):
+        return None
+    values = [t.get("logprob") for t in content if isinstance(t, dict)]
+    numbers = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    return numbers if numbers and len(numbers) == len(content) else None
 
 
 def _error_type(err: ModelCallError) -> str:

@@ -48,11 +48,17 @@ class Completion:
     latency: float  # seconds, all attempts included
     attempts: int
     response_model: str | None = None  # the `model` the backend reported
+    logprobs: list[float] | None = None  # per output token, when asked for and the backend sent them
 
     @property
     def content(self) -> str:
         content = self.message.get("content")
         return content if isinstance(content, str) else ""
+
+    @property
+    def mean_logprob(self) -> float | None:
+        """The answer's mean token log-probability (0 is certain); None without logprobs."""
+        return sum(self.logprobs) / len(self.logprobs) if self.logprobs else None
 
 
 @dataclass(frozen=True, slots=True)

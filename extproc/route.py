@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from extproc.decisions import Match
-from extproc.endpoints import ParsedRequest
+from extproc.endpoints import CHAT_PATH, ENDPOINTS, ParsedRequest
+from extproc.endpoints.base import AnswerRenderer
 from extproc.runtime import Runtime
 from extproc.telemetry.recorder import RequestRecorder
 
@@ -19,6 +20,7 @@ class RouteContext:
         "headers",
         "match",
         "recorder",
+        "renderer",
         "request_id",
         "runtime",
     )
@@ -33,10 +35,12 @@ class RouteContext:
         duplex: bool = False,
         recorder: RequestRecorder | None = None,
         debug_headers: dict[str, str] | None = None,
+        renderer: AnswerRenderer | None = None,
         call_headers: dict[str, str] | None = None,
     ) -> None:
         self.call_headers = call_headers or {}  # added to every model call (label guards' headers)
-        self.chat = chat
+        self.chat = chat  # as algorithms read it: chat messages, whatever the endpoint
+        self.renderer = renderer or ENDPOINTS[CHAT_PATH].renderer(chat)  # the answer in the endpoint's format
         self.debug_headers = debug_headers or {}  # matched signals and confidence, when enabled
         self.headers = headers
         self.match = match

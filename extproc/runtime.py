@@ -78,6 +78,8 @@ class Runtime:
             return self.models_body
         return render_model_list([(n, o) for n, o in self.owners if self.access.allows(n, identity)], self.created)
 
+    embedder: Any = None  # the embedding engine, when semantic signals or an algorithm loaded one
+
 
 def build_runtime(config: Config, environ: dict[str, str] | None = None, semantic: Any = None) -> Runtime:
     """Compile `config`. Semantic signals get `semantic` (a SemanticContext) or one made for the config;
@@ -114,8 +116,9 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None, semanti
     local_used = {key for d in routing.decisions if d.name in local_names for key in rule_signals(d.rules)}
     guarded = guard_signals(config.guards)
 
-    if semantic is None and any(kind in SEMANTIC_KINDS for kind, _ in used | guarded):
-        semantic = semantic_context(config, env, used | guarded)
+    wants_embeddings = any(getattr(d.algorithm, "wants_embeddings", False) for d in decisions)
+    if semantic is None and (wants_embeddings or any(kind in SEMANTIC_KINDS for kind, _ in used | guarded)):
+        semantic = semantic_context(config, env, used | guarded, wants_embeddings)
     every_signal = compile_signals(routing.signals, used | guarded, semantic)
 
     created = int(time.time())
@@ -160,6 +163,7 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None, semanti
         request_signals=request_signals,
         owners=tuple(owners),
         created=created,
+        embedder=getattr(semantic, "engine", None),
     )
 
 
@@ -170,15 +174,19 @@ async def prepare_runtime(runtime: Runtime) -> None:
         await signals.prepare(skip=prepared)
 
 
-def semantic_context(config: Config, env: Mapping[str, str], used: set[tuple[str, str]]) -> Any:
+def semantic_context(
+    config: Config, env: Mapping[str, str], used: set[tuple[str, str]], needs_engine: bool = False
+) -> Any:
     """The embedding engine (only if a used signal needs one) and a small pool for detectors."""
     from concurrent.futures import ThreadPoolExecutor
 
     from extproc.signals.semantic import SemanticContext
 
     routing = config.routing
-    needs_engine = any(kind in NEEDS_ENGINE for kind, _ in used) or any(
-        s.embeddings for s in routing.signals.jailbreak if ("jailbreak", s.name) in used
+    needs_engine = (
+        needs_engine
+        or any(kind in NEEDS_ENGINE for kind, _ in used)
+        or any(s.embeddings for s in routing.signals.jailbreak if ("jailbreak", s.name) in used)
     )
     engine = None
     if needs_engine:
@@ -187,7 +195,7 @@ def semantic_context(config: Config, env: Mapping[str, str], used: set[tuple[str
         except ImportError as exc:
             raise ConfigError(
                 [
-                    f"routing.embedding: semantic signals need the semantic extra ({exc}); "
+                    f"routing.embedding: semantic signals and embedding consensus need the semantic extra ({exc}); "
                     "install it with: pip install 'quorum[semantic]'"
                 ]
             ) from None

@@ -1,8 +1,14 @@
 """The gRPC side: the ext_proc servicer, the grpc.aio server around it, and worker processes.
 
-One coroutine serves one ext_proc stream (one HTTP request). The server also offers the standard
-gRPC health service, answers keepalive pings from Envoy, and on SIGTERM stops accepting streams,
-lets in-flight ones finish for `server.grace_period`, then exits.
+One coroutine serves one ext_proc stream (one HTTP request), on the runtime snapshot it read from
+the RuntimeHolder when it started (a reload swaps the holder's runtime; see extproc/reload.py). The
+server also offers the standard gRPC health service and answers keepalive pings from Envoy.
+
+Lifecycle: SIGHUP reloads the config (so does an edit of the file, polled every
+`server.watch_interval`). SIGTERM/SIGINT: health turns NOT_SERVING (gRPC health and /readyz), the
+server keeps serving for `server.drain_delay` so Envoy's health checks move traffic away, then stops
+accepting streams and lets in-flight ones finish for `server.grace_period`, and exits 0. A second
+signal skips the rest of the drain delay.
 
 `serve(..., workers=N)` starts N processes on consecutive ports (listen port + i). Envoy keeps one
 HTTP/2 connection per worker thread to a cluster endpoint and multiplexes every stream on it, so
@@ -17,6 +23,7 @@ import contextlib
 import gc
 import logging
 import multiprocessing
+import os
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -26,13 +33,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from extproc.algorithms.serve import LocalAnswerer
-from extproc.config import Config, split_host_port
+from extproc.config import Config, ConfigError, ConfigSource, split_host_port
 from extproc.handler import LocalRunner, StreamHandler
 from extproc.models import ModelClient
 from extproc.pb import ep, ep_grpc
+from extproc.ports import StartupError, check_bindable
+from extproc.reload import Reloader, RuntimeHolder
 from extproc.runtime import Runtime, build_runtime, prepare_runtime
 from extproc.telemetry import Telemetry, build_telemetry
-from extproc.telemetry.setup import NO_TELEMETRY
+from extproc.telemetry.setup import NO_TELEMETRY, configure_logging
 
 log = logging.getLogger("quorum.server")
 
@@ -40,15 +49,20 @@ SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
 
 
 class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
-    def __init__(self, runtime: Runtime, local: LocalRunner | None = None, telemetry: Telemetry | None = None) -> None:
-        self.runtime = runtime
+    def __init__(
+        self,
+        runtime: Runtime | RuntimeHolder,
+        local: LocalRunner | None = None,
+        telemetry: Telemetry | None = None,
+    ) -> None:
+        self.holder = runtime if isinstance(runtime, RuntimeHolder) else RuntimeHolder(runtime)
         self.local = local
         self.telemetry = telemetry or NO_TELEMETRY
 
     async def Process(
         self, request_iterator: AsyncIterator[ep.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[ep.ProcessingResponse]:
-        handler = StreamHandler(self.runtime, self.local, self.telemetry)
+        handler = StreamHandler(self.holder.runtime, self.local, self.telemetry)  # this stream's snapshot
         recorder = handler.recorder
         error: BaseException | None = None
         try:
@@ -82,42 +96,57 @@ def grpc_options(max_body_bytes: int) -> list[tuple[str, Any]]:
 
 
 async def start_server(
-    runtime: Runtime, address: str, local: LocalRunner | None = None, telemetry: Telemetry | None = None
+    runtime: Runtime | RuntimeHolder,
+    address: str,
+    local: LocalRunner | None = None,
+    telemetry: Telemetry | None = None,
 ) -> tuple[grpc.aio.Server, health.HealthServicer, int]:
-    server = grpc.aio.server(options=grpc_options(runtime.max_body_bytes))
-    ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(runtime, local, telemetry), server)
+    holder = runtime if isinstance(runtime, RuntimeHolder) else RuntimeHolder(runtime)
+    host, _, port_text = address.rpartition(":")
+    check_bindable(host.strip("[]"), int(port_text), "server.listen")
+    server = grpc.aio.server(options=grpc_options(holder.runtime.max_body_bytes))
+    ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(holder, local, telemetry), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:  # lost a race with another process since the check
+        port = 0
     if port == 0:
-        raise OSError(f"could not listen on {address}")
+        raise StartupError(f"cannot listen on {address} (server.listen)")
     await server.start()
-    for name in ("", SERVICE_NAME):
-        await _set_health(health_servicer, name, health_pb2.HealthCheckResponse.SERVING)
+    await _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
     return server, health_servicer, port
 
 
-async def _set_health(servicer: health.HealthServicer, name: str, status: int) -> None:
-    result = servicer.set(name, status)
-    if asyncio.iscoroutine(result):
-        await result
+async def _set_health(servicer: health.HealthServicer, status: int) -> None:
+    for name in ("", SERVICE_NAME):
+        result = servicer.set(name, status)
+        if asyncio.iscoroutine(result):
+            await result
 
 
-async def serve_forever(config: Config, address: str, worker: int = 0) -> None:
+async def serve_forever(
+    config: Config, address: str, worker: int = 0, source: str | None = None, digest: str = ""
+) -> None:
+    """Serve until SIGTERM/SIGINT. `source` (the config file or directory) is watched and reloaded;
+    `digest` identifies the config already loaded from it."""
     runtime = build_runtime(config)
     started = time.perf_counter()
     await prepare_runtime(runtime)
     if len(runtime.signals.producers):
         log.info("semantic signals ready in %.2fs", time.perf_counter() - started)
+    holder = RuntimeHolder(runtime, digest)
     telemetry = build_telemetry(config.observability)
+    lifecycle = _Lifecycle()
+    metrics_server = None
     if telemetry.metrics is not None:
         host, port = split_host_port(config.observability.metrics.listen)
-        try:
-            telemetry.metrics.serve(host, port + worker)
-        except OSError as exc:
-            raise SystemExit(f"cannot serve /metrics on {host}:{port + worker}: {exc}") from None
+        check_bindable(host, port + worker, "observability.metrics.listen")
+        metrics_server = telemetry.metrics.serve(host, port + worker, ready=lambda: lifecycle.serving)
     client = ModelClient(telemetry=telemetry)
-    server, health_servicer, _port = await start_server(runtime, address, LocalAnswerer(client), telemetry)
+    server, health_servicer, _port = await start_server(holder, address, LocalAnswerer(client), telemetry)
+    lifecycle.serving = True
     gc.freeze()  # config, compiled signals and modules live forever: keep them out of every GC pass
     log.info(
         "quorum ext_proc listening on %s (%d models, %d decisions)",
@@ -125,29 +154,65 @@ async def serve_forever(config: Config, address: str, worker: int = 0) -> None:
         len(runtime.models),
         len(runtime.decisions),
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    grace = config.server.grace_period
-    log.info("stopping: draining in-flight streams for up to %.1fs", grace)
-    for name in ("", SERVICE_NAME):
-        await _set_health(health_servicer, name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    await server.stop(grace)
+    reloader = Reloader(ConfigSource(source), holder, telemetry.metrics) if source else None
+    watch = asyncio.ensure_future(reloader.run()) if reloader else None
+    lifecycle.install(asyncio.get_running_loop(), reloader)
+    await lifecycle.stop.wait()
+
+    if watch is not None:
+        watch.cancel()
+    lifecycle.serving = False
+    await _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
+    settings = holder.runtime.config.server  # the active config's, after any reload
+    if settings.drain_delay and not lifecycle.hurry.is_set():
+        log.info("stopping: NOT_SERVING; still serving for the %.1fs drain delay", settings.drain_delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(lifecycle.hurry.wait(), settings.drain_delay)
+    log.info("stopping: draining in-flight streams for up to %.1fs", settings.grace_period)
+    await server.stop(settings.grace_period)
     await client.aclose()
     telemetry.shutdown()
+    if metrics_server is not None:
+        metrics_server.shutdown()
     log.info("stopped")
 
 
-def run_worker(config: Config, address: str, worker: int = 0) -> None:
-    """Run one server process until SIGTERM/SIGINT, on uvloop when it is installed."""
+class _Lifecycle:
+    """Serving state and signals: SIGTERM/SIGINT stop (a second one hurries the stop); SIGHUP reloads."""
+
+    def __init__(self) -> None:
+        self.serving = False  # /readyz: started and not stopping
+        self.stop = asyncio.Event()
+        self.hurry = asyncio.Event()
+
+    def install(self, loop: asyncio.AbstractEventLoop, reloader: Reloader | None) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop)
+        loop.add_signal_handler(signal.SIGHUP, reloader.request if reloader else self._no_reload)
+
+    def _on_stop(self) -> None:
+        (self.hurry if self.stop.is_set() else self.stop).set()
+
+    @staticmethod
+    def _no_reload() -> None:
+        log.warning("SIGHUP: this server was not started from a config file; nothing to reload")
+
+
+def run_worker(config: Config, address: str, worker: int = 0, source: str | None = None, digest: str = "") -> None:
+    """Run one server process until SIGTERM/SIGINT, on uvloop when it is installed.
+    A start-up failure exits with its one-line message (and status 1)."""
+    if not logging.getLogger().handlers:  # a spawned worker process: nothing configured logging here
+        configure_logging(config.server.log_level)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; this keeps odd platforms working
-        asyncio.run(serve_forever(config, address, worker))
+        runner = asyncio.run
     else:
-        uvloop.run(serve_forever(config, address, worker))
+        runner = uvloop.run
+    try:
+        runner(serve_forever(config, address, worker, source, digest))
+    except (StartupError, ConfigError) as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def worker_addresses(config: Config, workers: int) -> list[str]:
@@ -156,15 +221,19 @@ def worker_addresses(config: Config, workers: int) -> list[str]:
     return [f"{host}:{port + i}" for i in range(workers)]
 
 
-def serve(config: Config, workers: int) -> int:
-    """Serve in this process (one worker) or supervise `workers` child processes."""
+def serve(config: Config, workers: int, source: str | None = None, digest: str = "") -> int:
+    """Serve in this process (one worker) or supervise `workers` child processes. Each worker
+    watches `source` itself; SIGHUP to this process is forwarded to every worker."""
     addresses = worker_addresses(config, workers)
     if workers == 1:
-        run_worker(config, addresses[0])
+        run_worker(config, addresses[0], 0, source, digest)
         return 0
+    for address in addresses:  # one clear line now, rather than one traceback per worker
+        check_bindable(*split_host_port(address), "server.listen")
     ctx = multiprocessing.get_context("spawn")
     children = [
-        ctx.Process(target=run_worker, args=(config, a, i), name=f"quorum-worker-{i}") for i, a in enumerate(addresses)
+        ctx.Process(target=run_worker, args=(config, a, i, source, digest), name=f"quorum-worker-{i}")
+        for i, a in enumerate(addresses)
     ]
     for child in children:
         child.start()
@@ -178,8 +247,15 @@ def serve(config: Config, workers: int) -> int:
                 with contextlib.suppress(ProcessLookupError):
                     child.terminate()
 
+    def forward_reload(signum: int, _frame: Any) -> None:
+        for child in children:
+            if child.is_alive() and child.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward_reload)
     exit_code = 0
     # If one worker dies on its own, stop the rest: a supervisor (systemd, Kubernetes) restarts us whole.
     while any(c.is_alive() for c in children):

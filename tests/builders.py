@@ -17,7 +17,7 @@ from extproc.telemetry.spans import RecordExpandingExporter, SpanWriter
 
 BASE_CONFIG = """
 version: v1
-server: {{listen: 127.0.0.1:{grpc_port}, max_body_bytes: {max_body}}}
+server: {{listen: 127.0.0.1:{grpc_port}, max_body_bytes: {max_body}, drain_delay: 0s}}
 envoy:
   listen: 127.0.0.1:{envoy_port}
   admin: 127.0.0.1:{admin_port}
@@ -71,7 +71,11 @@ routing:
       rules: {{operator: OR, conditions: [{{type: keyword, name: compare}}, {{type: context, name: long_prompt}}]}}
       algorithm:
         type: fusion
-        fusion: {{model: demo-large, analysis_models: [demo-small, demo-coder], heartbeat_interval: 100ms}}
+        fusion:
+          model: demo-large
+          analysis_models: [demo-small, demo-coder]
+          heartbeat_interval: 100ms
+          early_exit: {{consensus: 0.99}}
 """
 
 # Operator policy over BASE_CONFIG: jailbreak attempts blocked and personal data kept on the
@@ -204,3 +208,42 @@ def traced_telemetry(ratio: float = 1.0, **options: Any) -> tuple[Telemetry, InM
         **options,
     )
     return telemetry, exporter
+
+
+def runtime_with_decision(decision: dict[str, Any], **config: Any) -> Any:
+    """The test config plus `decision` (highest priority, matched by the keyword `compare`)."""
+    import yaml
+
+    from extproc.config import parse_config
+    from extproc.runtime import build_runtime
+
+    raw = yaml.safe_load(config_text(**config))
+    rules = {"operator": "AND", "conditions": [{"type": "keyword", "name": "compare"}]}
+    raw["routing"]["decisions"].append({"priority": 300, "rules": rules, **decision})
+    return build_runtime(parse_config(yaml.safe_dump(raw)), environ={"QUORUM_TEST_LARGE_KEY": "k"})
+
+
+async def answer_locally(
+    runtime: Any, client: Any, body: dict[str, Any], duplex: bool = False, telemetry: Telemetry | None = None
+) -> tuple[Any, list[ep.ProcessingResponse]]:
+    """One chat request through StreamHandler and the local answerer; returns the handler and every answer."""
+    from extproc.algorithms.serve import LocalAnswerer
+    from extproc.handler import StreamHandler
+    from extproc.pb import pm
+
+    handler = StreamHandler(runtime, LocalAnswerer(client), telemetry)
+    headers = chat_headers()
+    if duplex:
+        headers.protocol_config.request_body_mode = pm.ProcessingMode.FULL_DUPLEX_STREAMED
+    out = [r async for r in handler.handle(headers)]
+    out += [r async for r in handler.handle(body_msg(body))]
+    return handler, out
+
+
+def sse_events(responses: list[ep.ProcessingResponse]) -> list[dict[str, Any]]:
+    """The JSON events of a streamed immediate response (duplex) or of an SSE immediate response."""
+    if responses[-1].WhichOneof("response") == "immediate_response":
+        raw = responses[-1].immediate_response.body
+    else:
+        raw = b"".join(r.streamed_immediate_response.body_response.body for r in responses)
+    return [orjson.loads(line[6:]) for line in raw.decode().splitlines() if line.startswith("data: {")]

@@ -32,6 +32,7 @@ class FakeModelClient:
     replies: dict[str, Reply | list[Reply]] = field(default_factory=dict)
     delays: dict[str, float] = field(default_factory=dict)
     finish_reasons: dict[str, str] = field(default_factory=dict)
+    logprobs: dict[str, list[float] | None] = field(default_factory=dict)  # sent when a call asks for them
     calls: list[Call] = field(default_factory=list)
 
     def _reply(self, model: str, body: dict[str, Any]) -> str | ModelCallError:
@@ -65,7 +66,9 @@ class FakeModelClient:
             reply.usage = Usage(1, 0, 1)  # a failed attempt may still be billed
             raise reply
         finish = self.finish_reasons.get(model.name, "stop")
-        return Completion(model.name, {"role": "assistant", "content": reply}, finish, Usage(10, 5, 15), 0.0, 1)
+        logprobs = self.logprobs.get(model.name) if body.get("logprobs") else None
+        message = {"role": "assistant", "content": reply}
+        return Completion(model.name, message, finish, Usage(10, 5, 15), 0.0, 1, logprobs=logprobs)
 
     async def stream(
         self, model: Model, body: dict[str, Any], *, headers: dict[str, str] | None = None, parent: Any = None

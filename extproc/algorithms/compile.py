@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+import extproc.algorithms.confidence
 import extproc.algorithms.static
 import extproc.fusion.algorithm  # noqa: F401  (registers "fusion")
 from extproc.algorithms import ALGORITHMS, Algorithm, AlgorithmKind

@@ -15,17 +15,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
-
 from extproc import envoy
 from extproc.algorithms import Answer, Run, RunContext
-from extproc.algorithms.render import ChunkWriter, message_chunks, render_completion, role_delta
 from extproc.algorithms.trace import RunTrace
 from extproc.errors import QuorumError
 from extproc.models import ModelClient
 from extproc.pb import ep
 from extproc.route import RouteContext
-from extproc.sse import HEARTBEAT, encode_event
+from extproc.sse import HEARTBEAT
 
 TIMEOUT_MARGIN = 5.0
 
@@ -57,14 +54,12 @@ class LocalAnswerer:
         if answer.stream is not None:
             message, finish = await collect(answer.stream)
         self._record(route, run, trace)
-        chat = route.chat
-        if chat.stream:
-            writer = ChunkWriter(chat.model, _include_usage(chat.body))
-            payload = message_chunks(writer, message, finish) + writer.closing(trace)
+        renderer = route.renderer
+        if route.chat.stream:
+            payload = renderer.stream_message(message, finish) + renderer.stream_close(trace)
             yield envoy.immediate(200, payload, content_type="text/event-stream", headers=headers)
         else:
-            payload = orjson.dumps(render_completion(chat.model, message, finish, trace))
-            yield envoy.immediate(200, payload, headers=headers)
+            yield envoy.immediate(200, renderer.json(message, finish, trace), headers=headers)
 
     async def _stream(
         self, ctx: RunContext, run: Run, headers: dict[str, str], heartbeat: float
@@ -72,7 +67,7 @@ class LocalAnswerer:
         route = ctx.route
         headers = {"content-type": "text/event-stream", "cache-control": "no-cache", **headers}
         yield envoy.streamed_answer_headers(200, headers)
-        writer = ChunkWriter(route.chat.model, _include_usage(route.chat.body))
+        renderer = route.renderer
         task = asyncio.ensure_future(run.answer())
         try:
             while True:
@@ -84,22 +79,23 @@ class LocalAnswerer:
         except QuorumError as err:  # the status line is gone: report the failure in the stream
             if route.recorder is not None:
                 route.recorder.answered(200, ctx.trace.algorithm)
-            yield _stream_error(err)
+            yield envoy.streamed_answer_body(renderer.stream_error(err), end_of_stream=True)
             return
         finally:
             task.cancel()
         if answer.stream is None:
-            yield envoy.streamed_answer_body(message_chunks(writer, answer.message or {}, answer.finish_reason))
+            yield envoy.streamed_answer_body(renderer.stream_message(answer.message or {}, answer.finish_reason))
         else:
-            yield envoy.streamed_answer_body(writer.chunk([role_delta()]))
+            yield envoy.streamed_answer_body(renderer.stream_open())
             try:
                 async for choice in answer.stream:
-                    yield envoy.streamed_answer_body(writer.chunk([choice]))
+                    yield envoy.streamed_answer_body(renderer.stream_delta(choice))
             except Exception as exc:  # failed after the first token: the answer so far cannot be taken back
-                yield _stream_error(QuorumError(f"The answer failed mid-stream: {exc}", code="stream_failed"))
+                error = QuorumError(f"The answer failed mid-stream: {exc}", code="stream_failed")
+                yield envoy.streamed_answer_body(renderer.stream_error(error), end_of_stream=True)
                 return
         self._record(route, run, ctx.trace)
-        yield envoy.streamed_answer_body(writer.closing(ctx.trace), end_of_stream=True)
+        yield envoy.streamed_answer_body(renderer.stream_close(ctx.trace), end_of_stream=True)
 
     @staticmethod
     def _record(route: RouteContext, run: Run, trace: RunTrace) -> None:
@@ -127,11 +123,3 @@ async def collect(stream: AsyncIterator[dict[str, Any]]) -> tuple[dict[str, Any]
         text.append((choice.get("delta") or {}).get("content") or "")
         finish = choice.get("finish_reason") or finish
     return {"role": "assistant", "content": "".join(text)}, finish
-
-
-def _stream_error(err: QuorumError) -> ep.ProcessingResponse:
-    return envoy.streamed_answer_body(encode_event(err.to_openai()) + b"data: [DONE]\n\n", end_of_stream=True)
-
-
-def _include_usage(body: dict[str, Any]) -> bool:
-    return bool((body.get("stream_options") or {}).get("include_usage"))

@@ -10,8 +10,9 @@ What it wires, and why:
   `server.max_body_bytes` plus the growth of a rewritten `model` (`listener`, `limits`);
 - the client's response carries the routing headers, copied from the request by Envoy itself, so
   routed responses cost no extra ext_proc round trip;
-- Envoy's own local replies (timeouts, Quorum unreachable) rewritten as OpenAI error objects
-  (`local_replies`);
+- Envoy's own local replies (timeouts, Quorum unreachable, 4xx) rewritten as OpenAI error objects
+  (`local_replies`); limits against slow, large or hostile clients and an overload manager
+  (`limits`); a JSON access log (`access_log`);
 - the `quorum_extproc` cluster of Quorum worker processes (`extproc_cluster`).
 """
 
@@ -23,7 +24,7 @@ import yaml
 
 from extproc.bootstrap.common import address
 from extproc.bootstrap.extproc_cluster import extproc_cluster
-from extproc.bootstrap.limits import BODY_SLACK_BYTES
+from extproc.bootstrap.limits import BODY_SLACK_BYTES, overload_manager
 from extproc.bootstrap.listener import listener
 from extproc.bootstrap.model_clusters import model_clusters
 from extproc.bootstrap.routes import DEBUG_HEADERS
@@ -42,6 +43,7 @@ def render(config: Config, workers: int | None = None) -> dict[str, Any]:
             "listeners": [listener(config, listen_host, listen_port)],
             "clusters": [*model_clusters(config), extproc_cluster(config, workers or config.server.workers)],
         },
+        "overload_manager": overload_manager(config),
     }
 
 

@@ -1,31 +1,121 @@
-"""The `quorum_extproc` cluster: Envoy's gRPC connections to the Quorum worker processes."""
+"""The `quorum_extproc` cluster: Envoy's gRPC connections to the Quorum processes.
+
+Its endpoints are `envoy.extproc_endpoints` when set (replicas on other hosts, or one DNS name such
+as a Kubernetes headless Service that resolves to every pod), else the worker ports of
+`server.listen` (`server.workers` consecutive ports). Envoy learns about a replica that is going
+away or gone in two ways, so new ext_proc streams stop going there:
+
+- active gRPC health checks on the ext_proc service name: a replica that reports NOT_SERVING
+  (Quorum does on SIGTERM) is taken out at the next check; one that does not answer, after two;
+- outlier detection: connections refused or reset (a killed replica) eject it at once, and
+  repeated gateway errors (gRPC UNAVAILABLE, ...) after a few.
+
+A replica comes back after its ejection time once its health check passes again. When fewer than
+half the replicas are healthy Envoy's panic mode sends to all of them, so a lone Quorum is never
+cut off by its own health check.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from extproc.bootstrap.common import address
+from extproc.bootstrap.common import address, is_ip, seconds
 from extproc.config import EXTPROC_CLUSTER, Config, split_host_port
+from extproc.pb import SERVICE_NAME
 from extproc.server import worker_addresses
+
+HEALTH_INTERVAL = 2.0  # seconds between checks of a healthy replica
+UNHEALTHY_INTERVAL = 1.0  # a replica that is out is checked more often, so it returns quickly
+HEALTH_TIMEOUT = 2.0  # generous: a busy 2-core machine must not fail checks of a working Quorum
+
+
+def extproc_endpoints(config: Config, workers: int) -> list[tuple[str, int]]:
+    listed = config.envoy.extproc_endpoints or worker_addresses(config, workers)
+    return [split_host_port(endpoint) for endpoint in listed]
 
 
 def extproc_cluster(config: Config, workers: int) -> dict[str, Any]:
-    endpoints = []
-    for worker in worker_addresses(config, workers):
-        host, port = split_host_port(worker)
-        endpoints.append({"endpoint": {"address": address(host, port)}})
-    return {
+    hosts = extproc_endpoints(config, workers)
+    lb_endpoints = [{"endpoint": {"address": address(host, port)}} for host, port in hosts]
+    cluster: dict[str, Any] = {
         "name": EXTPROC_CLUSTER,
-        "type": "STATIC",
+        # STRICT_DNS resolves a name to every address behind it (one endpoint per pod of a headless Service).
+        "type": "STATIC" if all(is_ip(host) for host, _ in hosts) else "STRICT_DNS",
         "connect_timeout": "1s",
-        "lb_policy": "ROUND_ROBIN",  # spreads streams over the worker processes, one port each
-        "load_assignment": {"cluster_name": EXTPROC_CLUSTER, "endpoints": [{"lb_endpoints": endpoints}]},
+        "lb_policy": "ROUND_ROBIN",  # spreads streams over the processes, one port each
+        "load_assignment": {"cluster_name": EXTPROC_CLUSTER, "endpoints": [{"lb_endpoints": lb_endpoints}]},
+        # Envoy allows 3 concurrent retries per cluster by default: too few when a replica dies
+        # under load and every new stream that picked it is retried on another one.
+        "circuit_breakers": {
+            "thresholds": [{"retry_budget": {"budget_percent": {"value": 100.0}, "min_retry_concurrency": 16}}]
+        },
+        "health_checks": [health_check()],
+        "outlier_detection": outlier_detection(),
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {
-                    "http2_protocol_options": {"connection_keepalive": {"interval": "30s", "timeout": "10s"}}
-                },
+                "explicit_http_config": {"http2_protocol_options": {"connection_keepalive": stall_keepalive(config)}},
             }
         },
+    }
+    return cluster
+
+
+def stall_keepalive(config: Config) -> dict[str, str]:
+    """HTTP/2 pings that find a Quorum process that stopped answering within `envoy.stall_timeout`.
+
+    A frozen process (SIGSTOP, a stuck host, a partition) keeps its TCP connection open, and in
+    full-duplex mode Envoy's per-message timeout does not apply; a missed ping closes the
+    connection, every stream on it fails, and the client gets a 504 (`local_replies`). A live
+    Quorum answers the pings, so a fusion run longer than the stall timeout is not cut.
+    """
+    half = seconds(config.envoy.stall_timeout / 2)
+    return {"interval": half, "timeout": half}
+
+
+def stream_retry_policy() -> dict[str, Any]:
+    """The ext_proc filter's retry of a stream that never reached a replica (refused connection,
+    refused stream) on another replica: a dead replica costs only the streams it was serving."""
+    return {
+        "retry_on": "connect-failure,refused-stream,reset-before-request",
+        "num_retries": 2,
+        "retry_back_off": {"base_interval": "0.010s", "max_interval": "0.100s"},
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                },
+            }
+        ],
+        "host_selection_retry_max_attempts": 3,
+    }
+
+
+def health_check() -> dict[str, Any]:
+    """gRPC health of the ext_proc service: NOT_SERVING takes a replica out at the next check."""
+    return {
+        "timeout": seconds(HEALTH_TIMEOUT),
+        "interval": seconds(HEALTH_INTERVAL),
+        "no_traffic_interval": seconds(HEALTH_INTERVAL),  # Envoy's default is 60 s for an idle cluster
+        "unhealthy_interval": seconds(UNHEALTHY_INTERVAL),
+        "unhealthy_threshold": 2,  # network failures; NOT_SERVING counts at once
+        "healthy_threshold": 1,
+        "grpc_health_check": {"service_name": SERVICE_NAME},
+    }
+
+
+def outlier_detection() -> dict[str, Any]:
+    """Eject a replica that refuses or resets connections (killed), or keeps failing streams."""
+    return {
+        "split_external_local_origin_errors": True,
+        "consecutive_local_origin_failure": 1,
+        "consecutive_gateway_failure": 3,
+        "enforcing_consecutive_gateway_failure": 100,  # Envoy enforces none by default
+        "consecutive_5xx": 5,
+        "enforcing_success_rate": 0,  # success rate needs volume per replica; consecutive errors do not
+        "interval": "2s",
+        "base_ejection_time": "5s",
+        "max_ejection_time": "60s",
+        "max_ejection_percent": 100,  # with all out, panic mode still sends to every replica
     }

@@ -7,16 +7,17 @@ from urllib.parse import urlsplit
 
 from extproc.bootstrap.common import address, is_ip
 from extproc.config import Config, ModelConfig
+from extproc.config.server import UpstreamTls
 
 
 def model_clusters(config: Config) -> list[dict[str, Any]]:
     clusters: dict[str, dict[str, Any]] = {}
     for model in config.providers.models:
-        clusters.setdefault(model.cluster_name, _model_cluster(model))
+        clusters.setdefault(model.cluster_name, _model_cluster(model, config.envoy.tls))
     return list(clusters.values())
 
 
-def _model_cluster(model: ModelConfig) -> dict[str, Any]:
+def _model_cluster(model: ModelConfig, tls_config: UpstreamTls) -> dict[str, Any]:
     parts = urlsplit(model.base_url)
     host = parts.hostname or ""
     tls = parts.scheme == "https"
@@ -38,11 +39,23 @@ def _model_cluster(model: ModelConfig) -> dict[str, Any]:
         },
     }
     if tls:
-        cluster["transport_socket"] = {
-            "name": "envoy.transport_sockets.tls",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                "sni": host,
-            },
-        }
+        cluster["transport_socket"] = _tls_socket(host, tls_config)
     return cluster
+
+
+def _tls_socket(host: str, tls: UpstreamTls) -> dict[str, Any]:
+    """TLS to an `https` backend: SNI, and (by default) the certificate checked against a CA bundle
+    and the backend's host name, so a provider API key never goes to an impostor."""
+    context: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "sni": host,
+    }
+    if tls.verify:
+        san_type = "IP_ADDRESS" if is_ip(host) else "DNS"
+        context["common_tls_context"] = {
+            "validation_context": {
+                "trusted_ca": {"filename": tls.ca_bundle},
+                "match_typed_subject_alt_names": [{"san_type": san_type, "matcher": {"exact": host}}],
+            }
+        }
+    return {"name": "envoy.transport_sockets.tls", "typed_config": context}

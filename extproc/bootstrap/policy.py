@@ -16,7 +16,8 @@ no metadata, so the request takes Quorum's path.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+from collections.abc import Iterable
 from typing import Any
 
 from extproc.config import GUARDS_HEADER, Config, ModelConfig
@@ -67,11 +68,15 @@ def fast_path_filters(plan: FastPathPlan) -> list[dict[str, Any]]:
 
 
 def fast_path_routes(
-    config: Config, plan: FastPathPlan, model_route: Callable[[ModelConfig], dict[str, Any]]
+    config: Config, plan: FastPathPlan, header_routes: Iterable[tuple[ModelConfig, dict[str, Any]]]
 ) -> list[dict[str, Any]]:
+    """One route per fast-path model, derived from the route Quorum steers to with its header (same
+    cluster, timeouts, retries, rewrites and credential removal), matched on metadata instead."""
+    server = config.server
     routes = []
-    for name in plan.models:
-        model = config.model(name)
+    for model, header_route in header_routes:
+        if model.name not in plan.models:
+            continue
         per_filter: dict[str, Any] = {EXT_PROC: {"@type": f"{_TYPES}.ext_proc.v3.ExtProcPerRoute", "disabled": True}}
         if model.upstream_model != model.name:
             per_filter[TRANSFORM] = {
@@ -80,26 +85,26 @@ def fast_path_routes(
                     "body_transformation": {"body_format": {"json_format": {"model": model.upstream_model}}}
                 },
             }
-        server = config.server
+        # Quorum's own headers are never forwarded from a client; the answer names the route.
+        internal = [server.route_header, server.decision_header, GUARDS_HEADER]
         routes += [
             {
-                "name": f"fast_{name}{'' if i == 0 else f'_{i}'}",
+                **copy.deepcopy(header_route),
+                "name": f"fast_{model.name}{'' if i == 0 else f'_{i}'}",
                 "match": {
                     "path": path,
                     "dynamic_metadata": [
                         {
                             "filter": METADATA_NAMESPACE,
                             "path": [{"key": "model"}],
-                            "value": {"string_match": {"exact": name}},
+                            "value": {"string_match": {"exact": model.name}},
                         }
                     ],
                 },
-                "route": model_route(model),
                 "typed_per_filter_config": per_filter,
-                # Quorum's routing headers are never forwarded from a client; the answer names the route.
-                "request_headers_to_remove": [server.route_header, server.decision_header, GUARDS_HEADER],
+                "request_headers_to_remove": [*header_route.get("request_headers_to_remove", []), *internal],
                 "response_headers_to_add": [
-                    {"header": {"key": server.route_header, "value": name}},
+                    {"header": {"key": server.route_header, "value": model.name}},
                     {"header": {"key": server.decision_header, "value": FAST_PATH_DECISION}},
                 ],
             }

@@ -12,6 +12,9 @@ from extproc.config import GUARDS_HEADER, Config, ModelConfig
 from extproc.policy import fastpath
 
 DEBUG_HEADERS = ("x-quorum-signals", "x-quorum-confidence")  # set only with observability.debug_headers
+# Headers that carry the client's credentials for the gateway (OpenAI-style bearer, Anthropic and
+# Azure style keys, Gemini's key, a proxy's credentials); a backend must not see them.
+CLIENT_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization")
 
 
 def route_config(config: Config) -> dict[str, Any]:
@@ -20,19 +23,9 @@ def route_config(config: Config) -> dict[str, Any]:
         {"header": {"key": name, "value": f"%REQ({name})%"}, "keep_empty_value": False}
         for name in (server.route_header, server.decision_header, GUARDS_HEADER, *DEBUG_HEADERS)
     ]
-    routes = fast_path_routes(config, fastpath.plan(config), lambda model: upstream(config, model))
-    routes += [
-        {
-            "name": f"model_{model.name}",
-            "match": {
-                "prefix": "/v1/",
-                "headers": [{"name": server.route_header, "string_match": {"exact": model.name}}],
-            },
-            "route": upstream(config, model),
-            "response_headers_to_add": copy_back,
-        }
-        for model in config.providers.models
-    ]
+    header_routes = [_model_route(config, model, copy_back) for model in config.providers.models]
+    routes = fast_path_routes(config, fastpath.plan(config), zip(config.providers.models, header_routes, strict=True))
+    routes += header_routes
     routes.append(_unrouted())
     return {
         "name": "quorum_routes",
@@ -47,8 +40,7 @@ def route_config(config: Config) -> dict[str, Any]:
     }
 
 
-def upstream(config: Config, model: ModelConfig) -> dict[str, Any]:
-    """Where a request for `model` goes: its cluster, timeout, retries and path/host rewrites."""
+def _model_route(config: Config, model: ModelConfig, copy_back: list[dict[str, Any]]) -> dict[str, Any]:
     env = config.envoy
     route: dict[str, Any] = {
         "cluster": model.cluster_name,
@@ -57,6 +49,9 @@ def upstream(config: Config, model: ModelConfig) -> dict[str, Any]:
             "retry_on": "connect-failure,refused-stream,reset-before-request",
             "num_retries": env.retries,
         },
+        # Routed requests are bounded by `timeout` and the idle timeout, not by the listener's
+        # fusion_timeout cap on requests Quorum answers itself (0s turns that cap off here).
+        "max_stream_duration": {"max_stream_duration": "0s"},
     }
     parts = urlsplit(model.base_url)
     base_path = parts.path.rstrip("/")
@@ -64,7 +59,31 @@ def upstream(config: Config, model: ModelConfig) -> dict[str, Any]:
         route["regex_rewrite"] = {"pattern": {"regex": "^/v1/"}, "substitution": f"{base_path}/"}
     if not is_ip(parts.hostname or ""):
         route["host_rewrite_literal"] = parts.hostname
-    return route
+    entry: dict[str, Any] = {
+        "name": f"model_{model.name}",
+        "match": {
+            "prefix": "/v1/",
+            "headers": [{"name": config.server.route_header, "string_match": {"exact": model.name}}],
+        },
+        "route": route,
+        "response_headers_to_add": copy_back,
+    }
+    removed = credential_headers_to_remove(model)
+    if removed:
+        entry["request_headers_to_remove"] = removed
+    return entry
+
+
+def credential_headers_to_remove(model: ModelConfig) -> list[str]:
+    """The client's credential headers, unless the operator forwards them to this model.
+
+    Envoy applies the removal after ext_proc, so a model with `api_key_env` keeps the
+    `authorization` Quorum set for it (its own key) and loses only the client's other headers.
+    """
+    if model.forward_client_auth:
+        return []
+    own_key = model.api_key_env is not None
+    return [name for name in CLIENT_CREDENTIAL_HEADERS if not (own_key and name == "authorization")]
 
 
 def _unrouted() -> dict[str, Any]:

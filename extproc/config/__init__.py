@@ -11,6 +11,7 @@ once, as `dotted.path[index].key: what is wrong`. Import from `extproc.config`, 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -25,6 +26,7 @@ from extproc.config.base import (
     Fraction,
     Scope,
     Seconds,
+    SecondsOrZero,
     Strict,
     Tokens,
     split_host_port,
@@ -49,7 +51,9 @@ from extproc.config.providers import (
 from extproc.config.routing import (
     AlgorithmConfig,
     AnalysisOverride,
+    ConfidenceConfig,
     DecisionConfig,
+    EarlyExitConfig,
     FusionConfig,
     ModelRef,
     RetryConfig,
@@ -79,6 +83,7 @@ from extproc.config.signals import (
     RegexSignal,
     SignalsConfig,
 )
+from extproc.config.source import ConfigSource, Snapshot
 from extproc.config.validation import check_references, describe
 
 __all__ = [
@@ -92,11 +97,14 @@ __all__ = [
     "AlgorithmConfig",
     "AnalysisOverride",
     "ComplexitySignal",
+    "ConfidenceConfig",
     "Config",
     "ConfigError",
+    "ConfigSource",
     "ContextSignal",
     "DecisionConfig",
     "DomainSignal",
+    "EarlyExitConfig",
     "EmbeddingEngineConfig",
     "EmbeddingSignal",
     "EnvoyConfig",
@@ -124,8 +132,10 @@ __all__ = [
     "RuleNode",
     "Scope",
     "Seconds",
+    "SecondsOrZero",
     "ServerConfig",
     "SignalsConfig",
+    "Snapshot",
     "StageTimeouts",
     "Strict",
     "Tokens",
@@ -134,12 +144,13 @@ __all__ = [
     "load_config",
     "parse_config",
     "split_host_port",
+    "validate_document",
 ]
 
 
 def load_config(path: str | Path) -> Config:
-    text = Path(path).read_text(encoding="utf-8")
-    return parse_config(text, source=str(path))
+    """A config file, or a directory of them (merged as described in `config.source`)."""
+    return validate_document(ConfigSource(path).read().raw, source=str(path))
 
 
 def parse_config(text: str, source: str = "config") -> Config:
@@ -149,6 +160,11 @@ def parse_config(text: str, source: str = "config") -> Config:
         raise ConfigError([f"not valid YAML: {exc}"], source) from None
     if not isinstance(raw, dict):
         raise ConfigError(["the top level must be a mapping"], source)
+    return validate_document(raw, source)
+
+
+def validate_document(raw: dict[str, Any], source: str = "config") -> Config:
+    """Schema and cross-reference checks of a parsed document; every problem at once."""
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:

@@ -24,6 +24,7 @@ class ConfigError(Exception):
 
     def __init__(self, problems: list[str], source: str = "config") -> None:
         self.problems = problems
+        self.source = source
         super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems))
 
 
@@ -49,6 +50,7 @@ def _token_count(value: Any) -> Any:
 
 
 Seconds = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
+SecondsOrZero = Annotated[float, BeforeValidator(_duration), Field(ge=0)]  # 0 turns the feature off
 Scope = Literal["last_user", "user", "conversation", "conversation_no_system"]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 Tokens = Annotated[int, BeforeValidator(_token_count), Field(ge=0)]

@@ -81,6 +81,11 @@ class AnalysisOverride(Strict):
     max_completion_tokens: int | None = Field(None, gt=0)
 
 
+class EarlyExitConfig(Strict):
+    consensus: Fraction = 0.9  # every pair of panel answers must agree at least this much
+    similarity: Literal["auto", "embedding", "exact"] = "auto"
+
+
 class FusionConfig(Strict):
     model: str | None = None
     analysis_models: list[str] = []
@@ -99,6 +104,14 @@ class FusionConfig(Strict):
     synthesis_template: str | None = None
     judge_prompt_version: str = "fusion-v1"
     heartbeat_interval: Seconds = 2.0  # true streaming: SSE comments while panel and judge work
+    early_exit: EarlyExitConfig | None = None  # skip judge and synthesis when the panel agrees
+
+
+class ConfidenceConfig(Strict):
+    model: str  # the cheap model asked first, with logprobs
+    min_mean_logprob: float = Field(-0.5, le=0)  # its answer is returned when at least this confident
+    timeout: Seconds = 30.0
+    escalate: FusionConfig = FusionConfig()  # the fusion run when it is not (panel defaults to modelRefs)
 
 
 class AlgorithmConfig(Strict):
@@ -110,6 +123,7 @@ class AlgorithmConfig(Strict):
 
     type: str = "static"
     fusion: FusionConfig | None = None
+    confidence: ConfidenceConfig | None = None
 
 
 class DecisionConfig(Strict):

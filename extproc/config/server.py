@@ -13,6 +13,7 @@ from pydantic import (
 
 from extproc.config.base import (
     Seconds,
+    SecondsOrZero,
     Strict,
     split_host_port,
 )
@@ -24,7 +25,12 @@ class ServerConfig(Strict):
     workers: int = Field(1, ge=1, le=64)
     route_header: str = "x-quorum-model"
     decision_header: str = "x-quorum-decision"
-    grace_period: Seconds = 10.0
+    grace_period: Seconds = 10.0  # SIGTERM: how long in-flight streams may still finish
+    # SIGTERM: keep serving this long after reporting NOT_SERVING, so Envoy's health checks see it
+    # and stop sending new streams before the listener closes.
+    drain_delay: SecondsOrZero = 2.0
+    # How often the config file (or directory) is checked for changes; 0 = only on SIGHUP.
+    watch_interval: SecondsOrZero = 1.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("listen")
@@ -48,6 +54,26 @@ class ServerConfig(Strict):
         return v
 
 
+class EnvoyLimits(Strict):
+    """Envoy's protections against slow, large or hostile clients (docs/envoy.md, "Limits")."""
+
+    request_headers_timeout: Seconds = 10.0  # a client must finish its headers within this
+    max_request_headers_kb: int = Field(60, ge=1, le=8192)
+    max_request_headers_count: int = Field(100, ge=1, le=10_000)
+    per_connection_buffer_bytes: int = Field(1024 * 1024, ge=32 * 1024, le=1024 * 1024 * 1024)
+    idle_connection_timeout: Seconds = 300.0  # a keep-alive connection with no stream is closed
+    max_downstream_connections: int = Field(10_000, ge=1)
+    max_heap_bytes: int | None = Field(2 * 1024 * 1024 * 1024, ge=1024 * 1024)  # None: no heap shedding
+    http2_max_concurrent_streams: int = Field(100, ge=1, le=2_147_483_647)
+
+
+class UpstreamTls(Strict):
+    """How Envoy checks `https` model backends."""
+
+    verify: bool = True
+    ca_bundle: str = "/etc/ssl/certs/ca-certificates.crt"  # Debian/Ubuntu/Alpine system bundle
+
+
 class EnvoyConfig(Strict):
     """Settings used only by `quorum envoy-config` when it renders the Envoy bootstrap."""
 
@@ -62,6 +88,17 @@ class EnvoyConfig(Strict):
     max_message_timeout: Seconds = 600.0
     upstream_timeout: Seconds = 600.0
     retries: int = Field(2, ge=0, le=10)
+    # A Quorum process that stops answering (frozen, partitioned) is detected by HTTP/2 pings on
+    # the ext_proc connection within this time; its requests get a 504.
+    stall_timeout: Seconds = 10.0
+    # The longest a request Quorum answers itself (fusion, errors) may take end to end.
+    fusion_timeout: Seconds = 360.0
+    access_log: str | None = "/dev/stdout"  # one JSON object per line; null turns it off
+    tls: UpstreamTls = UpstreamTls()
+    limits: EnvoyLimits = EnvoyLimits()
+    # The quorum_extproc cluster's endpoints (host:port; a DNS name is resolved to all its addresses).
+    # Empty: the worker ports of server.listen.
+    extproc_endpoints: list[str] = []
     # Explicit-model requests for models no policy covers are routed by Envoy alone (docs/envoy.md).
     fast_path: bool = False
     # HTTP filters (Envoy config, as mappings) that establish the client identity for `access`,
@@ -72,4 +109,13 @@ class EnvoyConfig(Strict):
     @classmethod
     def _host_port(cls, v: str) -> str:
         split_host_port(v)
+        return v
+
+    @field_validator("extproc_endpoints")
+    @classmethod
+    def _endpoints(cls, v: list[str]) -> list[str]:
+        for endpoint in v:
+            split_host_port(endpoint)
+        if len(set(v)) != len(v):
+            raise ValueError("an endpoint is listed twice")
         return v

@@ -35,6 +35,14 @@ break_stream_after  x-fake-break-stream-after      streaming only: send N ``data
 stream_delay_ms=N   x-fake-stream-delay-ms         pause N ms between streamed frames
 split_frames        x-fake-split-frames            streaming only: write each frame in two halves
                                                    30 ms apart (frames straddle chunk boundaries)
+plain               x-fake-plain                   answer the echo without the ``[<model>]``
+                                                   prefix (a panel that agrees)
+logprob=F           x-fake-logprob                 non-streaming requests with ``logprobs: true``
+                                                   get ``choices[0].logprobs.content``, one
+                                                   entry per word at log-probability F (<= 0;
+                                                   default -0.05: a confident answer)
+no_logprobs         x-fake-no-logprobs             ignore ``logprobs: true`` (``logprobs: null``),
+                                                   as some servers do
 tool_call           x-fake-tool-call               if the request has ``tools``, call the first
                                                    tool with arguments ``{}``
 judge=MODE          x-fake-judge                   judge answers only: ``valid`` (default),
@@ -99,7 +107,19 @@ Script = Mapping[str, ScriptValue]
 _DIRECTIVE_RE = re.compile(r"\[\[fake:([^\]]*)\]\]")
 # A run of blocks with the blanks around it becomes one space: "a [[fake:x]] b" -> "a b".
 _DIRECTIVE_RUN_RE = re.compile(r"[ \t]*(?:\[\[fake:[^\]]*\]\][ \t]*)+")
-_KEYS = ("status", "delay_ms", "break_stream_after", "stream_delay_ms", "tool_call", "judge", "split_frames", "only")
+_KEYS = (
+    "status",
+    "delay_ms",
+    "break_stream_after",
+    "stream_delay_ms",
+    "tool_call",
+    "judge",
+    "split_frames",
+    "plain",
+    "logprob",
+    "no_logprobs",
+    "only",
+)
 _JUDGE_MODES = ("valid", "invalid", "fenced")
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -156,6 +176,9 @@ class _Directives:
     tool_call: bool = False
     judge: str = "valid"
     split_frames: bool = False  # write every SSE frame in two halves, 30 ms apart
+    plain: bool = False  # echo without the "[model] " prefix: every backend gives the same answer
+    logprob: float = -0.05  # every token's log-probability, when the request asks for logprobs
+    no_logprobs: bool = False  # ignore `logprobs: true`, as some servers do
 
     def apply(self, pairs: Mapping[str, str], model: str, source: str) -> None:
         """Apply one block (or the header set); ``source`` names it in error messages."""
@@ -179,13 +202,23 @@ class _Directives:
             if "tool_call" in pairs:
                 self.tool_call = pairs["tool_call"].lower() not in ("0", "false", "no", "off")
             if "split_frames" in pairs:
-                self.split_frames = pairs["split_frames"].lower() not in ("0", "false", "no", "off")
+                self.split_frames = _flag(pairs["split_frames"])
+            if "plain" in pairs:
+                self.plain = _flag(pairs["plain"])
+            if "logprob" in pairs:
+                self.logprob = -_non_negative(-float(pairs["logprob"]))
+            if "no_logprobs" in pairs:
+                self.no_logprobs = _flag(pairs["no_logprobs"])
             if "judge" in pairs:
                 if pairs["judge"] not in _JUDGE_MODES:
                     raise ValueError
                 self.judge = pairs["judge"]
         except ValueError:
             raise _BadRequest(f"invalid fake directive value in {source}: {dict(pairs)}", source) from None
+
+
+def _flag(value: str) -> bool:
+    return value.lower() not in ("0", "false", "no", "off")
 
 
 def _non_negative(value: float) -> float:
@@ -280,6 +313,7 @@ class _Chat:
         self.stream = body.get("stream") is True
         stream_options = body.get("stream_options")
         self.include_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
+        self.wants_logprobs = body.get("logprobs") is True
         self.id = "chatcmpl-" + secrets.token_hex(12)
         self.created = int(time.time())
 
@@ -305,7 +339,8 @@ class _Chat:
                 self.content = _judge_text(backend.model, self.directives.judge)
             else:
                 scripted = _script_reply(backend.script, echo, backend.model)
-                self.content = scripted if scripted is not None else f"[{backend.model}] {echo}".rstrip()
+                prefix = "" if self.directives.plain else f"[{backend.model}] "
+                self.content = scripted if scripted is not None else f"{prefix}{echo}".rstrip()
 
     @property
     def finish_reason(self) -> str:
@@ -340,9 +375,19 @@ class _Chat:
             "object": "chat.completion",
             "created": self.created,
             "model": self.request_model,
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": self.finish_reason}],
+            "choices": [
+                {"index": 0, "message": message, "logprobs": self.logprobs(), "finish_reason": self.finish_reason}
+            ],
             "usage": self.usage(),
         }
+
+    def logprobs(self) -> dict[str, Any] | None:
+        """OpenAI's shape, one entry per word, each at the `logprob` directive's value."""
+        if not self.wants_logprobs or self.directives.no_logprobs or self.content is None:
+            return None
+        tokens = re.findall(r"\s*\S+\s*", self.content)
+        lp = self.directives.logprob
+        return {"content": [{"token": t, "logprob": lp, "bytes": list(t.encode()), "top_logprobs": []} for t in tokens]}
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         chunk: dict[str, Any] = {

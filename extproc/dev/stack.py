@@ -16,12 +16,15 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from extproc.bootstrap import render_yaml
 from extproc.config import Config, load_config, split_host_port
+from extproc.ports import StartupError, check_bindable
 from extproc.server import worker_addresses
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -42,26 +45,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_http(url: str, deadline: float) -> None:
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{url} did not answer in time")
-        time.sleep(0.05)
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
 
 
-def _wait_tcp(host: str, port: int, deadline: float) -> None:
-    while True:
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{host}:{port} did not accept connections in time")
-        time.sleep(0.05)
+def _tcp_open(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+        return True
+    return False
+
+
+class StartFailed(RuntimeError):
+    """A process of the stack exited (or never became ready) while the stack was starting."""
 
 
 @dataclass
@@ -105,8 +104,32 @@ class Stack:
         log.close()
         self.processes.append((name, proc))
 
+    def listeners(self) -> list[tuple[str, str, int, str]]:
+        """(process, host, port, setting) of every port the stack will listen on."""
+        backends = self.fake_backends().items()
+        out = [(f"fake-{model}", host, port, "providers.models[].base_url") for (host, port), model in backends]
+        if self.with_quorum:
+            for i, address in enumerate(worker_addresses(self.config, self.workers or self.config.server.workers)):
+                out.append(("quorum", *split_host_port(address), "server.listen"))
+                if self.config.observability.metrics.enabled:
+                    host, port = split_host_port(self.config.observability.metrics.listen)
+                    out.append(("quorum", host, port + i, "observability.metrics.listen"))
+        out += [("envoy", *split_host_port(self.config.envoy.listen), "envoy.listen")]
+        out += [("envoy", *split_host_port(self.config.envoy.admin), "envoy.admin")]
+        return out
+
+    def check_ports(self) -> None:
+        """Fail before starting anything if a port is taken: another process answering there (a
+        second demo, say) would otherwise pass for ours."""
+        for process, host, port, setting in self.listeners():
+            try:
+                check_bindable(host, port, setting)
+            except StartupError as exc:
+                raise StartFailed(f"{process} {exc}") from None
+
     def start(self, timeout: float = 30.0) -> Stack:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.check_ports()
         py = sys.executable
         try:
             for (host, port), model in self.fake_backends().items():
@@ -141,16 +164,38 @@ class Stack:
         return self
 
     def wait_ready(self, timeout: float) -> None:
+        """Wait until every process answers, failing as soon as one exits: a port another process
+        answers on (a second demo) must not pass for ours."""
         deadline = time.monotonic() + timeout
+        checks: list[tuple[str, Callable[[], bool]]] = []
         for host, port in self.fake_backends():
-            _wait_http(f"http://{host}:{port}/healthz", deadline)
+            url = f"http://{host}:{port}/healthz"
+            checks.append((url, partial(_http_ok, url)))
         if self.with_quorum:
             for address in worker_addresses(self.config, self.workers or self.config.server.workers):
-                _wait_tcp(*split_host_port(address), deadline)
-        _wait_http(f"{self.admin_url}/ready", deadline)
+                checks.append((address, partial(_tcp_open, *split_host_port(address))))
+        checks.append((f"{self.admin_url}/ready", partial(_http_ok, f"{self.admin_url}/ready")))
+        for what, ready in checks:
+            while not ready():
+                self.check_alive()
+                if time.monotonic() > deadline:
+                    logs = self.log_dir or self.workdir
+                    raise StartFailed(f"{what} did not answer within {timeout:.0f}s; logs in {logs}")
+                time.sleep(0.05)
+
+    def signal(self, name: str, signum: int) -> None:
+        """Send `signum` to the stack's process `name` (if it runs)."""
+        for process_name, proc in self.processes:
+            if process_name == name and proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signum)
+
+    def check_alive(self) -> None:
+        """Raise StartFailed naming the first process that exited, its log and the log's end."""
         for name, proc in self.processes:
             if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with code {proc.returncode}; see {self.workdir}/{name}.log")
+                log = (self.log_dir or self.workdir) / f"{name}.log"
+                raise StartFailed(f"{name} exited with code {proc.returncode}; see {log}{_last_lines(log)}")
 
     def stop(self, timeout: float = 10.0) -> None:
         for _, proc in reversed(self.processes):
@@ -172,3 +217,12 @@ class Stack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _last_lines(log: Path, count: int = 3) -> str:
+    """The end of a log, indented, to show with a start-up failure."""
+    try:
+        lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-count:]
+    except OSError:
+        return ""
+    return "".join(f"\n    {line}" for line in lines)

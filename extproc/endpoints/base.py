@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from extproc.telemetry.usage import StreamUsage, Usage, json_usage
+
+if TYPE_CHECKING:
+    from extproc.algorithms.trace import RunTrace
+    from extproc.errors import QuorumError
+    from extproc.openai import ChatRequest
 
 
 class ParsedRequest(Protocol):
@@ -29,7 +34,13 @@ class Rewrite(NamedTuple):
 class EndpointProcessor(Protocol):
     name: str  # the request kind in logs and metrics, and the word in `models[].endpoints`
     routes_by_alias: bool  # may `quorum/auto` pick the model (else the client must name one)
-    fusable: bool  # can a fusion decision answer it in this endpoint's format
+    answers_locally: bool  # can a locally answering algorithm (fusion, ...) answer in this format
+
+    def local_request(self, request: Any) -> ChatRequest:
+        """The request as algorithms read it (chat messages); a 400 for what they cannot honour."""
+        ...
+
+    def renderer(self, request: Any) -> AnswerRenderer: ...
 
     def parse(self, raw: bytes) -> ParsedRequest: ...
     def rewrite(self, request: Any, upstream_model: str, request_usage: bool) -> Rewrite: ...
@@ -42,7 +53,7 @@ class Endpoint:
 
     name = "endpoint"
     routes_by_alias = True
-    fusable = False
+    answers_locally = False
 
     def rewrite(self, request: Any, upstream_model: str, request_usage: bool) -> Rewrite:
         return Rewrite(None if request.model == upstream_model else request.with_model(upstream_model), False)
@@ -52,3 +63,18 @@ class Endpoint:
 
     def stream_usage(self, strip: bool) -> StreamUsage:
         return StreamUsage(strip=strip)
+
+
+class AnswerRenderer(Protocol):
+    """An answer Quorum produced itself (an algorithm that answers locally), in one endpoint's format.
+
+    The answer is a chat-style assistant message, or (streaming) chat `choices[]` deltas; the run's
+    trace brings the usage and goes into the response under the algorithm's name.
+    """
+
+    def json(self, message: dict[str, Any], finish_reason: str, trace: RunTrace) -> bytes: ...
+    def stream_open(self) -> bytes: ...
+    def stream_delta(self, choice: dict[str, Any]) -> bytes: ...
+    def stream_message(self, message: dict[str, Any], finish_reason: str) -> bytes: ...
+    def stream_close(self, trace: RunTrace) -> bytes: ...
+    def stream_error(self, error: QuorumError) -> bytes: ...

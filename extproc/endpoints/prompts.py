@@ -31,7 +31,7 @@ class CompletionsEndpoint(ChatEndpoint):
     """Legacy completions stream like chat (`stream_options.include_usage`), so rewriting is chat's."""
 
     name = "completions"
-    fusable = False  # fusion answers in chat or Responses format; a text completion would lose the messages
+    answers_locally = False  # local answers are chat or Responses; a text completion would lose the messages
 
     def parse(self, raw: bytes) -> PromptRequest:
         body = load_object(raw)

@@ -13,6 +13,8 @@ from typing import Any
 import orjson
 
 from extproc.endpoints.base import Endpoint
+from extproc.endpoints.responses_format import ResponsesRenderer
+from extproc.endpoints.responses_local import local_chat_request
 from extproc.openai import ChatRequest, invalid, load_object, missing, role_of, typed_items, validate_numbers
 from extproc.telemetry.usage import StreamUsage, Usage
 
@@ -41,6 +43,13 @@ class ResponsesEndpoint(Endpoint):
     """Responses streams always end with `response.completed` and its usage: nothing to ask for."""
 
     name = "responses"
+    answers_locally = True
+
+    def local_request(self, request: ResponsesRequest) -> ChatRequest:
+        return local_chat_request(request.body)
+
+    def renderer(self, request: ResponsesRequest) -> ResponsesRenderer:
+        return ResponsesRenderer(request.model)
 
     def parse(self, raw: bytes) -> ResponsesRequest:
         body = load_object(raw)

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from extproc.algorithms.trace import RunTrace
+    from extproc.errors import QuorumError
 
 
 def responses_usage_body(usage: dict[str, int]) -> dict[str, Any]:
@@ -119,12 +123,46 @@ class ResponseWriter:
             out += self.event("response.output_item.done", output_index=index, item=item)
         return out + self.event("response.completed", response=final)
 
-    def whole_stream(self, message: dict[str, Any], usage: dict[str, int], **extra: Any) -> bytes:
-        """A finished answer as the full event stream (Envoy buffered mode)."""
-        content = message.get("content") or ""
-        pieces = [content[i : i + 256] for i in range(0, len(content), 256)]
-        return self.opening() + b"".join(self.delta(p) for p in pieces) + self.closing(message, usage, **extra)
-
     def error_event(self, error: dict[str, Any]) -> bytes:
         """A failure after the stream started: the Responses `error` event."""
         return self.event("error", code=error.get("code"), message=error.get("message"), param=error.get("param"))
+
+
+class ResponsesRenderer:
+    """A local answer (chat-style message or choice deltas) as a `response` or its event stream."""
+
+    def __init__(self, model: str) -> None:
+        self.writer = ResponseWriter(model)
+        self.message: dict[str, Any] = {"role": "assistant", "content": ""}
+        self.calls: dict[int, dict[str, Any]] = {}  # streamed tool calls by index, arguments joined
+
+    def json(self, message: dict[str, Any], finish_reason: str, trace: RunTrace) -> bytes:
+        extra = {trace.algorithm: trace.as_dict()}
+        return orjson.dumps(self.writer.response("completed", message, trace.usage.as_dict(), **extra))
+
+    def stream_open(self) -> bytes:
+        return self.writer.opening()
+
+    def stream_delta(self, choice: dict[str, Any]) -> bytes:
+        delta = choice.get("delta") or {}
+        for call in delta.get("tool_calls") or []:
+            known = self.calls.setdefault(call.get("index", 0), {"id": "", "function": {"name": "", "arguments": ""}})
+            known["id"] = call.get("id") or known["id"]
+            function = call.get("function") or {}
+            known["function"]["name"] += function.get("name") or ""
+            known["function"]["arguments"] += function.get("arguments") or ""
+        text = delta.get("content")
+        return self.writer.delta(text) if text else b""
+
+    def stream_message(self, message: dict[str, Any], finish_reason: str) -> bytes:
+        content = message.get("content") or ""
+        self.calls = dict(enumerate(message.get("tool_calls") or []))
+        pieces = [content[i : i + 256] for i in range(0, len(content), 256)]
+        return self.writer.opening() + b"".join(self.writer.delta(p) for p in pieces)
+
+    def stream_close(self, trace: RunTrace) -> bytes:
+        message = {"role": "assistant", "tool_calls": [self.calls[i] for i in sorted(self.calls)]}
+        return self.writer.closing(message, trace.usage.as_dict(), **{trace.algorithm: trace.as_dict()})
+
+    def stream_error(self, error: QuorumError) -> bytes:
+        return self.writer.error_event(error.to_openai()["error"])

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from extproc.algorithms import Answer, Run, RunContext, register
 from extproc.config import DecisionConfig, FusionConfig
-from extproc.fusion.looper import deliberate, synthesize, synthesize_stream
+from extproc.fusion.looper import convene, early_exit, judge, synthesize, synthesize_stream
 from extproc.fusion.plan import FusionPlan, budget, build_plan
+from extproc.modeltypes import Completion
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +23,12 @@ class Fusion:
         """Every model a run of this decision calls (before a request's plugin overrides them)."""
         panel = tuple(self.config.analysis_models or self.models)
         return panel + ((self.config.model,) if self.config.model else ())
+
+    @property
+    def wants_embeddings(self) -> bool:
+        """The runtime must load an embedding engine (consensus by cosine was asked for explicitly)."""
+        early = self.config.early_exit
+        return early is not None and early.similarity == "embedding"
 
     @property
     def budget(self) -> float:
@@ -45,9 +52,15 @@ def plan_headers(plan: FusionPlan) -> dict[str, str]:
     return {"x-quorum-judge": plan.judge.name, "x-quorum-panel": ",".join(m.name for m in plan.panel)}
 
 
-async def run_fusion(ctx: RunContext, plan: FusionPlan) -> Answer:
+async def run_fusion(ctx: RunContext, plan: FusionPlan, ready: list[Completion] | None = None) -> Answer:
+    """Panel (minus the `ready` answers), consensus, judge, synthesis: the fusion steps in order."""
     body, headers = ctx.body, ctx.call_headers
-    d = await deliberate(ctx.client, plan, body, headers, ctx.trace)
+    panel = await convene(ctx.client, plan, body, headers, ctx.trace, ready)
+    # With tools the synthesis call (the only one that gets them) must run: it may call one.
+    agreed = None if body.get("tools") else await early_exit(plan, panel, ctx.trace, ctx.runtime.embedder)
+    if agreed is not None:
+        return Answer(agreed.message, agreed.finish_reason)
+    d = await judge(ctx.client, plan, panel, body, headers, ctx.trace)
     if ctx.streaming:
         return Answer(stream=synthesize_stream(ctx.client, d, body, headers, ctx.trace))
     final = await synthesize(ctx.client, d, body, headers, ctx.trace)

@@ -20,6 +20,7 @@ from typing import Any
 
 from extproc.algorithms.trace import RunTrace, ms
 from extproc.errors import UpstreamError
+from extproc.fusion.consensus import consensus
 from extproc.fusion.judge import JudgeResult, assign_labels, run_judge
 from extproc.fusion.panel import PanelResult, run_panel
 from extproc.fusion.plan import FusionPlan
@@ -109,7 +110,7 @@ async def judge(
     elif result.analysis and result.analysis.get("parse_failed"):
         trace.degraded.append("judge_parse_failed")
     d = Deliberation(plan, panel, labelled, result)
-    describe(trace, d)
+    describe(trace, plan, panel, labelled, result)
     return d
 
 
@@ -121,21 +122,56 @@ async def deliberate(
     return await judge(client, plan, panel, body, headers, trace)
 
 
-def describe(trace: RunTrace, d: Deliberation) -> None:
-    """Fusion's own trace fields: who was asked, what they said, what the judge found."""
-    plan, cfg = d.plan, d.plan.config
-    labels = {c.model: name for name, c in d.labelled}
+async def early_exit(plan: FusionPlan, panel: PanelResult, trace: RunTrace, embedder: Any | None) -> Completion | None:
+    """The consensus stage: the most central panel answer when every pair agrees, else None (judge next).
+
+    A failing embedder is no reason to fail the request: the judge runs, and the trace says why."""
+    cfg = plan.config.early_exit
+    if cfg is None or len(panel.answers) < 2:
+        return None
+    with trace.stage("consensus", "quorum.fusion.consensus", **{"quorum.fusion.threshold": cfg.consensus}) as span:
+        try:
+            result = await consensus(panel.answers, cfg, embedder)
+        except Exception as exc:
+            trace.fields["consensus"] = {"error": f"{type(exc).__name__}: {exc}"}
+            return None
+        if span is not None:
+            span.set_attributes(
+                {
+                    "quorum.fusion.early_exit": result.chosen is not None,
+                    "quorum.fusion.similarity": result.method,
+                    "quorum.fusion.min_agreement": min(p["score"] for p in result.pairs),
+                }
+            )
+    trace.fields["consensus"] = result.as_dict()
+    if result.chosen is None:
+        return None
+    trace.fields["early_exit"] = "consensus"
+    describe(trace, plan, panel, [], None)
+    return result.chosen
+
+
+def describe(
+    trace: RunTrace,
+    plan: FusionPlan,
+    panel: PanelResult,
+    labelled: list[tuple[str, Completion]],
+    judged: JudgeResult | None,
+) -> None:
+    """Fusion's own trace fields: who was asked, what they said, what the judge found (if it ran)."""
+    cfg = plan.config
+    labels = {c.model: name for name, c in labelled}
     trace.fields.update(
         {
             "judge_model": plan.judge.name,
             "analysis_models": [m.name for m in plan.panel],
             "prompt_version": cfg.judge_prompt_version,
-            "failed_models": [{"model": e.model, "error": e.reason} for e in d.panel.failures],
-            "cancelled_models": list(d.panel.cancelled),
+            "failed_models": [{"model": e.model, "error": e.reason} for e in panel.failures],
+            "cancelled_models": list(panel.cancelled),
         }
     )
-    if cfg.include_analysis:
-        trace.fields["analysis"] = d.judge.analysis
+    if cfg.include_analysis and judged is not None:
+        trace.fields["analysis"] = judged.analysis
     if cfg.include_intermediate_responses:
         trace.fields["responses"] = [
             {
@@ -146,7 +182,7 @@ def describe(trace: RunTrace, d: Deliberation) -> None:
                 "latency_ms": ms(c.latency),
                 "usage": c.usage.as_dict(),
             }
-            for c in d.panel.answers
+            for c in panel.answers
         ]
 
 

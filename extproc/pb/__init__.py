@@ -22,7 +22,9 @@ from extproc.pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from extproc.pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from extproc.pb.envoy.type.v3 import http_status_pb2 as http_status
 
+#: The gRPC service Envoy calls; also the service name its health checks ask about.
+SERVICE_NAME = ep.DESCRIPTOR.services_by_name["ExternalProcessor"].full_name
 #: Full gRPC method path Envoy calls.
-PROCESS_METHOD = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
+PROCESS_METHOD = f"/{SERVICE_NAME}/Process"
 
-__all__ = ["PROCESS_METHOD", "core", "ep", "ep_grpc", "http_status", "pm"]
+__all__ = ["PROCESS_METHOD", "SERVICE_NAME", "core", "ep", "ep_grpc", "http_status", "pm"]

@@ -1,8 +1,14 @@
-"""Prometheus instruments, on a registry of their own so tests and workers do not collide."""
+"""Prometheus instruments, on a registry of their own so tests and workers do not collide, and the
+small HTTP server that exposes them (with the process's liveness and readiness)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import socket
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -36,7 +42,58 @@ class Metrics:
             "quorum_guard_matches", "Requests a guard matched, by guard and its action", ["guard", "action"], registry=r
         )
         self.inflight = Gauge("quorum_inflight_streams", "ext_proc streams in progress", registry=r)
+        self.config_reloads = Counter(
+            "quorum_config_reloads", "Configuration reload attempts, by result", ["result"], registry=r
+        )
+        for result in ("success", "failure", "unchanged"):
+            self.config_reloads.labels(result)  # exported as 0 before the first reload
+        self.config_generation = Gauge(
+            "quorum_config_generation", "Configs activated by this process (1: the one it started with)", registry=r
+        )
+        self.config = Info("quorum_config", "The active configuration: its hash and generation", registry=r)
+        self.config_last_reload_success = Gauge(
+            "quorum_config_last_reload_successful", "0 if the last reload was rejected", registry=r
+        )
+        self.config_last_reload_success.set(1)
 
-    def serve(self, host: str, port: int) -> None:
-        """Expose /metrics over HTTP from a background thread."""
-        start_http_server(port, addr=host, registry=self.registry)
+    def config_active(self, digest: str, generation: int) -> None:
+        self.config_generation.set(generation)
+        self.config.info({"hash": digest, "generation": str(generation)})
+
+    def serve(self, host: str, port: int, ready: Callable[[], bool] = lambda: True) -> ThreadingHTTPServer:
+        """Serve /metrics, /healthz (the process answers) and /readyz (`ready()`: serving, not draining)
+        from a background thread; any other path is a 404."""
+        registry = self.registry
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.partition("?")[0]
+                if path == "/metrics":
+                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    self._send(200, b"ok\n")
+                elif path == "/readyz":
+                    serving = ready()
+                    self._send(200 if serving else 503, b"ready\n" if serving else b"not serving\n")
+                else:
+                    self._send(404, b"not found: /metrics, /healthz and /readyz are served here\n")
+
+            def do_HEAD(self) -> None:
+                self.do_GET()
+
+            def _send(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass  # scrapes every few seconds would drown the log
+
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        server_class = type("MetricsServer", (ThreadingHTTPServer,), {"address_family": family, "daemon_threads": True})
+        server = server_class((host, port), Handler)
+        threading.Thread(target=server.serve_forever, name="quorum-metrics", daemon=True).start()
+        return server

@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -37,6 +38,11 @@ if TYPE_CHECKING:
     from extproc.runtime import Model
 
 PROPAGATOR = TraceContextTextMapPropagator()
+# Requests Quorum handed on to Envoy (a route header, or untouched): once that answer went out, the
+# stream may be torn down by Envoy at any time (a client closing its connection after reading the
+# answer, say), which says nothing about the request. Their status is the backend's if Quorum saw
+# the response headers (usage accounting), else "forwarded".
+HANDED_OFF = frozenset({"route", "passthrough"})
 _OK = Status()  # unset: the request span's status unless it failed
 
 
@@ -204,6 +210,8 @@ class RequestRecorder:
             return
         self.finished = True
         elapsed = time.perf_counter() - self.started
+        if error is not None and self.kind in HANDED_OFF:
+            error = None  # Quorum's part was done; Envoy closing the stream afterwards is not a failure
         status = str(self.status) if self.status is not None else ("cancelled" if error else "forwarded")
         metrics = self.telemetry.metrics
         if metrics is not None:
@@ -237,6 +245,7 @@ class RequestRecorder:
     def access_line(self, status: str, elapsed: float) -> str:
         ctx = self.span.get_span_context()
         line = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "request_id": self.request_id,
             "trace_id": format(ctx.trace_id, "032x") if ctx.is_valid else None,
             "method": self.method,

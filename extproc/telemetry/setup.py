@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -20,6 +21,20 @@ from extproc.telemetry.spans import RecordExpandingExporter, SpanWriter
 
 log = logging.getLogger("quorum.telemetry")
 ACCESS_LOG = logging.getLogger("quorum.access")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: str, access_stream: TextIO | None = None) -> None:
+    """Process logs as text lines on stderr; the access log as bare JSON lines (one object per line,
+    nothing around it) on stdout, so a log shipper can parse it as is."""
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
+    for handler in list(ACCESS_LOG.handlers):
+        ACCESS_LOG.removeHandler(handler)
+    handler = logging.StreamHandler(access_stream or sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    ACCESS_LOG.addHandler(handler)
+    ACCESS_LOG.setLevel(level.upper())
+    ACCESS_LOG.propagate = False
 
 
 @dataclass

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
 import pytest
+import yaml
 from builders import PORT_KEYS, config_text
 
 from extproc.dev.stack import Stack, free_port
@@ -35,8 +37,14 @@ def write_config(
     return path, ports
 
 
-def _running_stack(workdir: Path, body_mode: str, **settings: str) -> Iterator[Stack]:
+def _running_stack(
+    workdir: Path, body_mode: str, decisions: tuple[dict[str, Any], ...] = (), **settings: str
+) -> Iterator[Stack]:
     path, _ = write_config(workdir, body_mode, **settings)
+    if decisions:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw["routing"]["decisions"].extend(decisions)
+        path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     os.environ["QUORUM_TEST_LARGE_KEY"] = LARGE_KEY
     try:
         with Stack(path, workdir) as running:
@@ -98,3 +106,25 @@ def backend_requests(stack: Stack, model: str) -> list[dict]:
 def clear_backends(stack: Stack) -> None:
     for model in ("demo-small", "demo-coder", "demo-large"):
         httpx.delete(f"{backend_url(stack, model)}/_fake/requests")
+
+
+def running_stack_with(workdir: Path, body_mode: str, *decisions: dict[str, Any]) -> Iterator[Stack]:
+    """A stack whose config is the test config plus `decisions`."""
+    yield from _running_stack(workdir, body_mode, decisions)
+
+
+def stream_chat(client: openai.OpenAI, text: str, trace_key: str, model: str = "quorum/auto") -> tuple[str, Any, Any]:
+    """A streamed chat through the SDK: the text, the trace found under `trace_key`, the usage chunk."""
+    stream = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": text}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    content, trace, usage = "", None, None
+    for chunk in stream:
+        assert chunk.object == "chat.completion.chunk"
+        content += "".join(c.delta.content or "" for c in chunk.choices)
+        trace = (chunk.model_extra or {}).get(trace_key) or trace
+        usage = chunk.usage or usage
+    return content, trace, usage

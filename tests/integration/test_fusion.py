@@ -8,7 +8,7 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import backend_requests, clear_backends
+from conftest import backend_requests, clear_backends, stream_chat
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +58,27 @@ def test_fusion_decision_answers_with_trace_and_summed_usage(client, stack):
     # 2 panel calls, 1 judge call, 1 synthesis call; usage is the sum of what each backend reported.
     assert len(backend_requests(stack, JUDGE)) == 2
     assert body["usage"] == reported_usage(stack)
+    assert trace["consensus"]["reached"] is False  # the panel disagreed, so the judge ran
+
+
+def test_agreeing_panel_exits_early_without_judge_or_synthesis(client, stack):
+    clear_backends(stack)
+    headers, body = fuse(client, "compare tea and coffee [[fake:plain]]")
+    trace = body["fusion"]
+    assert trace["early_exit"] == "consensus" and trace["consensus"]["chosen"] == PANEL[0]
+    assert trace["consensus"]["pairs"] == [{"a": PANEL[0], "b": PANEL[1], "score": 1.0}]
+    assert backend_requests(stack, JUDGE) == []  # neither the judge nor synthesis was called
+    assert body["choices"][0]["message"]["content"] == "compare tea and coffee"
+    assert body["usage"] == reported_usage(stack)  # the two panel calls only
+    assert headers["x-quorum-decision"] == "deliberate"
+
+
+def test_agreeing_panel_streams_the_chosen_answer(client, stack):
+    clear_backends(stack)
+    text, trace, usage = stream_chat(client, "compare tea and coffee [[fake:plain]]", "fusion")
+    assert text == "compare tea and coffee"
+    assert trace["early_exit"] == "consensus" and backend_requests(stack, JUDGE) == []
+    assert usage.total_tokens == reported_usage(stack)["total_tokens"]
 
 
 def test_judge_sees_anonymous_labels_only(client, stack):

@@ -232,3 +232,25 @@ def test_debug_headers_cannot_be_forged_when_disabled(client):
         extra_headers={"x-quorum-signals": "forged", "x-quorum-confidence": "9"},
     )
     assert "x-quorum-signals" not in raw.headers and "x-quorum-confidence" not in raw.headers
+
+
+def test_client_credentials_never_in_spans_or_model_calls(traced_stack, receiver):
+    """The header case of "secrets never leave": the client's gateway key, routed and fused."""
+    secret = "sk-client-span-secret-41c9"
+    clear_backends(traced_stack)
+    client = openai.OpenAI(base_url=f"{traced_stack.envoy_url}/v1", api_key=secret, max_retries=0, timeout=20)
+    trace_ids = []
+    for text in ("python help", "compare a and b"):  # routed to demo-coder; fused over all three
+        header = traceparent()
+        trace_ids.append(header["traceparent"].split("-")[1])
+        client.chat.completions.create(
+            model="quorum/auto",
+            messages=[{"role": "user", "content": text}],
+            extra_headers={**header, "x-api-key": secret},
+        )
+    spans = [s for trace_id in trace_ids for s in receiver.trace(trace_id, {"quorum.request"})]
+    assert spans and secret not in repr(spans)
+    received = [r for m in ("demo-small", "demo-coder", "demo-large") for r in backend_requests(traced_stack, m)]
+    assert len(received) == 5  # one routed call, two panel calls, the judge and the synthesis
+    for record in received:
+        assert secret not in repr(record["headers"])

@@ -102,3 +102,73 @@ def test_embeddings_and_completions_usage_is_counted(accounting_stack):  # noqa:
     after = tokens(accounting_stack, "demo-small")
     expected = record["usage"]
     assert (after[0] - middle[0], after[1] - middle[1]) == (expected["prompt_tokens"], expected["completion_tokens"])
+
+
+def test_n_on_a_fusion_answer_is_a_400_naming_n(client, stack):
+    clear_backends(stack)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="quorum/auto", n=2, messages=[{"role": "user", "content": "compare x"}])
+    assert info.value.body["param"] == "n"
+    assert all(backend_requests(stack, m) == [] for m in ("demo-small", "demo-coder", "demo-large"))
+
+
+def test_a_plugin_that_cannot_take_effect_is_a_400_naming_it(client, stack):
+    clear_backends(stack)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model="quorum/auto",
+            messages=[{"role": "user", "content": "hello"}],
+            extra_body={"plugins": [{"id": "fusion", "analysis_models": ["not-configured"]}]},
+        )
+    assert (info.value.body["param"], info.value.body["code"]) == ("plugins[0]", "plugin_not_applicable")
+    assert backend_requests(stack, "demo-small") == []  # not silently answered by one model
+
+
+# ---------------------------------------------------------------- Responses answered by fusion
+
+PANEL = ("demo-small", "demo-coder")
+
+
+def test_responses_fused_json(client, stack):
+    clear_backends(stack)
+    raw = client.responses.with_raw_response.create(
+        model="quorum/auto", input="compare cats and dogs", instructions="be fair"
+    )
+    response = raw.parse()
+    assert raw.headers["x-quorum-decision"] == "deliberate"
+    assert response.object == "response" and response.status == "completed"
+    assert response.output_text.startswith("[demo-large]")  # the judge's synthesis
+    assert response.model == "quorum/auto"
+    body = raw.http_response.json()
+    assert [r["model"] for r in body["fusion"]["responses"]] == list(PANEL)
+    reported = sum(
+        r.get("usage", {}).get("prompt_tokens", 0) for m in (*PANEL, "demo-large") for r in backend_requests(stack, m)
+    )
+    assert response.usage.input_tokens == reported  # every call of the run, in Responses names
+    panel_call = backend_requests(stack, "demo-small")[0]
+    assert panel_call["path"] == "/v1/chat/completions"  # the run calls models in chat format...
+    assert panel_call["body"]["messages"][0] == {"role": "system", "content": "be fair"}  # ...with the instructions
+
+
+def test_responses_fused_stream(client):
+    events = list(client.responses.create(model="quorum/auto", input="compare a and b", stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text.startswith("[demo-large]")
+    done = events[-1].response
+    assert done.output_text == text
+    assert done.usage.total_tokens > 0
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+
+
+def test_responses_previous_response_id_cannot_be_fused(client, stack):
+    clear_backends(stack)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="quorum/auto", input="compare a and b", previous_response_id="resp_123")
+    assert info.value.body["param"] == "previous_response_id"
+    assert "provider" in info.value.body["message"]
+    assert all(backend_requests(stack, m) == [] for m in (*PANEL, "demo-large"))
+    # routed to one model, the backend that holds the state judges it: passed through untouched
+    client.responses.create(model="demo-small", input="hi", previous_response_id="resp_123")
+    assert backend_requests(stack, "demo-small")[-1]["body"]["previous_response_id"] == "resp_123"

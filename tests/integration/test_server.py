@@ -132,9 +132,12 @@ def test_envoy_fails_closed_with_an_openai_error_when_quorum_is_down(tmp_path):
     path, _ = write_config(tmp_path)
     with Stack(path, tmp_path, with_quorum=False) as stack:
         response = httpx.post(f"{stack.envoy_url}/v1/chat/completions", json=chat("python"), timeout=10)
-        assert response.status_code == 500
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
         error = response.json()["error"]
         assert set(error) == {"message", "type", "param", "code"}
         assert error["type"] == "server_error"
+        assert error["code"] == "router_unavailable"
+        assert error["message"].strip()
         records = httpx.get(stack.config.model("demo-coder").base_url.removesuffix("/v1") + "/_fake/requests")
         assert records.json()["requests"] == []  # nothing reached a model

@@ -7,16 +7,12 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from builders import body_msg, chat, chat_headers, config_text, set_headers
+from builders import answer_locally, chat, config_text, runtime_with_decision, set_headers, sse_events
 from fakes import FakeModelClient
 
 from extproc.algorithms import ALGORITHMS, Answer, Run, RunContext, register
-from extproc.algorithms.serve import LocalAnswerer
 from extproc.config import ConfigError, Strict, parse_config
-from extproc.handler import StreamHandler
 from extproc.modeltypes import RetryPolicy
-from extproc.pb import pm
-from extproc.runtime import build_runtime
 
 
 class ShoutSettings(Strict):
@@ -58,31 +54,20 @@ def shout_registered():
 
 def config_with(algorithm: dict[str, Any]) -> str:
     raw = yaml.safe_load(config_text())
-    raw["routing"]["decisions"].append(
-        {
-            "name": "shouting",
-            "priority": 300,
-            "rules": {"operator": "AND", "conditions": [{"type": "keyword", "name": "compare"}]},
-            "algorithm": algorithm,
-        }
-    )
+    rules = {"operator": "AND", "conditions": [{"type": "keyword", "name": "compare"}]}
+    raw["routing"]["decisions"].append({"name": "shouting", "priority": 300, "rules": rules, "algorithm": algorithm})
     return yaml.safe_dump(raw)
 
 
 def runtime_with(algorithm: dict[str, Any]):
-    return build_runtime(parse_config(config_with(algorithm)), environ={"QUORUM_TEST_LARGE_KEY": "k"})
+    return runtime_with_decision({"name": "shouting", "algorithm": algorithm})
 
 
 @pytest.mark.parametrize("duplex", [False, True])
 async def test_a_registered_algorithm_is_served_through_the_handler(duplex):
     runtime = runtime_with({"type": "shout", "shout": {"model": "demo-coder", "suffix": "!!"}})
     fake = FakeModelClient(replies={"demo-coder": "quiet words"})
-    handler = StreamHandler(runtime, LocalAnswerer(fake))
-    headers = chat_headers()
-    if duplex:
-        headers.protocol_config.request_body_mode = pm.ProcessingMode.FULL_DUPLEX_STREAMED
-    out = [r async for r in handler.handle(headers)]
-    out += [r async for r in handler.handle(body_msg(chat("please compare these")))]
+    handler, out = await answer_locally(runtime, fake, chat("please compare these"), duplex)
     answer = out[-1]
     assert answer.WhichOneof("response") == "immediate_response"
     body = orjson.loads(answer.immediate_response.body)
@@ -103,9 +88,7 @@ async def test_the_fusion_alias_selects_among_every_locally_answered_decision():
     runtime = runtime_with({"type": "shout", "shout": {"model": "demo-small"}})
     assert [d.name for d in runtime.local_decisions] == ["shouting", "deliberate"]
     fake = FakeModelClient(replies={"demo-small": "hi"})
-    handler = StreamHandler(runtime, LocalAnswerer(fake))
-    out = [r async for r in handler.handle(chat_headers())]
-    out += [r async for r in handler.handle(body_msg(chat("compare", model="quorum/fusion")))]
+    _, out = await answer_locally(runtime, fake, chat("compare", model="quorum/fusion"))
     assert orjson.loads(out[-1].immediate_response.body)["choices"][0]["message"]["content"] == "HI!"
 
 
@@ -129,16 +112,11 @@ def test_unknown_algorithm_and_stray_sections_are_config_problems():
 
 async def test_a_registered_algorithm_streams_in_duplex_mode_with_its_trace_last():
     runtime = runtime_with({"type": "shout", "shout": {"model": "demo-coder"}})
-    handler = StreamHandler(runtime, LocalAnswerer(FakeModelClient(replies={"demo-coder": "a b"})))
-    headers = chat_headers()
-    headers.protocol_config.request_body_mode = pm.ProcessingMode.FULL_DUPLEX_STREAMED
-    out = [r async for r in handler.handle(headers)]
     body = chat("compare", stream=True, stream_options={"include_usage": True})
-    out += [r async for r in handler.handle(body_msg(body))]
-    parts = [r.streamed_immediate_response for r in out]
-    assert parts[0].WhichOneof("response") == "headers_response"
-    sse = b"".join(p.body_response.body for p in parts[1:]).decode()
-    events = [orjson.loads(line[6:]) for line in sse.splitlines() if line.startswith("data: {")]
+    _, out = await answer_locally(runtime, FakeModelClient(replies={"demo-coder": "a b"}), body, duplex=True)
+    assert out[0].streamed_immediate_response.WhichOneof("response") == "headers_response"
+    events = sse_events(out)
+    sse = b"".join(r.streamed_immediate_response.body_response.body for r in out).decode()
     assert "".join(e["choices"][0]["delta"].get("content", "") for e in events if e["choices"]) == "A B!"
     assert events[-2]["shout"]["stages"][0]["model"] == "demo-coder"
     assert events[-1]["usage"]["total_tokens"] == 15 and sse.endswith("data: [DONE]\n\n")

@@ -430,3 +430,182 @@ def test_validate_lists_the_fast_path_and_what_it_skips(tmp_path: Path, capsys: 
     assert "body validation" in out and "usage" in out
     assert "demo-coder: kept on Quorum because of guard g" in out
     assert "demo-large: kept on Quorum because of API key injection (api_key_env)" in out
+
+
+# ---------------------------------------------------------------- TLS to https backends
+
+
+def tls_context(cfg: Config, cluster: str = "gpt") -> dict[str, Any]:
+    return clusters(render(cfg))[cluster]["transport_socket"]["typed_config"]
+
+
+HTTPS_MODEL = [{"name": "gpt", "base_url": "https://api.example.com/v1"}]
+
+
+def test_https_backends_are_verified_against_the_system_bundle_by_default() -> None:
+    validation = tls_context(config(HTTPS_MODEL))["common_tls_context"]["validation_context"]
+    assert validation["trusted_ca"] == {"filename": "/etc/ssl/certs/ca-certificates.crt"}
+    assert validation["match_typed_subject_alt_names"] == [{"san_type": "DNS", "matcher": {"exact": "api.example.com"}}]
+
+
+def test_an_ip_backend_is_matched_on_its_ip_san() -> None:
+    cfg = config([{"name": "gpt", "base_url": "https://10.0.0.7:8443/v1"}])
+    (san,) = tls_context(cfg)["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"]
+    assert san == {"san_type": "IP_ADDRESS", "matcher": {"exact": "10.0.0.7"}}
+
+
+def test_ca_bundle_and_verify_keys() -> None:
+    custom = config(HTTPS_MODEL, envoy={"tls": {"ca_bundle": "/etc/quorum/ca.pem"}})
+    validation = tls_context(custom)["common_tls_context"]["validation_context"]
+    assert validation["trusted_ca"]["filename"] == "/etc/quorum/ca.pem"
+    off = tls_context(config(HTTPS_MODEL, envoy={"tls": {"verify": False}}))
+    assert "common_tls_context" not in off
+    assert off["sni"] == "api.example.com"
+
+
+def test_validate_warns_when_tls_verification_is_off(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "q.yaml"
+    path.write_text(
+        json.dumps({"providers": {"models": HTTPS_MODEL}, "envoy": {"tls": {"verify": False}}}), encoding="utf-8"
+    )
+    assert main(["validate", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "envoy.tls.verify is false" in err and "gpt" in err
+    path.write_text(json.dumps({"providers": {"models": HTTPS_MODEL}}), encoding="utf-8")
+    assert main(["validate", str(path)]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_envoy_loads_a_verifying_tls_context(tmp_path: Path) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca_file = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca_file))
+    for tls in ({}, {"ca_bundle": str(ca_file)}):
+        out = tmp_path / "bootstrap.yaml"
+        out.write_text(render_yaml(config(HTTPS_MODEL, envoy={"tls": tls})), encoding="utf-8")
+        envoy_validate(out)
+
+
+# ---------------------------------------------------------------- client credentials
+
+
+def test_client_credentials_are_removed_unless_forwarded() -> None:
+    bootstrap = render(
+        config(
+            [
+                {"name": "plain", "base_url": "http://127.0.0.1:1/v1"},
+                {"name": "keyed", "base_url": "http://127.0.0.1:2/v1", "api_key_env": "KEY"},
+                {"name": "opted", "base_url": "http://127.0.0.1:3/v1", "forward_client_auth": True},
+            ]
+        )
+    )
+    everything = ["authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization"]
+    assert model_route(bootstrap, "plain")["request_headers_to_remove"] == everything
+    # Quorum sets the model's own key in `authorization`; Envoy removes the rest after ext_proc.
+    assert model_route(bootstrap, "keyed")["request_headers_to_remove"] == everything[1:]
+    assert "request_headers_to_remove" not in model_route(bootstrap, "opted")
+
+
+def test_validate_names_models_that_get_the_client_credentials(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "q.yaml"
+    models = [{"name": "passthrough", "base_url": "http://127.0.0.1:1/v1", "forward_client_auth": True}]
+    path.write_text(json.dumps({"providers": {"models": models}}), encoding="utf-8")
+    assert main(["validate", str(path)]) == 0
+    assert "forward_client_auth: the client's credential headers reach passthrough" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- local replies
+
+
+def mapper_expressions(bootstrap: dict[str, Any]) -> list[str]:
+    mappers = hcm(bootstrap)["local_reply_config"]["mappers"]
+    return [m["filter"]["extension_filter"]["typed_config"]["expression"] for m in mappers]
+
+
+def test_every_local_reply_mapper_leaves_quorum_and_direct_responses_alone() -> None:
+    expressions = mapper_expressions(render(load_config(DEMO)))
+    assert expressions
+    for expression in expressions:
+        assert expression.startswith(
+            "!(response.code_details.startsWith('quorum') || response.code_details == 'direct_response') && "
+        )
+
+
+def test_ext_proc_failures_are_remapped_before_the_status_rules() -> None:
+    mappers = hcm(render(load_config(DEMO)))["local_reply_config"]["mappers"]
+    stalled, unavailable = mappers[0], mappers[1]
+    assert stalled["status_code"] == 504
+    assert stalled["body_format_override"]["json_format"]["error"]["code"] == "router_timeout"
+    assert unavailable["status_code"] == 503
+    assert unavailable["headers_to_add"][0]["header"] == {"key": "retry-after", "value": "1"}
+    for mapper in mappers:
+        error = mapper["body_format_override"]["json_format"]["error"]
+        assert set(error) == {"message", "type", "param", "code"}
+        assert error["message"].strip()
+        assert error["type"] in {
+            "authentication_error",
+            "permission_error",
+            "invalid_request_error",
+            "rate_limit_error",
+            "server_error",
+        }
+
+
+# ---------------------------------------------------------------- limits, stall detection, access log
+
+
+def test_limits_come_from_the_config() -> None:
+    limits = {
+        "request_headers_timeout": "3s",
+        "max_request_headers_kb": 32,
+        "max_request_headers_count": 40,
+        "per_connection_buffer_bytes": 65536,
+        "idle_connection_timeout": "90s",
+        "max_downstream_connections": 500,
+        "max_heap_bytes": 268435456,
+        "http2_max_concurrent_streams": 16,
+    }
+    bootstrap = render(config(HTTPS_MODEL, envoy={"limits": limits, "fusion_timeout": "120s"}))
+    manager = hcm(bootstrap)
+    assert manager["request_headers_timeout"] == "3.000s"
+    assert manager["max_request_headers_kb"] == 32
+    common = manager["common_http_protocol_options"]
+    assert common == {"idle_timeout": "90.000s", "max_headers_count": 40, "max_stream_duration": "120.000s"}
+    assert manager["http2_protocol_options"]["max_concurrent_streams"] == 16
+    assert bootstrap["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] == 65536
+    monitors = {m["name"]: m["typed_config"] for m in bootstrap["overload_manager"]["resource_monitors"]}
+    connections = monitors["envoy.resource_monitors.global_downstream_max_connections"]
+    assert connections["max_active_downstream_connections"] == 500
+    assert monitors["envoy.resource_monitors.fixed_heap"]["max_heap_size_bytes"] == 268435456
+    actions = {a["name"] for a in bootstrap["overload_manager"]["actions"]}
+    assert "envoy.overload_actions.stop_accepting_requests" in actions
+
+
+def test_heap_shedding_can_be_turned_off() -> None:
+    manager = render(config(HTTPS_MODEL, envoy={"limits": {"max_heap_bytes": None}}))["overload_manager"]
+    (monitor,) = manager["resource_monitors"]
+    assert monitor["name"] == "envoy.resource_monitors.global_downstream_max_connections"
+    assert manager["actions"] == []
+
+
+def test_model_routes_are_not_capped_by_fusion_timeout() -> None:
+    route = model_route(render(config(HTTPS_MODEL)), "gpt")["route"]
+    assert route["max_stream_duration"] == {"max_stream_duration": "0s"}
+
+
+def test_stall_timeout_sets_the_ext_proc_keepalive() -> None:
+    extproc = clusters(render(config(HTTPS_MODEL, envoy={"stall_timeout": "6s"})))[EXTPROC_CLUSTER]
+    options = extproc["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    keepalive = options["explicit_http_config"]["http2_protocol_options"]["connection_keepalive"]
+    assert keepalive == {"interval": "3.000s", "timeout": "3.000s"}
+
+
+def test_access_log_is_json_without_credentials() -> None:
+    (log,) = hcm(render(load_config(DEMO)))["access_log"]
+    assert log["typed_config"]["path"] == "/dev/stdout"
+    fields = log["typed_config"]["log_format"]["json_format"]
+    assert {"request_id", "status", "model", "decision", "duration_ms", "upstream_cluster"} <= set(fields)
+    assert not any(secret in str(fields).lower() for secret in ("authorization", "api-key", "api_key"))
+    assert "access_log" not in hcm(render(config(HTTPS_MODEL, envoy={"access_log": None})))

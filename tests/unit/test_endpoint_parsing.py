@@ -177,3 +177,102 @@ def test_completions_stream_asks_for_usage_like_chat():
     assert orjson.loads(body)["stream_options"] == {"include_usage": True}
     assert strip is True
     assert EMBEDDINGS.rewrite(parse(EMBEDDINGS, {"model": "e", "input": "x"}), "e", True).body is None
+
+
+# ---------------------------------------------------------------- Responses as a local (fusion) request
+
+
+def local(body: dict[str, Any]) -> dict[str, Any]:
+    return RESPONSES.local_request(parse(RESPONSES, {"model": "quorum/fusion", **body})).body
+
+
+def test_responses_as_chat_for_a_local_answer():
+    body = local(
+        {
+            "instructions": "sys",
+            "input": [
+                {"role": "user", "content": [{"type": "input_text", "text": "q"}]},
+                {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                {"type": "function_call", "call_id": "c2", "name": "g", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "1"},
+                {"type": "reasoning", "summary": []},
+            ],
+            "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+            "tool_choice": {"type": "function", "name": "f"},
+            "max_output_tokens": 9,
+            "temperature": 0.5,
+            "text": {"format": {"type": "json_schema", "name": "s", "schema": {"type": "object"}}},
+            "reasoning": {"effort": "low"},
+            "store": True,
+            "metadata": {"k": "v"},
+            "stream": True,
+        }
+    )
+    assert body["messages"] == [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": "q"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+                {"id": "c2", "type": "function", "function": {"name": "g", "arguments": "{}"}},
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "1"},
+    ]
+    assert body["tools"] == [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "f"}}
+    assert (body["max_tokens"], body["temperature"], body["stream"], body["reasoning_effort"]) == (9, 0.5, True, "low")
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "s", "schema": {"type": "object"}},
+    }
+    assert "store" not in body and "metadata" not in body
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"previous_response_id": "resp_1"}, "previous_response_id"),
+        ({"conversation": "conv_1"}, "conversation"),
+        ({"background": True}, "background"),
+        ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
+        ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}, "input[0].content[0]"),
+        ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0].type"),
+        ({"input": [{"type": "function_call_output", "call_id": "c", "output": 5}]}, "input[0].output"),
+    ],
+)
+def test_responses_parts_a_local_answer_cannot_honour_are_400s(extra, param):
+    with pytest.raises(BadRequest) as caught:
+        local({"input": "x", **extra})
+    assert caught.value.param == param
+
+
+def test_responses_renderer_json_and_stream_with_tool_calls():
+    from extproc.algorithms.trace import RunTrace
+    from extproc.modeltypes import Usage
+
+    trace = RunTrace("fusion", "d", None, {})
+    trace.usage.add(Usage(5, 2, 7))
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    renderer = RESPONSES.renderer(parse(RESPONSES, {"model": "quorum/fusion", "input": "x"}))
+    whole = orjson.loads(renderer.json({"role": "assistant", "content": "hi", "tool_calls": [call]}, "stop", trace))
+    assert [item["type"] for item in whole["output"]] == ["message", "function_call"]
+    assert whole["output"][1]["call_id"] == "c1"
+    assert whole["usage"]["input_tokens"] == 5 and whole["usage"]["output_tokens"] == 2
+    assert "fusion" in whole
+    streamed = renderer.stream_open()
+    streamed += renderer.stream_delta({"index": 0, "delta": {"content": "h"}})
+    streamed += renderer.stream_delta(
+        {"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{"}}]}}
+    )
+    streamed += renderer.stream_delta(
+        {"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "}"}}]}}
+    )
+    streamed += renderer.stream_close(trace)
+    events = [orjson.loads(line[6:]) for line in streamed.split(b"\n") if line.startswith(b"data: ")]
+    final = events[-1]["response"]
+    assert events[-1]["type"] == "response.completed"
+    assert final["output"][0]["content"][0]["text"] == "h"
+    assert (final["output"][1]["name"], final["output"][1]["arguments"]) == ("f", "{}")

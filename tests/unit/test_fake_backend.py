@@ -446,6 +446,25 @@ async def test_tool_call_marker_without_tools_echoes(client: httpx.AsyncClient) 
     assert content_of(response) == "[demo-small] weather?"
 
 
+async def test_plain_answers_without_the_model_prefix(client: httpx.AsyncClient) -> None:
+    assert content_of(await chat(client, "same for all [[fake:plain]]")) == "same for all"
+    assert content_of(await chat(client, "same", headers={"x-fake-plain": "1"})) == "same"
+
+
+async def test_logprobs_when_asked_at_the_directed_confidence(client: httpx.AsyncClient) -> None:
+    plain = (await chat(client, "hi there")).json()["choices"][0]
+    assert plain["logprobs"] is None  # not asked
+    asked = (await chat(client, "hi there [[fake:logprob=-1.5]]", logprobs=True)).json()["choices"][0]
+    tokens = asked["logprobs"]["content"]
+    assert "".join(t["token"] for t in tokens) == asked["message"]["content"]
+    assert {t["logprob"] for t in tokens} == {-1.5}
+    default = (await chat(client, "hi", logprobs=True)).json()["choices"][0]["logprobs"]["content"]
+    assert {t["logprob"] for t in default} == {-0.05}
+    ignored = await chat(client, "hi [[fake:no_logprobs]]", logprobs=True)
+    assert ignored.json()["choices"][0]["logprobs"] is None
+    assert (await chat(client, "hi [[fake:logprob=0.5]]", logprobs=True)).status_code == 400
+
+
 async def test_tool_call_header(client: httpx.AsyncClient) -> None:
     response = await chat(client, "weather?", headers={"x-fake-tool-call": "1"}, tools=TOOLS)
     assert response.json()["choices"][0]["finish_reason"] == "tool_calls"

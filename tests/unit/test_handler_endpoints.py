@@ -98,3 +98,36 @@ async def test_model_id_in_the_path_is_url_decoded(runtime):
 async def test_endpoints_take_post_only(runtime, path, method):
     [response] = await exchange(StreamHandler(runtime), headers_msg({":method": method, ":path": path}))
     assert error_of(response)[0] == 405
+
+
+FUSION = {"id": "fusion", "analysis_models": ["demo-small", "demo-coder"]}
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        # the fusion plugin cannot act on a request routed to one model (by decision, default or name)
+        ({"model": "quorum/auto", "plugins": [FUSION]}, "plugins[0]"),
+        ({"model": "demo-small", "plugins": [{"id": "web"}, FUSION]}, "plugins[1]"),
+        # a fusion answer cannot honour another plugin, nor n > 1
+        ({"model": "quorum/fusion", "plugins": [FUSION, {"id": "web"}]}, "plugins[1]"),
+        ({"model": "quorum/auto", "n": 2, "messages": [{"role": "user", "content": "compare a and b"}]}, "n"),
+        ({"model": "quorum/fusion", "n": 3, "plugins": [FUSION]}, "n"),
+        ({"model": "quorum/auto", "plugins": "fusion"}, "plugins"),
+        ({"model": "quorum/auto", "plugins": [3]}, "plugins[0].id"),
+    ],
+)
+async def test_what_cannot_take_effect_is_a_400_naming_it(runtime, body, param):
+    body = {"messages": [{"role": "user", "content": "hello"}], **body}
+    got, err = error_of((await send(runtime, "/v1/chat/completions", body))[-1])
+    assert (got, err["param"]) == (400, param)
+
+
+@pytest.mark.parametrize(
+    "extra", [{"n": 2}, {"plugins": [{"id": "web", "max_results": 2}]}, {"x_vendor": {"a": [1, None]}}]
+)
+async def test_routed_requests_keep_what_the_backend_judges(runtime, extra):
+    body = {"model": "quorum/auto", "messages": [{"role": "user", "content": "hello"}], **extra}
+    responses = await send(runtime, "/v1/chat/completions", body)
+    assert responses[-1].WhichOneof("response") == "request_body"
+    assert orjson.loads(responses[-1].request_body.response.body_mutation.body) == {**body, "model": "small-v1"}

@@ -293,3 +293,20 @@ async def test_auto_does_not_fall_back_to_a_default_model_the_caller_may_not_use
     assert (status, error["code"]) == (400, "no_route")
     assert "available to you" in error["message"]
     assert set_headers(await answer(rt, chat("hello"), **{"x-client-id": "team"}))["x-quorum-model"] == "demo-small"
+
+
+async def test_hot_reload_applies_a_new_guard_at_once_and_warns_about_the_rendered_envoy(tmp_path, caplog):
+    from extproc.config import ConfigSource, load_config
+    from extproc.reload import Reloader, RuntimeHolder
+
+    path = tmp_path / "q.yaml"
+    path.write_text(config_text(envoy_extra="  fast_path: true\n"), encoding="utf-8")
+    holder = RuntimeHolder(build_runtime(load_config(path), environ=ENV), ConfigSource(path).read().digest)
+    reloader = Reloader(ConfigSource(path), holder, None, lambda c: build_runtime(c, environ=ENV))
+    scoped = POLICY.replace("action: block\n", "action: block\n    applies_to: [demo-small]\n")
+    path.write_text(config_text(envoy_extra="  fast_path: true\n", extra=scoped), encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="quorum.reload"):
+        assert await reloader.reload() == "success"
+    assert error_of(await answer(holder.runtime, chat(ATTACK, model="demo-small")))[0] == 400
+    warnings = [r.getMessage() for r in caplog.records if "quorum envoy-config" in r.getMessage()]
+    assert warnings and warnings[0].startswith("config reload: demo-small: now needs Quorum (guard no_jailbreak")

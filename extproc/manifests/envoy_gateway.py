@@ -1,0 +1,133 @@
+"""Envoy Gateway: an EnvoyExtensionPolicy that attaches Quorum to a Gateway, and the ReferenceGrant
+that lets it point at the `quorum` Service in Quorum's namespace.
+
+Envoy Gateway writes the ext_proc filter itself from a smaller API, so this carries the settings
+that API has, read from the same config and the same filter `quorum envoy-config` renders.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from extproc.bootstrap.listener import extproc_filter
+from extproc.bootstrap.routes import route_config
+from extproc.config import Config, split_host_port
+from extproc.manifests.istio import in_cluster
+from extproc.manifests.settings import Settings
+
+# Envoy's body send mode -> Envoy Gateway's ExtProcBodyProcessingMode.
+_GATEWAY_API = "gateway.networking.k8s.io"
+_BODY_MODES = {"BUFFERED": "Buffered", "STREAMED": "Streamed", "FULL_DUPLEX_STREAMED": "FullDuplexStreamed"}
+
+
+def duration(seconds: float) -> str:
+    """A Gateway API duration (`5s`, `250ms`): whole seconds or milliseconds, no fractions."""
+    millis = round(seconds * 1000)
+    return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
+
+
+def objects(config: Config, settings: Settings) -> list[dict[str, Any]]:
+    return [policy(config, settings), reference_grant(settings)]
+
+
+def routes(config: Config, settings: Settings) -> list[dict[str, Any]]:
+    """The rendered model routes as an HTTPRoute on the Gateway (in-cluster models only), plus a
+    ReferenceGrant in each models' namespace so the route may send there."""
+    models = {m.cluster_name: m for m in config.providers.models}
+    (vhost,) = route_config(config)["virtual_hosts"]
+    rules, namespaces = [], set()
+    for route in vhost["routes"]:
+        model = models.get(route.get("route", {}).get("cluster", ""))
+        if model is None or not in_cluster(model):
+            continue
+        parts = urlsplit(model.base_url)
+        name, _, rest = (parts.hostname or "").partition(".")
+        namespace = rest.split(".")[0] if rest else settings.gateway_namespace
+        namespaces.add(namespace)
+        (header,) = route["match"]["headers"]
+        model_name = header["string_match"]["exact"]
+        rule: dict[str, Any] = {
+            "matches": [
+                {
+                    "path": {"type": "PathPrefix", "value": route["match"]["prefix"]},
+                    "headers": [{"type": "Exact", "name": header["name"], "value": model_name}],
+                }
+            ],
+            "backendRefs": [{"name": name, "namespace": namespace, "port": parts.port or 80}],
+            "timeouts": {"request": duration(config.envoy.upstream_timeout)},
+        }
+        rewrite = route["route"].get("regex_rewrite")
+        if rewrite:
+            path = {"type": "ReplacePrefixMatch", "replacePrefixMatch": rewrite["substitution"]}
+            rule["filters"] = [{"type": "URLRewrite", "urlRewrite": {"path": path}}]
+        rules.append(rule)
+    http_route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": settings.metadata(f"{settings.name}-models", settings.gateway_namespace),
+        "spec": {"parentRefs": [{"name": settings.gateway_name}], "rules": rules},
+    }
+    grants = [
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1beta1",
+            "kind": "ReferenceGrant",
+            "metadata": settings.metadata(f"{settings.name}-routes-from-{settings.gateway_namespace}", namespace),
+            "spec": {
+                "from": [{"group": _GATEWAY_API, "kind": "HTTPRoute", "namespace": settings.gateway_namespace}],
+                "to": [{"group": "", "kind": "Service"}],
+            },
+        }
+        for namespace in sorted(namespaces - {settings.gateway_namespace})
+    ]
+    return [http_route, *grants]
+
+
+def policy(config: Config, settings: Settings) -> dict[str, Any]:
+    typed = extproc_filter(config)["typed_config"]
+    mode = typed["processing_mode"]
+    processing: dict[str, Any] = {"request": {"body": _BODY_MODES[mode["request_body_mode"]]}}
+    if mode["response_header_mode"] == "SEND":
+        response_body = mode["response_body_mode"]
+        processing["response"] = {"body": _BODY_MODES[response_body]} if response_body != "NONE" else {}
+    processing["allowModeOverride"] = typed["allow_mode_override"]
+    return {
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "EnvoyExtensionPolicy",
+        "metadata": settings.metadata(settings.name, settings.gateway_namespace),
+        "spec": {
+            "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": settings.gateway_name}],
+            "extProc": [
+                {
+                    "backendRefs": [
+                        {
+                            "name": settings.name,
+                            "namespace": settings.namespace,
+                            "port": split_host_port(config.server.listen)[1],
+                        }
+                    ],
+                    "messageTimeout": duration(config.envoy.message_timeout),
+                    "failOpen": typed["failure_mode_allow"],
+                    "processingMode": processing,
+                }
+            ],
+        },
+    }
+
+
+def reference_grant(settings: Settings) -> dict[str, Any]:
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1beta1",
+        "kind": "ReferenceGrant",
+        "metadata": settings.metadata(f"{settings.name}-from-{settings.gateway_namespace}"),
+        "spec": {
+            "from": [
+                {
+                    "group": "gateway.envoyproxy.io",
+                    "kind": "EnvoyExtensionPolicy",
+                    "namespace": settings.gateway_namespace,
+                }
+            ],
+            "to": [{"group": "", "kind": "Service", "name": settings.name}],
+        },
+    }

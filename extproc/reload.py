@@ -1,0 +1,159 @@
+"""Hot reload: read → validate → compile → prepare → swap, on a file change or SIGHUP.
+
+The request path reads `RuntimeHolder.runtime` once per ext_proc stream and keeps that snapshot
+for the whole request, so a swap is one attribute assignment and in-flight requests finish on the
+runtime they started with. Everything else (reading, YAML, validation, compiling signals, loading
+an embedding model) happens here, off the request path: a thread for the blocking parts, then
+`prepare_runtime` on the loop as at start-up.
+
+An invalid candidate changes nothing: every problem is logged, `quorum_config_reloads_total
+{result="failure"}` grows, and the old runtime keeps serving. Settings bound at start-up (the
+listen address, workers, the gRPC message limit, telemetry) keep their old values, with a warning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from extproc.config import Config, ConfigError, ConfigSource, Snapshot, validate_document
+from extproc.policy.fastpath import reload_warnings
+from extproc.runtime import Runtime, build_runtime, prepare_runtime
+from extproc.telemetry.metrics import Metrics
+
+log = logging.getLogger("quorum.reload")
+
+# (section, key) bound when the process starts; None = the whole section.
+RESTART_ONLY: tuple[tuple[str, str | None], ...] = (
+    ("server", "listen"),
+    ("server", "workers"),
+    ("server", "max_body_bytes"),  # the gRPC message size limit is set when the server is created
+    ("server", "log_level"),  # logging is configured once (and --log-level may override it)
+    ("server", "route_header"),  # Envoy's routes match these: changing them alone would unroute everything
+    ("server", "decision_header"),
+    ("observability", None),  # tracer, metrics server and access log are built once
+)
+
+
+class RuntimeHolder:
+    """The runtime new streams get. Swapped whole; never mutated."""
+
+    __slots__ = ("digest", "generation", "runtime")
+
+    def __init__(self, runtime: Runtime, digest: str = "") -> None:
+        self.runtime = runtime
+        self.digest = digest  # sha256 of the source files the runtime was built from
+        self.generation = 1
+
+    def swap(self, runtime: Runtime, digest: str) -> None:
+        self.runtime = runtime
+        self.digest = digest
+        self.generation += 1
+
+
+def pin_restart_only(new: Config, old: Config) -> tuple[Config, list[str]]:
+    """`new` with the start-up-bound settings of `old`, and a warning for each that changed."""
+    warnings = []
+    updates: dict[str, Any] = {}
+    for section, key in RESTART_ONLY:
+        old_part = getattr(old, section)
+        new_part = updates.get(section, getattr(new, section))
+        if key is None:
+            if new_part != old_part:
+                warnings.append(f"{section}: changes need a restart; keeping the running settings")
+                updates[section] = old_part
+        elif (before := getattr(old_part, key)) != (after := getattr(new_part, key)):
+            warnings.append(f"{section}.{key}: changing {before!r} to {after!r} needs a restart; keeping {before!r}")
+            updates[section] = new_part.model_copy(update={key: before})
+    return (new.model_copy(update=updates) if updates else new), warnings
+
+
+class Reloader:
+    """Owns reloads for one process: one at a time, triggered by `request()` (SIGHUP) or by polling."""
+
+    def __init__(
+        self,
+        source: ConfigSource,
+        holder: RuntimeHolder,
+        metrics: Metrics | None = None,
+        compile_runtime: Callable[[Config], Runtime] = build_runtime,
+    ) -> None:
+        self.source = source
+        self.holder = holder
+        self.metrics = metrics
+        self.compile_runtime = compile_runtime
+        self._wake = asyncio.Event()
+        self._reason = "watch"
+        if metrics is not None:
+            metrics.config_active(holder.digest, holder.generation)
+
+    def request(self, reason: str = "SIGHUP") -> None:
+        """Ask for a reload even if the files look unchanged (safe to call from a signal handler)."""
+        self._reason = reason
+        self._wake.set()
+
+    async def run(self, interval: float | None = None) -> None:
+        """Poll the source every `interval` seconds (default: the active config's
+        `server.watch_interval`; never if 0) and serve `request()`s, until cancelled."""
+        seen = await asyncio.to_thread(self.source.fingerprint)
+        while True:
+            every = self.holder.runtime.config.server.watch_interval if interval is None else interval
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=every or None)
+            forced = self._wake.is_set()
+            reason, self._reason = self._reason, "watch"
+            self._wake.clear()
+            current = await asyncio.to_thread(self.source.fingerprint)
+            if forced or current != seen:
+                seen = current
+                await self.reload(reason if forced else "file changed")
+
+    async def reload(self, reason: str = "SIGHUP") -> str:
+        """One attempt; returns its result: success, failure or unchanged."""
+        try:
+            result = await self._attempt(reason)
+        except ConfigError as err:
+            log.error("config reload (%s) rejected; still serving generation %d:", reason, self.holder.generation)
+            for line in str(err).splitlines():
+                log.error("  %s", line.strip())
+            result = "failure"
+        except Exception:
+            log.exception("config reload (%s) failed; still serving generation %d", reason, self.holder.generation)
+            result = "failure"
+        if self.metrics is not None:
+            self.metrics.config_reloads.labels(result).inc()
+            self.metrics.config_last_reload_success.set(0 if result == "failure" else 1)
+        return result
+
+    async def _attempt(self, reason: str) -> str:
+        try:
+            snapshot: Snapshot = await asyncio.to_thread(self.source.read)
+        except OSError as exc:
+            raise ConfigError([f"cannot read: {exc}"], str(self.source)) from None
+        if snapshot.digest == self.holder.digest:
+            if reason != "file changed":
+                log.info("config reload (%s): %s is unchanged", reason, self.source)
+            return "unchanged"
+        old = self.holder.runtime.config
+        candidate = await asyncio.to_thread(validate_document, snapshot.raw, str(self.source))
+        config, warnings = pin_restart_only(candidate, old)
+        warnings += reload_warnings(old, config)  # the Envoy config may need rendering again
+        runtime = await asyncio.to_thread(self.compile_runtime, config)
+        await prepare_runtime(runtime)
+        for warning in warnings:
+            log.warning("config reload: %s", warning)
+        self.holder.swap(runtime, snapshot.digest)
+        if self.metrics is not None:
+            self.metrics.config_active(snapshot.digest, self.holder.generation)
+        log.info(
+            "config reloaded (%s): generation %d, hash %s, %d models, %d decisions",
+            reason,
+            self.holder.generation,
+            snapshot.digest[:12],
+            len(runtime.models),
+            len(runtime.decisions),
+        )
+        return "success"

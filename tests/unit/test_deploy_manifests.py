@@ -1,0 +1,251 @@
+"""deploy/: generated from deploy/config.yaml by the code behind `quorum envoy-config`, and valid offline."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import dockerfile
+import kubernetes_validate
+import pytest
+import yaml
+from test_bootstrap import envoy_validate
+
+from extproc.bootstrap import EXTPROC_CLUSTER, render
+from extproc.bootstrap.extproc_cluster import outlier_detection
+from extproc.bootstrap.listener import extproc_filter
+from extproc.cli import main
+from extproc.config import load_config
+from extproc.manifests import Settings, render_manifests
+from extproc.manifests.envoy_gateway import duration
+from extproc.manifests.istio import cluster_name
+from extproc.manifests.kubernetes import CONFIG_PATH, RUN_AS
+from extproc.pb import SERVICE_NAME
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+SOURCE = DEPLOY / "config.yaml"
+CONFIG = load_config(SOURCE)
+KUBERNETES_VERSION = "1.33"
+
+
+def documents(relative: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((DEPLOY / relative).read_text(encoding="utf-8")) if d]
+
+
+def by_kind(kind: str) -> list[dict[str, Any]]:
+    paths = [str(path.relative_to(DEPLOY)) for path in sorted(DEPLOY.rglob("*.yaml"))]
+    return [d for path in paths for d in documents(path) if d.get("kind") == kind]
+
+
+def container() -> dict[str, Any]:
+    (deployment,) = by_kind("Deployment")
+    (only,) = deployment["spec"]["template"]["spec"]["containers"]
+    return only
+
+
+# ---------------------------------------------------------------- one source of truth
+
+
+def test_committed_files_are_what_the_generator_renders(tmp_path: Path) -> None:
+    assert main(["deploy-manifests", "--config", str(SOURCE), "--output", str(tmp_path)]) == 0
+    rendered = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.yaml")}
+    committed = {str(p.relative_to(DEPLOY)) for p in DEPLOY.rglob("*.yaml")} - {"config.yaml"}
+    assert committed == rendered, "run `make deploy-manifests`"
+    for relative in sorted(rendered):
+        assert (DEPLOY / relative).read_text(encoding="utf-8") == (tmp_path / relative).read_text(encoding="utf-8"), (
+            f"deploy/{relative} is stale: run `make deploy-manifests`"
+        )
+
+
+def test_the_istio_filter_is_the_rendered_ext_proc_filter_under_istios_cluster_name() -> None:
+    (envoy_filter,) = by_kind("EnvoyFilter")
+    (patch,) = envoy_filter["spec"]["configPatches"]
+    assert patch["patch"]["value"] == extproc_filter(CONFIG, "outbound|50051||quorum.quorum.svc.cluster.local")
+    assert patch["patch"]["operation"] == "INSERT_BEFORE"
+    assert patch["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"] == "envoy.filters.http.router"
+    # The same filter as the standalone bootstrap, apart from the cluster's name.
+    standalone = extproc_filter(CONFIG)
+    standalone["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] = cluster_name(CONFIG, Settings())
+    assert patch["patch"]["value"] == standalone
+
+
+def test_the_istio_routes_are_the_rendered_routes_for_in_cluster_models() -> None:
+    (service,) = by_kind("VirtualService")
+    http = service["spec"]["http"]
+    assert [r["name"] for r in http] == ["model-small", "model-coder", "unrouted"]  # frontier is outside
+    small = http[0]
+    assert small["match"] == [{"uri": {"prefix": "/v1/"}, "headers": {"x-quorum-model": {"exact": "small"}}}]
+    destination = {"host": "vllm-small.models.svc.cluster.local", "port": {"number": 8000}}
+    assert small["route"] == [{"destination": destination}]
+    # The same 404 as the standalone bootstrap's catch-all, last.
+    bootstrap = render(CONFIG)
+    hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    unrouted = hcm["route_config"]["virtual_hosts"][0]["routes"][-1]["direct_response"]
+    assert http[-1]["directResponse"] == {"status": 404, "body": {"string": unrouted["body"]["inline_string"]}}
+
+
+def test_a_model_base_path_becomes_an_istio_rewrite() -> None:
+    text = SOURCE.read_text(encoding="utf-8").replace(
+        "vllm-coder.models.svc.cluster.local:8000/v1", "vllm-coder.models.svc.cluster.local:8000/openai/v1"
+    )
+    files = render_manifests(text, Settings())
+    service = yaml.safe_load(files["istio/virtualservice.yaml"])
+    coder = next(r for r in service["spec"]["http"] if r["name"] == "model-coder")
+    assert coder["rewrite"] == {"uriRegexRewrite": {"match": "^/v1/", "rewrite": "/openai/v1/"}}
+
+
+def test_the_istio_destination_rule_ejects_like_the_rendered_cluster() -> None:
+    (rule,) = by_kind("DestinationRule")
+    outlier = rule["spec"]["trafficPolicy"]["outlierDetection"]
+    envoy = outlier_detection()
+    assert outlier["consecutiveLocalOriginFailures"] == envoy["consecutive_local_origin_failure"]
+    assert outlier["splitExternalLocalOriginErrors"] is True
+    assert outlier["consecutiveGatewayErrors"] == envoy["consecutive_gateway_failure"]
+    assert rule["spec"]["host"] == "quorum.quorum.svc.cluster.local"
+
+
+def test_the_envoy_gateway_policy_carries_the_rendered_filter_settings() -> None:
+    (policy,) = by_kind("EnvoyExtensionPolicy")
+    (ext_proc,) = policy["spec"]["extProc"]
+    typed = extproc_filter(CONFIG)["typed_config"]
+    assert ext_proc["failOpen"] is typed["failure_mode_allow"] is False
+    assert CONFIG.envoy.message_timeout == 5
+    assert ext_proc["messageTimeout"] == "5s"
+    assert ext_proc["processingMode"]["request"] == {"body": "FullDuplexStreamed"}
+    assert ext_proc["processingMode"]["allowModeOverride"] is True
+    assert "response" not in ext_proc["processingMode"]  # usage accounting is off: responses skip Quorum
+    assert ext_proc["backendRefs"] == [{"name": "quorum", "namespace": "quorum", "port": 50051}]
+    (grant,) = [g for g in by_kind("ReferenceGrant") if g["spec"]["from"][0]["kind"] == "EnvoyExtensionPolicy"]
+    assert grant["spec"]["from"][0]["namespace"] == policy["metadata"]["namespace"]
+    assert grant["metadata"]["namespace"] == "quorum"
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(5, "5s"), (0.25, "250ms"), (600, "600s"), (1.5, "1500ms")])
+def test_gateway_api_durations(seconds: float, text: str) -> None:
+    assert duration(seconds) == text
+
+
+def test_the_envoy_gateway_routes_are_the_rendered_routes_for_in_cluster_models() -> None:
+    (route,) = by_kind("HTTPRoute")
+    assert route["spec"]["parentRefs"] == [{"name": "eg"}]
+    assert route["metadata"]["namespace"] == by_kind("EnvoyExtensionPolicy")[0]["metadata"]["namespace"]
+    rules = route["spec"]["rules"]
+    assert [r["matches"][0]["headers"] for r in rules] == [
+        [{"type": "Exact", "name": "x-quorum-model", "value": "small"}],
+        [{"type": "Exact", "name": "x-quorum-model", "value": "coder"}],
+    ]
+    assert rules[0]["backendRefs"] == [{"name": "vllm-small", "namespace": "models", "port": 8000}]
+    grants = [g for g in by_kind("ReferenceGrant") if g["spec"]["from"][0]["kind"] == "HTTPRoute"]
+    assert [g["metadata"]["namespace"] for g in grants] == ["models"]
+
+
+def test_a_buffered_config_gives_buffered_policies() -> None:
+    text = SOURCE.read_text(encoding="utf-8").replace("envoy:\n", "envoy:\n  request_body_mode: buffered\n", 1)
+    files = render_manifests(text, Settings())
+    policy = yaml.safe_load(files["envoy-gateway/envoyextensionpolicy.yaml"].split("\n", 1)[1].split("---")[0])
+    assert policy["spec"]["extProc"][0]["processingMode"]["request"] == {"body": "Buffered"}
+    istio = yaml.safe_load(files["istio/envoyfilter.yaml"])
+    value = istio["spec"]["configPatches"][0]["patch"]["value"]
+    assert value["typed_config"]["processing_mode"]["request_body_mode"] == "BUFFERED"
+
+
+def test_the_configmap_carries_the_config_file_verbatim() -> None:
+    (configmap,) = by_kind("ConfigMap")
+    assert configmap["data"]["config.yaml"] == SOURCE.read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------- the pods
+
+
+def test_probes_ask_the_grpc_health_service_on_the_configured_port() -> None:
+    pod = container()
+    assert pod["readinessProbe"]["grpc"] == {"port": 50051, "service": SERVICE_NAME}
+    assert pod["startupProbe"]["grpc"] == {"port": 50051, "service": SERVICE_NAME}
+    assert pod["livenessProbe"]["grpc"]["port"] == 50051
+    assert {p["name"]: p["containerPort"] for p in pod["ports"]} == {"grpc": 50051, "metrics": 9190}
+
+
+def test_provider_keys_come_from_a_secret_never_from_the_manifests() -> None:
+    env = container()["env"]
+    secret = {"secretKeyRef": {"name": "quorum-provider-keys", "key": "OPENAI_API_KEY"}}
+    assert env == [{"name": "OPENAI_API_KEY", "valueFrom": secret}]
+    assert not by_kind("Secret")
+
+
+def test_the_pod_runs_the_image_as_built() -> None:
+    commands = dockerfile.parse_file(str(REPO / "Dockerfile"))
+    (cmd,) = [c for c in commands if c.cmd == "CMD"]
+    assert list(cmd.value) == container()["args"] == ["serve", "--config", CONFIG_PATH]
+    user = [c for c in commands if c.cmd == "USER"][-1].value[0]
+    assert user == f"{RUN_AS}:{RUN_AS}"
+    (deployment,) = by_kind("Deployment")
+    pod_security = deployment["spec"]["template"]["spec"]["securityContext"]
+    assert pod_security["runAsNonRoot"] is True and pod_security["runAsUser"] == RUN_AS
+    assert container()["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_the_grace_period_covers_the_drain_and_quorums_own_grace() -> None:
+    (deployment,) = by_kind("Deployment")
+    spec = deployment["spec"]["template"]["spec"]
+    drain = container()["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert spec["terminationGracePeriodSeconds"] > drain + CONFIG.server.grace_period
+
+
+def test_services_for_the_mesh_and_for_a_standalone_envoy() -> None:
+    services = {s["metadata"]["name"]: s["spec"] for s in by_kind("Service")}
+    assert services["quorum"]["ports"][0]["appProtocol"] == "grpc"  # HTTP/2 in Istio and Envoy Gateway
+    assert services["quorum-headless"]["clusterIP"] == "None"
+    # The standalone bootstrap resolves the headless Service to every pod.
+    cluster = next(c for c in render(CONFIG)["static_resources"]["clusters"] if c["name"] == EXTPROC_CLUSTER)
+    assert cluster["type"] == "STRICT_DNS"
+    address = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+    assert address["address"].startswith("quorum-headless.quorum.svc")
+
+
+# ---------------------------------------------------------------- offline validation
+
+
+CORE = [
+    pytest.param(doc, id=f"{doc['kind']}/{doc['metadata']['name']}")
+    for path in sorted((DEPLOY / "kubernetes").glob("*.yaml"))
+    for doc in documents(f"kubernetes/{path.name}")
+    if doc["kind"] != "Kustomization"
+]
+
+
+def test_every_core_kind_is_there() -> None:
+    kinds = {p.values[0]["kind"] for p in CORE}
+    assert kinds == {"ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"}
+
+
+@pytest.mark.parametrize("doc", CORE)
+def test_kubernetes_accepts_the_object(doc: dict[str, Any]) -> None:
+    kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_kubernetes_validate_rejects_a_broken_object() -> None:
+    broken = copy.deepcopy(by_kind("Deployment")[0])
+    broken["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["grpc"]["port"] = "grpc"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+def test_envoy_accepts_the_standalone_bootstrap() -> None:
+    envoy_validate(DEPLOY / "envoy" / "bootstrap.yaml")
+
+
+def test_envoy_accepts_the_istio_filter_in_a_gateway_listener(tmp_path: Path) -> None:
+    """The EnvoyFilter's value in a real HTTP connection manager, next to a cluster named as Istio names it."""
+    (envoy_filter,) = by_kind("EnvoyFilter")
+    value = envoy_filter["spec"]["configPatches"][0]["patch"]["value"]
+    bootstrap = render(CONFIG)
+    hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["http_filters"][0] = value
+    for cluster in bootstrap["static_resources"]["clusters"]:
+        if cluster["name"] == EXTPROC_CLUSTER:
+            cluster["name"] = cluster["load_assignment"]["cluster_name"] = cluster_name(CONFIG, Settings())
+    out = tmp_path / "istio-gateway.yaml"
+    out.write_text(yaml.safe_dump(bootstrap), encoding="utf-8")
+    envoy_validate(out)
