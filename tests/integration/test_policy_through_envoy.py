@@ -7,6 +7,8 @@ key to a client id (as ext_authz would); the rendered config strips any client-s
 from __future__ import annotations
 
 import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -196,19 +198,30 @@ def test_client_routing_header_with_a_body_that_is_not_json_never_selects_a_rout
     assert backend_requests(fast_stack, "demo-small") == []
 
 
-def test_a_model_that_gains_a_guard_leaves_the_fast_path_after_a_reload(fast_stack, fast_ports, tmp_path):
-    """Envoy's config is static here: the reload is a re-render and a restart of the whole stack."""
-    before = sdk(fast_stack).chat.completions.with_raw_response.create(model="demo-small", messages=ask(ATTACK))
-    assert before.headers["x-quorum-decision"] == "fast_path"  # no guard yet: the attack goes through
-    fast_stack.stop()
-    text = config_text(max_body=MAX_BODY, envoy_extra=FAST, extra=SMALL_GUARD, **fast_ports)
-    guarded = _start(tmp_path, text)
+def test_a_model_that_gains_a_guard_leaves_the_fast_path_after_a_reload(fast_stack, fast_ports):
+    """Quorum hot-reloads the edited config (SIGHUP); Envoy's static config is rendered again and
+    Envoy alone restarted (it runs with --disable-hot-restart, so that is how it takes a new bootstrap)."""
+    client = sdk(fast_stack)
+    before = client.chat.completions.with_raw_response.create(model="demo-small", messages=ask(ATTACK))
+    assert before.headers["x-quorum-decision"] == "fast_path"  # no guard yet: nothing stops it
+    original = fast_stack.config_path.read_text(encoding="utf-8")
+    fast_stack.config_path.write_text(
+        config_text(max_body=MAX_BODY, envoy_extra=FAST, extra=SMALL_GUARD, **fast_ports), encoding="utf-8"
+    )
     try:
+        fast_stack.signal("quorum", signal.SIGHUP)
+        metrics = f"http://127.0.0.1:{fast_ports['metrics_port']}/metrics"
+        deadline = time.monotonic() + 20
+        while "quorum_config_generation 2.0" not in httpx.get(metrics).text:
+            assert time.monotonic() < deadline, "Quorum did not reload the edited config"
+            time.sleep(0.1)
+        fast_stack.restart_envoy()
         with pytest.raises(openai.BadRequestError) as info:
-            sdk(guarded).chat.completions.create(model="demo-small", messages=ask(ATTACK))
+            client.chat.completions.create(model="demo-small", messages=ask(ATTACK))
         assert info.value.code == "content_policy_violation"
-        coder = sdk(guarded).chat.completions.with_raw_response.create(model="demo-coder", messages=ask(ATTACK))
+        coder = client.chat.completions.with_raw_response.create(model="demo-coder", messages=ask(ATTACK))
         assert coder.headers["x-quorum-decision"] == "fast_path"  # the guard does not cover demo-coder
-    finally:
-        guarded.stop()
-        fast_stack.start()  # leave the module's stack as it was for any test after this one
+    finally:  # leave the module's stack as it was for any test after this one
+        fast_stack.config_path.write_text(original, encoding="utf-8")
+        fast_stack.signal("quorum", signal.SIGHUP)
+        fast_stack.restart_envoy()
