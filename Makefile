@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install protos run test test-unit bench lint format envoy-configs deploy-manifests clean
+.PHONY: install protos run test test-unit bench lint format envoy-configs deploy-manifests image clean
 
 install: $(STAMP)
 
@@ -52,6 +52,9 @@ envoy-configs: install
 
 deploy-manifests: install
 	$(PY) -m extproc deploy-manifests --config deploy/config.yaml --output deploy
+
+image:
+	docker build -t quorum:$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml) .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -169,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     envoy = sub.add_parser("envoy-config", help="render an Envoy bootstrap for a config")
     envoy.add_argument("--config", "-c", required=True)
-    envoy.add_argument("--workers", type=int, help="ext_proc endpoints to list (default: server.workers)")
+    envoy.add_argument(
+        "--workers", type=int, help="worker ports to list (default: server.workers; envoy.extproc_endpoints wins)"
+    )
     envoy.add_argument("--output", "-o", help="write here instead of stdout")
     envoy.set_defaults(func=_cmd_envoy_config)
 

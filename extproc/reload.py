@@ -71,6 +71,14 @@ def pin_restart_only(new: Config, old: Config) -> tuple[Config, list[str]]:
     return (new.model_copy(update=updates) if updates else new), warnings
 
 
+def envoy_side_changed(new: Config, old: Config) -> bool:
+    """Whether `quorum envoy-config` renders a different bootstrap for `new`: a model added, a
+    backend moved, an `envoy` setting changed. Quorum cannot apply that side; Envoy must reload."""
+    from extproc.bootstrap import render_yaml
+
+    return bool(render_yaml(new, workers=old.server.workers) != render_yaml(old, workers=old.server.workers))
+
+
 class Reloader:
     """Owns reloads for one process: one at a time, triggered by `request()` (SIGHUP) or by polling."""
 
@@ -79,7 +87,7 @@ class Reloader:
         source: ConfigSource,
         holder: RuntimeHolder,
         metrics: Metrics | None = None,
-        compile_runtime: Callable[[Config], Runtime] = build_runtime,
+        compile_runtime: Callable[..., Runtime] = build_runtime,
     ) -> None:
         self.source = source
         self.holder = holder
@@ -128,6 +136,15 @@ class Reloader:
             self.metrics.config_last_reload_success.set(0 if result == "failure" else 1)
         return result
 
+    def _reusable_semantic(self, config: Config) -> Any:
+        """The running embedding engine, when the new config embeds the same way: a reload then
+        neither loads the model again nor holds two copies (cached embeddings stay valid too)."""
+        old = self.holder.runtime
+        semantic = old.semantic
+        if semantic is None or semantic.engine is None or old.config.routing.embedding != config.routing.embedding:
+            return None
+        return semantic
+
     async def _attempt(self, reason: str) -> str:
         try:
             snapshot: Snapshot = await asyncio.to_thread(self.source.read)
@@ -140,8 +157,13 @@ class Reloader:
         old = self.holder.runtime.config
         candidate = await asyncio.to_thread(validate_document, snapshot.raw, str(self.source))
         config, warnings = pin_restart_only(candidate, old)
-        warnings += reload_warnings(old, config)  # the Envoy config may need rendering again
-        runtime = await asyncio.to_thread(self.compile_runtime, config)
+        warnings += reload_warnings(old, config)  # policy on a model Envoy routes by itself
+        if await asyncio.to_thread(envoy_side_changed, config, old):
+            warnings.append(
+                "the Envoy bootstrap for this config differs from the running one (models, backends or envoy.*): "
+                "re-render it with `quorum envoy-config` and reload Envoy; until then new models have no route"
+            )
+        runtime = await asyncio.to_thread(self.compile_runtime, config, semantic=self._reusable_semantic(config))
         await prepare_runtime(runtime)
         for warning in warnings:
             log.warning("config reload: %s", warning)

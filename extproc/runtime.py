@@ -79,6 +79,7 @@ class Runtime:
         return render_model_list([(n, o) for n, o in self.owners if self.access.allows(n, identity)], self.created)
 
     embedder: Any = None  # the embedding engine, when semantic signals or an algorithm loaded one
+    semantic: Any = None  # the SemanticContext (embedding engine, detector pool), kept for reloads to reuse
 
 
 def build_runtime(config: Config, environ: dict[str, str] | None = None, semantic: Any = None) -> Runtime:
@@ -164,6 +165,7 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None, semanti
         owners=tuple(owners),
         created=created,
         embedder=getattr(semantic, "engine", None),
+        semantic=semantic,
     )
 
 

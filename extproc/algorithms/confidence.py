@@ -15,7 +15,7 @@ from typing import Any
 
 from extproc.algorithms import Answer, Run, RunContext, register
 from extproc.config import ConfidenceConfig, DecisionConfig
-from extproc.fusion.algorithm import check_fusion, plan_headers, run_fusion
+from extproc.fusion.algorithm import check_fusion, plan_headers, run_fusion, wants_embeddings
 from extproc.fusion.plan import FusionPlan, budget, build_plan
 from extproc.modeltypes import Completion, ModelCallError
 
@@ -40,8 +40,7 @@ class Confidence:
 
     @property
     def wants_embeddings(self) -> bool:
-        early = self.config.escalate.early_exit
-        return early is not None and early.similarity == "embedding"
+        return wants_embeddings(self.config.escalate)
 
     def start(self, ctx: RunContext) -> Run:
         plan = build_plan(ctx.runtime, ctx.trace.decision, self.config.escalate, self.models, ctx.body)

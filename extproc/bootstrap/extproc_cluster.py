@@ -5,10 +5,14 @@ as a Kubernetes headless Service that resolves to every pod), else the worker po
 `server.listen` (`server.workers` consecutive ports). Envoy learns about a replica that is going
 away or gone in two ways, so new ext_proc streams stop going there:
 
-- active gRPC health checks on the ext_proc service name: a replica that reports NOT_SERVING
-  (Quorum does on SIGTERM) is taken out at the next check; one that does not answer, after two;
+- active gRPC health checks on the ext_proc service name, every second: a replica that reports
+  NOT_SERVING (Quorum does on SIGTERM, then keeps serving for `server.drain_delay`, which must be
+  longer than the interval) is taken out at the next check; one that does not answer, after two;
 - outlier detection: connections refused or reset (a killed replica) eject it at once, and
   repeated gateway errors (gRPC UNAVAILABLE, ...) after a few.
+
+Until then, the ext_proc filter's stream retry (`stream_retry_policy`) opens a stream that could
+not reach a replica on another one.
 
 A replica comes back after its ejection time once its health check passes again. When fewer than
 half the replicas are healthy Envoy's panic mode sends to all of them, so a lone Quorum is never
@@ -24,8 +28,7 @@ from extproc.config import EXTPROC_CLUSTER, Config, split_host_port
 from extproc.pb import SERVICE_NAME
 from extproc.server import worker_addresses
 
-HEALTH_INTERVAL = 2.0  # seconds between checks of a healthy replica
-UNHEALTHY_INTERVAL = 1.0  # a replica that is out is checked more often, so it returns quickly
+HEALTH_INTERVAL = 1.0  # seconds between checks; shorter than server.drain_delay
 HEALTH_TIMEOUT = 2.0  # generous: a busy 2-core machine must not fail checks of a working Quorum
 
 
@@ -98,7 +101,6 @@ def health_check() -> dict[str, Any]:
         "timeout": seconds(HEALTH_TIMEOUT),
         "interval": seconds(HEALTH_INTERVAL),
         "no_traffic_interval": seconds(HEALTH_INTERVAL),  # Envoy's default is 60 s for an idle cluster
-        "unhealthy_interval": seconds(UNHEALTHY_INTERVAL),
         "unhealthy_threshold": 2,  # network failures; NOT_SERVING counts at once
         "healthy_threshold": 1,
         "grpc_health_check": {"service_name": SERVICE_NAME},

@@ -86,6 +86,13 @@ class EarlyExitConfig(Strict):
     similarity: Literal["auto", "embedding", "exact"] = "auto"
 
 
+class GroundingConfig(Strict):
+    reference: Literal["auto", "context", "panel"] = "auto"  # auto: the request's context if any, else the panel
+    min_score: Fraction = 0.4  # answers scoring below are left out of judge and synthesis
+    similarity: Literal["auto", "embedding", "lexical"] = "auto"
+    on_error: Literal["skip", "fail"] = "skip"  # scoring failed: keep every answer, or fail the request
+
+
 class FusionConfig(Strict):
     model: str | None = None
     analysis_models: list[str] = []
@@ -105,6 +112,7 @@ class FusionConfig(Strict):
     judge_prompt_version: str = "fusion-v1"
     heartbeat_interval: Seconds = 2.0  # true streaming: SSE comments while panel and judge work
     early_exit: EarlyExitConfig | None = None  # skip judge and synthesis when the panel agrees
+    grounding: GroundingConfig | None = None  # score panel answers before the judge, drop ungrounded ones
 
 
 class ConfidenceConfig(Strict):

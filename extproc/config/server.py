@@ -28,7 +28,7 @@ class ServerConfig(Strict):
     grace_period: Seconds = 10.0  # SIGTERM: how long in-flight streams may still finish
     # SIGTERM: keep serving this long after reporting NOT_SERVING, so Envoy's health checks see it
     # and stop sending new streams before the listener closes.
-    drain_delay: SecondsOrZero = 2.0
+    drain_delay: SecondsOrZero = 3.0  # the rendered health check runs every 2 s
     # How often the config file (or directory) is checked for changes; 0 = only on SIGHUP.
     watch_interval: SecondsOrZero = 1.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"

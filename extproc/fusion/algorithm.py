@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from extproc.algorithms import Answer, Run, RunContext, register
 from extproc.config import DecisionConfig, FusionConfig
-from extproc.fusion.looper import convene, early_exit, judge, synthesize, synthesize_stream
+from extproc.fusion.looper import convene, early_exit, grounded, judge, synthesize, synthesize_stream
 from extproc.fusion.plan import FusionPlan, budget, build_plan
 from extproc.modeltypes import Completion
 
@@ -27,8 +27,7 @@ class Fusion:
     @property
     def wants_embeddings(self) -> bool:
         """The runtime must load an embedding engine (consensus by cosine was asked for explicitly)."""
-        early = self.config.early_exit
-        return early is not None and early.similarity == "embedding"
+        return wants_embeddings(self.config)
 
     @property
     def budget(self) -> float:
@@ -48,6 +47,14 @@ class Fusion:
         return Run(plan.judge.name, lambda: run_fusion(ctx, plan), plan_headers(plan))
 
 
+def wants_embeddings(config: FusionConfig) -> bool:
+    """Consensus or grounding asked for cosine explicitly: the runtime must load an engine."""
+    early, grounding = config.early_exit, config.grounding
+    return (early is not None and early.similarity == "embedding") or (
+        grounding is not None and grounding.similarity == "embedding"
+    )
+
+
 def plan_headers(plan: FusionPlan) -> dict[str, str]:
     return {"x-quorum-judge": plan.judge.name, "x-quorum-panel": ",".join(m.name for m in plan.panel)}
 
@@ -55,12 +62,14 @@ def plan_headers(plan: FusionPlan) -> dict[str, str]:
 async def run_fusion(ctx: RunContext, plan: FusionPlan, ready: list[Completion] | None = None) -> Answer:
     """Panel (minus the `ready` answers), consensus, judge, synthesis: the fusion steps in order."""
     body, headers = ctx.body, ctx.call_headers
+    embedder = ctx.runtime.embedder
     panel = await convene(ctx.client, plan, body, headers, ctx.trace, ready)
+    answers = await grounded(plan, panel, body, ctx.trace, embedder)
     # With tools the synthesis call (the only one that gets them) must run: it may call one.
-    agreed = None if body.get("tools") else await early_exit(plan, panel, ctx.trace, ctx.runtime.embedder)
+    agreed = None if body.get("tools") else await early_exit(plan, answers, panel, ctx.trace, embedder)
     if agreed is not None:
         return Answer(agreed.message, agreed.finish_reason)
-    d = await judge(ctx.client, plan, panel, body, headers, ctx.trace)
+    d = await judge(ctx.client, plan, panel, body, headers, ctx.trace, answers)
     if ctx.streaming:
         return Answer(stream=synthesize_stream(ctx.client, d, body, headers, ctx.trace))
     final = await synthesize(ctx.client, d, body, headers, ctx.trace)

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from extproc.algorithms.trace import RunTrace, ms
-from extproc.errors import UpstreamError
+from extproc.errors import InternalError, UpstreamError
 from extproc.fusion.consensus import consensus
+from extproc.fusion.grounding import ground
 from extproc.fusion.judge import JudgeResult, assign_labels, run_judge
 from extproc.fusion.panel import PanelResult, run_panel
 from extproc.fusion.plan import FusionPlan
@@ -89,10 +90,16 @@ async def convene(
 
 
 async def judge(
-    client: Any, plan: FusionPlan, panel: PanelResult, body: dict[str, Any], headers: dict[str, str], trace: RunTrace
+    client: Any,
+    plan: FusionPlan,
+    panel: PanelResult,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    trace: RunTrace,
+    answers: list[Completion] | None = None,
 ) -> Deliberation:
-    """The judge stage over the panel's (labelled, shuffled) answers."""
-    labelled = assign_labels(panel.answers)
+    """The judge stage over `answers` (default: the whole panel's), labelled and shuffled."""
+    labelled = assign_labels(panel.answers if answers is None else answers)
     with trace.stage("judge", "quorum.fusion.judge", **{"quorum.model": plan.judge.name}) as span:
         result = await run_judge(client, plan, body["messages"], labelled, headers, parent=span)
         if span is not None:
@@ -122,16 +129,52 @@ async def deliberate(
     return await judge(client, plan, panel, body, headers, trace)
 
 
-async def early_exit(plan: FusionPlan, panel: PanelResult, trace: RunTrace, embedder: Any | None) -> Completion | None:
+async def grounded(
+    plan: FusionPlan, panel: PanelResult, body: dict[str, Any], trace: RunTrace, embedder: Any | None
+) -> list[Completion]:
+    """The grounding stage: the panel answers the judge and synthesis may see."""
+    cfg = plan.config.grounding
+    if cfg is None:
+        return panel.answers
+    with trace.stage("grounding", "quorum.fusion.grounding", **{"quorum.fusion.min_score": cfg.min_score}) as span:
+        try:
+            result = await ground(panel.answers, body, cfg, embedder)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            if cfg.on_error == "fail":
+                message = f"Grounding the panel answers failed: {reason}"
+                raise InternalError(message, code="fusion_grounding_failed") from None
+            trace.fields["grounding"] = {"error": reason}
+            return panel.answers
+        if span is not None and result is not None:
+            span.set_attributes(
+                {"quorum.fusion.grounding_reference": result.reference, "quorum.fusion.dropped": len(result.dropped)}
+            )
+    if result is None:
+        trace.fields["grounding"] = {"skipped": "no context and fewer than two answers to compare"}
+        return panel.answers
+    trace.fields["grounding"] = {
+        "reference": result.reference,
+        "method": result.method,
+        "min_score": cfg.min_score,
+        "scores": [{"model": a.model, "score": round(s, 4)} for a, s in zip(panel.answers, result.scores, strict=True)],
+        "dropped": [a.model for a in result.dropped],
+    }
+    return result.kept
+
+
+async def early_exit(
+    plan: FusionPlan, answers: list[Completion], panel: PanelResult, trace: RunTrace, embedder: Any | None
+) -> Completion | None:
     """The consensus stage: the most central panel answer when every pair agrees, else None (judge next).
 
     A failing embedder is no reason to fail the request: the judge runs, and the trace says why."""
     cfg = plan.config.early_exit
-    if cfg is None or len(panel.answers) < 2:
+    if cfg is None or len(answers) < 2:
         return None
     with trace.stage("consensus", "quorum.fusion.consensus", **{"quorum.fusion.threshold": cfg.consensus}) as span:
         try:
-            result = await consensus(panel.answers, cfg, embedder)
+            result = await consensus(answers, cfg, embedder)
         except Exception as exc:
             trace.fields["consensus"] = {"error": f"{type(exc).__name__}: {exc}"}
             return None
@@ -257,5 +300,5 @@ def _fallback(d: Deliberation, err: ModelCallError, latency: float, trace: RunTr
     trace.failed("synthesis", err, latency)
     trace.degraded.append("synthesis_failed")
     trace.fields["synthesis_error"] = f"{err.model}: {err.reason}"
-    best = best_panel_answer(d.panel.answers)
+    best = best_panel_answer([c for _, c in d.labelled])
     return FinalAnswer({"role": "assistant", "content": best.content}, best.finish_reason)

@@ -58,7 +58,8 @@ def deployment(config: Config, config_text: str, settings: Settings) -> dict[str
         ports.append({"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"})
     keys = sorted({m.api_key_env for m in config.providers.models if m.api_key_env})
     env = [{"name": k, "valueFrom": {"secretKeyRef": {"name": KEYS_SECRET, "key": k}}} for k in keys]
-    grace = math.ceil(config.server.grace_period) + DRAIN_SECONDS + 5
+    # preStop, then Quorum's own drain delay (NOT_SERVING, still serving) and grace period, plus slack.
+    grace = DRAIN_SECONDS + math.ceil(config.server.drain_delay + config.server.grace_period) + 5
     container: dict[str, Any] = {
         "name": "quorum",
         "image": settings.image,

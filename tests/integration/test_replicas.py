@@ -122,10 +122,13 @@ class Load:
                     return
                 started = time.monotonic()
                 body = {"model": "quorum/auto", "messages": [{"role": "user", "content": prompt}]}
-                reply = client.post("/v1/chat/completions", json=body, headers=headers)
-                self.outcomes.append(
-                    Outcome(started, reply.status_code, expected, reply.headers.get("x-quorum-model"), reply.json())
-                )
+                try:
+                    reply = client.post("/v1/chat/completions", json=body, headers=headers)
+                    outcome = Outcome(started, reply.status_code, expected, reply.headers.get("x-quorum-model"), {})
+                    outcome.body = reply.json()
+                except (httpx.HTTPError, ValueError) as exc:  # recorded, so the assertions below show it
+                    outcome = Outcome(started, 0, expected, None, {"exception": repr(exc)})
+                self.outcomes.append(outcome)
 
     def __enter__(self) -> Load:
         for thread in self.threads:
@@ -188,11 +191,14 @@ def test_sigkill_of_one_replica_under_load(two_replicas: tuple[Stack, Replica, R
     # No request went to a wrong or default model: every answer came from the model its signals chose...
     ok = [o for o in outcomes if o.status == 200]
     assert all(o.routed_to == o.expected for o in ok), Counter((o.expected, o.routed_to) for o in ok)
-    # ...and each backend saw exactly the requests routed to it, with its own provider model id.
+    # ...and each backend saw only requests routed to it, with its own provider model id: every answer
+    # it gave, plus at most the requests for it that failed (routed just before their stream broke).
     for _, _, model, provider_id in TRAFFIC:
         seen = backend_requests(stack, model)
         assert {r["body"]["model"] for r in seen} <= {provider_id}
-        assert len(seen) == sum(1 for o in ok if o.expected == model), model
+        answered = sum(1 for o in ok if o.expected == model)
+        failed_here = sum(1 for o in outcomes if o.status != 200 and o.expected == model)
+        assert answered <= len(seen) <= answered + failed_here, model
 
     # Failures: only requests already in flight when the replica died (there are at most CONCURRENCY),
     # each an OpenAI-shaped error from Envoy failing closed; Envoy retries on the other replica the

@@ -190,7 +190,7 @@ def test_the_grace_period_covers_the_drain_and_quorums_own_grace() -> None:
     (deployment,) = by_kind("Deployment")
     spec = deployment["spec"]["template"]["spec"]
     drain = container()["lifecycle"]["preStop"]["sleep"]["seconds"]
-    assert spec["terminationGracePeriodSeconds"] > drain + CONFIG.server.grace_period
+    assert spec["terminationGracePeriodSeconds"] > drain + CONFIG.server.drain_delay + CONFIG.server.grace_period
 
 
 def test_services_for_the_mesh_and_for_a_standalone_envoy() -> None:

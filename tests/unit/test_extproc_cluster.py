@@ -10,6 +10,7 @@ from test_bootstrap import clusters, config, endpoints, envoy_validate
 
 from extproc.bootstrap import EXTPROC_CLUSTER, render, render_yaml
 from extproc.config import ConfigError
+from extproc.config.server import ServerConfig
 from extproc.pb import SERVICE_NAME
 
 MODEL = [{"name": "a", "base_url": "http://127.0.0.1:1/v1"}]
@@ -49,10 +50,16 @@ def test_health_checks_ask_for_the_ext_proc_service_so_not_serving_is_read() -> 
     (check,) = extproc()["health_checks"]
     assert check["grpc_health_check"] == {"service_name": SERVICE_NAME}
     assert SERVICE_NAME == "envoy.service.ext_proc.v3.ExternalProcessor"
-    # Idle clusters are checked as often as busy ones (Envoy's default no-traffic interval is 60 s),
-    # and a replica that is out is checked more often than one that is in.
+    # Idle clusters are checked as often as busy ones (Envoy's default no-traffic interval is 60 s).
     assert check["no_traffic_interval"] == check["interval"]
-    assert float(check["unhealthy_interval"].rstrip("s")) < float(check["interval"].rstrip("s"))
+
+
+def test_a_draining_replica_keeps_serving_until_envoys_next_health_check() -> None:
+    """On SIGTERM Quorum reports NOT_SERVING and serves on for server.drain_delay: Envoy must check
+    (and so stop sending new streams) within that time, with room for the check's round trip."""
+    (check,) = extproc()["health_checks"]
+    interval = float(check["interval"].rstrip("s"))
+    assert interval * 1.5 <= ServerConfig().drain_delay
 
 
 def test_outlier_detection_ejects_on_refused_connections_and_gateway_errors() -> None:

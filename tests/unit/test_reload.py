@@ -21,8 +21,8 @@ ENV = {"QUORUM_TEST_LARGE_KEY": "k"}
 CODING_TO_SMALL = ("modelRefs: [{model: demo-coder}]", "modelRefs: [{model: demo-small}]")
 
 
-def compile_runtime(config):
-    return build_runtime(config, environ=ENV)
+def compile_runtime(config, semantic=None):
+    return build_runtime(config, environ=ENV, semantic=semantic)
 
 
 def write(path: Path, text: str) -> None:
@@ -181,6 +181,24 @@ async def test_an_invalid_edit_keeps_the_running_config(tmp_path, caplog, edit, 
     assert any(word in caplog.text for word in ("YAML", "nowhere", "QUORUM_TEST_UNSET_KEY"))
 
 
+async def test_an_edit_envoy_must_follow_is_a_warning(tmp_path, caplog):
+    path = tmp_path / "q.yaml"
+    write(path, config_text())
+    reloader, holder = reloader_for(path)
+    write(path, config_text().replace(*CODING_TO_SMALL))  # routing only: nothing for Envoy
+    with caplog.at_level(logging.WARNING, logger="quorum.reload"):
+        assert await reloader.reload() == "success"
+    assert "Envoy bootstrap" not in caplog.text
+    added = config_text().replace(
+        "routing:\n", "    - {name: demo-new, base_url: 'http://127.0.0.1:9/v1'}\nrouting:\n", 1
+    )
+    write(path, added)
+    with caplog.at_level(logging.WARNING, logger="quorum.reload"):
+        assert await reloader.reload() == "success"
+    assert "the Envoy bootstrap for this config differs" in caplog.text
+    assert "demo-new" in holder.runtime.models  # applied on Quorum's side all the same
+
+
 async def test_every_problem_of_a_rejected_edit_is_logged(tmp_path, caplog):
     path = tmp_path / "q.yaml"
     write(path, config_text())
@@ -246,6 +264,48 @@ async def test_without_polling_only_a_request_reloads(tmp_path):
         await _until(lambda: holder.generation == 2)
     finally:
         task.cancel()
+
+
+class StubEngine:
+    """Unit vectors from a text's hash: enough for example phrases to be embedded at prepare."""
+
+    dimensions = 8
+
+    async def embed(self, texts):
+        import numpy as np
+
+        rows = np.array([[(hash(t) >> i) & 1 or 0.5 for i in range(8)] for t in texts], dtype=np.float32)
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+async def test_a_reload_reuses_the_embedding_engine_unless_embedding_changes(tmp_path, monkeypatch):
+    import extproc.runtime
+
+    engines: list[StubEngine] = []
+
+    def make_engine(cfg, env):
+        engines.append(StubEngine())
+        return engines[-1]
+
+    monkeypatch.setattr(extproc.runtime, "make_engine", make_engine)
+    semantic = (
+        config_text()
+        .replace(
+            "    header:  [",
+            "    domain: [{name: law, examples: ['Is this contract valid?']}]\n    header:  [",
+        )
+        .replace("{type: keyword, name: code}]", "{type: keyword, name: code}, {type: domain, name: law}]")
+    )
+    path = tmp_path / "q.yaml"
+    write(path, semantic)
+    reloader, holder = reloader_for(path)
+    assert len(engines) == 1
+    write(path, semantic.replace(*CODING_TO_SMALL))
+    assert await reloader.reload() == "success"
+    assert len(engines) == 1 and holder.runtime.semantic.engine is engines[0]  # reused
+    write(path, semantic.replace("routing:\n", "routing:\n  embedding: {cache_size: 16}\n", 1))
+    assert await reloader.reload() == "success"
+    assert len(engines) == 2 and holder.runtime.semantic.engine is engines[1]  # embedding changed: a new one
 
 
 async def _aiter(*items):
