@@ -35,16 +35,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from extproc.config.warnings import config_warnings
+    """Every error and warning at once, as `path: problem`; exit 2 on errors, like `serve` refuses."""
+    from extproc.config.report import check_document
     from extproc.policy.fastpath import describe
 
-    config = load_config(args.config)
-    print(f"{args.config}: ok ({len(config.providers.models)} models, {len(config.routing.decisions)} decisions)")
-    for warning in config_warnings(config):
+    findings = check_document(ConfigSource(args.config).read().raw)
+    if findings.errors:
+        print(f"{args.config}: {len(findings.errors)} error(s)", file=sys.stderr)
+        for error in findings.errors:
+            print(f"  {error}", file=sys.stderr)
+    else:
+        config = findings.config
+        assert config is not None
+        print(f"{args.config}: ok ({len(config.providers.models)} models, {len(config.routing.decisions)} decisions)")
+    for warning in findings.warnings:
         print(f"{args.config}: warning: {warning}", file=sys.stderr)
-    for line in describe(config):
-        print(line)
-    return 0
+    if findings.config is not None:
+        for line in describe(findings.config):
+            print(line)
+    return 2 if findings.errors else 0
 
 
 def _cmd_envoy_config(args: argparse.Namespace) -> int:
@@ -86,6 +95,12 @@ def _cmd_fake_backend(args: argparse.Namespace) -> int:
     return fake_backend.run(args)
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from extproc.eval.command import main as run_eval
+
+    return run_eval(args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     import signal
     import tempfile
@@ -107,11 +122,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGHUP, lambda signum, frame: stack.signal("quorum", signal.SIGHUP))  # reload, not exit
     workdir = Path(tempfile.mkdtemp(prefix="quorum-demo-"))
-    stack = Stack(Path(args.config), workdir)
+    if args.real:
+        from extproc.dev.real_servers import unavailable_reason
+
+        reason = unavailable_reason()
+        if reason:
+            print(f"error: real models are not installed: {reason}", file=sys.stderr)
+            return 1
+    stack = Stack(Path(args.config), workdir, real_models=args.real)
     try:
-        print(f"starting fake backends, quorum serve and Envoy (logs in {workdir}) ...", flush=True)
+        backends = "llama.cpp servers" if args.real else "fake backends"
+        print(f"starting {backends}, quorum serve and Envoy (logs in {workdir}) ...", flush=True)
         try:
-            stack.start()
+            stack.start(timeout=300.0 if args.real else 30.0)
         except StartFailed as exc:
             print(f"error: quorum demo did not start: {exc}", file=sys.stderr)
             return 1
@@ -194,7 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="start fake backends, quorum serve and Envoy together (make run)")
     demo.add_argument("--config", "-c", default="config/demo.yaml")
+    demo.add_argument("--real", action="store_true", help="llama.cpp servers instead of fakes (make run-real)")
     demo.set_defaults(func=_cmd_demo)
+
+    evaluate = sub.add_parser("eval", help="score models and Quorum aliases on a JSONL dataset through the gateway")
+    from extproc.eval.command import add_arguments as add_eval_arguments
+
+    add_eval_arguments(evaluate)
+    evaluate.set_defaults(func=_cmd_eval)
 
     fake = sub.add_parser("fake-backend", help="run a fake OpenAI-compatible model backend")
     from extproc.dev import add_arguments

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from opentelemetry.trace import Span
 
+from extproc.dialects import adapt_body, adapt_headers
 from extproc.http1 import Endpoint, HTTPClient, TransportError
 from extproc.modeltypes import Completion, ModelCallError, RetryPolicy, Usage
 from extproc.runtime import Model
@@ -52,10 +53,10 @@ class ModelClient:
         endpoint = self._endpoints.get(model.base_url)
         if endpoint is None:
             endpoint = self._endpoints[model.base_url] = Endpoint.parse(f"{model.base_url}/chat/completions")
-        out = {"content-type": "application/json", "user-agent": "quorum", **headers}
+        out = adapt_headers(model.dialect, {"content-type": "application/json", "user-agent": "quorum", **headers})
         if model.authorization:
             out["authorization"] = model.authorization
-        payload = {**body, "model": model.upstream_model}
+        payload = adapt_body(model.dialect, {**body, "model": model.upstream_model})
         return endpoint, orjson.dumps(payload), out
 
     async def complete(

@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from extproc.config import Config, ConfigError, ConfigSource, Snapshot, validate_document
+from extproc.config import Config, ConfigError, ConfigSource, Snapshot
+from extproc.config.report import check_document
 from extproc.policy.fastpath import reload_warnings
 from extproc.runtime import Runtime, build_runtime, prepare_runtime
 from extproc.telemetry.metrics import Metrics
@@ -88,11 +89,13 @@ class Reloader:
         holder: RuntimeHolder,
         metrics: Metrics | None = None,
         compile_runtime: Callable[..., Runtime] = build_runtime,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.source = source
         self.holder = holder
         self.metrics = metrics
         self.compile_runtime = compile_runtime
+        self.environ = environ  # where api_key_env variables are looked up (default: os.environ)
         self._wake = asyncio.Event()
         self._reason = "watch"
         if metrics is not None:
@@ -155,8 +158,12 @@ class Reloader:
                 log.info("config reload (%s): %s is unchanged", reason, self.source)
             return "unchanged"
         old = self.holder.runtime.config
-        candidate = await asyncio.to_thread(validate_document, snapshot.raw, str(self.source))
-        config, warnings = pin_restart_only(candidate, old)
+        # The checks of `quorum validate`: every error of every stage at once, and its warnings.
+        findings = await asyncio.to_thread(check_document, snapshot.raw, self.environ)
+        if findings.errors or findings.config is None:
+            raise ConfigError(findings.errors, str(self.source))
+        config, warnings = pin_restart_only(findings.config, old)
+        warnings = findings.warnings + warnings
         warnings += reload_warnings(old, config)  # policy on a model Envoy routes by itself
         if await asyncio.to_thread(envoy_side_changed, config, old):
             warnings.append(

@@ -16,11 +16,14 @@ from urllib.parse import urlsplit
 
 from extproc.config import Config, ConfigError, FusionConfig, ModelConfig, Pricing
 from extproc.config.providers import ALL_ENDPOINTS
+from extproc.config.report import missing_api_keys
 from extproc.decisions import Decision, compile_rule, rule_signals
+from extproc.dialects import Dialect
 from extproc.openai import render_model, render_model_list
 from extproc.policy.access import ANONYMOUS, NO_ACCESS_RULES, Access, Identity, compile_access
 from extproc.policy.guards import Guard, applies, compile_guard, guard_signals
-from extproc.signals import NEEDS_ENGINE, SEMANTIC_KINDS, SignalSet, compile_signals
+from extproc.signals import SEMANTIC_KINDS, SignalSet, compile_signals
+from extproc.signals import needs_engine as signals_need_engine
 
 ALL_ENDPOINT_NAMES = frozenset(ALL_ENDPOINTS)
 
@@ -32,6 +35,7 @@ class Model:
     base_url: str
     authorization: str | None = field(default=None, repr=False)  # never logged
     supports_json_schema: bool = False
+    dialect: Dialect = "openai"
     pricing: Pricing | None = None
     endpoints: frozenset[str] = ALL_ENDPOINT_NAMES  # which OpenAI endpoints the model serves
 
@@ -86,12 +90,7 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None, semanti
     """Compile `config`. Semantic signals get `semantic` (a SemanticContext) or one made for the config;
     `await prepare_runtime(runtime)` must run before serving when any is used."""
     env = os.environ if environ is None else environ
-    missing = [
-        f"providers.models[{i}].api_key_env: environment variable {m.api_key_env} is not set"
-        for i, m in enumerate(config.providers.models)
-        if m.api_key_env and not env.get(m.api_key_env)
-    ]
-    if missing:
+    if missing := missing_api_keys(config, env):
         raise ConfigError(missing)
     models = {m.name: _model(m, env) for m in config.providers.models}
     routing = config.routing
@@ -185,13 +184,8 @@ def semantic_context(
     from extproc.signals.semantic import SemanticContext
 
     routing = config.routing
-    needs_engine = (
-        needs_engine
-        or any(kind in NEEDS_ENGINE for kind, _ in used)
-        or any(s.embeddings for s in routing.signals.jailbreak if ("jailbreak", s.name) in used)
-    )
     engine = None
-    if needs_engine:
+    if needs_engine or signals_need_engine(routing.signals, used):
         try:
             engine = make_engine(config.routing.embedding, env)
         except ImportError as exc:
@@ -237,6 +231,7 @@ def _model(m: ModelConfig, env: os._Environ[str] | dict[str, str]) -> Model:
         base_url=m.base_url,
         authorization=authorization,
         supports_json_schema=m.supports_json_schema,
+        dialect=m.dialect,
         pricing=m.pricing,
         endpoints=frozenset(m.endpoints),
     )

@@ -131,6 +131,8 @@ async def serve_forever(
 ) -> None:
     """Serve until SIGTERM/SIGINT. `source` (the config file or directory) is watched and reloaded;
     `digest` identifies the config already loaded from it."""
+    lifecycle = _Lifecycle()
+    lifecycle.install(asyncio.get_running_loop())  # from the start: SIGHUP must never end the process
     runtime = build_runtime(config)
     started = time.perf_counter()
     await prepare_runtime(runtime)
@@ -138,7 +140,6 @@ async def serve_forever(
         log.info("semantic signals ready in %.2fs", time.perf_counter() - started)
     holder = RuntimeHolder(runtime, digest)
     telemetry = build_telemetry(config.observability)
-    lifecycle = _Lifecycle()
     metrics_server = None
     if telemetry.metrics is not None:
         host, port = split_host_port(config.observability.metrics.listen)
@@ -156,7 +157,7 @@ async def serve_forever(
     )
     reloader = Reloader(ConfigSource(source), holder, telemetry.metrics) if source else None
     watch = asyncio.ensure_future(reloader.run()) if reloader else None
-    lifecycle.install(asyncio.get_running_loop(), reloader)
+    lifecycle.attach(reloader)
     await lifecycle.stop.wait()
 
     if watch is not None:
@@ -184,18 +185,29 @@ class _Lifecycle:
         self.serving = False  # /readyz: started and not stopping
         self.stop = asyncio.Event()
         self.hurry = asyncio.Event()
+        self.reloader: Reloader | None = None
+        self.reload_pending = False  # SIGHUP before the reloader existed (during start-up)
 
-    def install(self, loop: asyncio.AbstractEventLoop, reloader: Reloader | None) -> None:
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop)
-        loop.add_signal_handler(signal.SIGHUP, reloader.request if reloader else self._no_reload)
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload)
+
+    def attach(self, reloader: Reloader | None) -> None:
+        self.reloader = reloader
+        if self.reload_pending:
+            self._on_reload()
 
     def _on_stop(self) -> None:
         (self.hurry if self.stop.is_set() else self.stop).set()
 
-    @staticmethod
-    def _no_reload() -> None:
-        log.warning("SIGHUP: this server was not started from a config file; nothing to reload")
+    def _on_reload(self) -> None:
+        if self.reloader is not None:
+            self.reloader.request()
+        elif self.serving:
+            log.warning("SIGHUP: this server was not started from a config file; nothing to reload")
+        else:
+            self.reload_pending = True
 
 
 def run_worker(config: Config, address: str, worker: int = 0, source: str | None = None, digest: str = "") -> None:

@@ -247,3 +247,14 @@ def sse_events(responses: list[ep.ProcessingResponse]) -> list[dict[str, Any]]:
     else:
         raw = b"".join(r.streamed_immediate_response.body_response.body for r in responses)
     return [orjson.loads(line[6:]) for line in raw.decode().splitlines() if line.startswith("data: {")]
+
+
+def read_stream(stream: Any, trace_key: str) -> tuple[str, Any, Any]:
+    """An SDK chat stream read to its end: the text, the trace found under `trace_key`, the usage chunk."""
+    content, trace, usage = "", None, None
+    for chunk in stream:
+        assert chunk.object == "chat.completion.chunk"
+        content += "".join(c.delta.content or "" for c in chunk.choices)
+        trace = (chunk.model_extra or {}).get(trace_key) or trace
+        usage = chunk.usage or usage
+    return content, trace, usage

@@ -41,6 +41,8 @@ class ModelConfig(Strict):
     # when the operator opts in; api_key_env still replaces Authorization.
     forward_client_auth: bool = False
     supports_json_schema: bool = False
+    # How this server differs from OpenAI in the calls Quorum makes to it (extproc/dialects.py).
+    dialect: Literal["openai", "llama_cpp"] = "openai"
     pricing: Pricing | None = None
     endpoints: list[EndpointName] = Field(default_factory=lambda: list(ALL_ENDPOINTS), min_length=1)
     # Route explicit requests for this model inside Envoy when no policy needs Quorum (None: envoy.fast_path).

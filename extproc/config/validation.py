@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,6 +36,10 @@ def describe(err: Any) -> str:
         msg = "required key is missing"
     elif msg.startswith("Value error, "):
         msg = msg.removeprefix("Value error, ")
+        # A list validator names the item ("patterns[2]: ..."): make it part of the path.
+        item = re.match(r"(\w+)(\[\d+\]): ", msg)
+        if item and path.endswith(f".{item[1]}"):
+            path, msg = path + item[2], msg[item.end() :]
     return f"{path}: {msg}" if path else msg
 
 

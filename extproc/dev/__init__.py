@@ -18,3 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before every answer")
     parser.add_argument("--stream-delay-ms", type=float, default=0.0, help="pause between streamed chunks")
     parser.add_argument("--script", help="JSON file mapping user-message substrings to replies")
+    parser.add_argument(
+        "--quirk",
+        action="append",
+        help="behave like a real server: drop_system, no_stream_usage, no_json_schema, max_tokens_only, "
+        "uuid_request_id, or llama_cpp for all of them (repeatable)",
+    )

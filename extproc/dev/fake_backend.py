@@ -54,6 +54,21 @@ only=NAME[,NAME]    x-fake-only                    the block (or all headers) ap
 
 Headers are applied first, then the message blocks in order.
 
+Real-server quirks
+------------------
+``--quirk NAME`` (repeatable; ``build_app(quirks=...)``) makes the backend behave like a real server that
+differs from OpenAI, so the code that copes with it can be tested without one. ``llama_cpp`` turns on all
+of these (measured on llama-cpp-python's server, docs/real-models.md):
+
+==================  ==========================================================================
+drop_system         system/developer messages are ignored (the ``gemma`` chat format drops them)
+no_stream_usage     ``stream_options.include_usage`` is ignored: no usage chunk
+no_json_schema      ``response_format`` of type ``json_schema`` gets HTTP 500
+max_tokens_only     ``max_tokens`` caps the answer (in words, finish_reason ``length``);
+                    ``max_completion_tokens`` is ignored
+uuid_request_id     a non-UUID ``x-request-id`` gets an empty HTTP 400
+==================  ==========================================================================
+
 Scripted answers and the fusion judge
 -------------------------------------
 ``script`` (``--script FILE``, a JSON object) maps a substring of the last user message (after
@@ -86,6 +101,7 @@ import re
 import secrets
 import signal
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +137,23 @@ _KEYS = (
     "only",
 )
 _JUDGE_MODES = ("valid", "invalid", "fenced")
+QUIRKS = ("drop_system", "no_stream_usage", "no_json_schema", "max_tokens_only", "uuid_request_id")
+QUIRK_SETS = {"llama_cpp": QUIRKS}
+
+
+def expand_quirks(names: Any) -> frozenset[str]:
+    """Quirk names (or sets such as ``llama_cpp``) as one set; an unknown name is a ValueError."""
+    out: set[str] = set()
+    for name in names or ():
+        if name in QUIRK_SETS:
+            out.update(QUIRK_SETS[name])
+        elif name in QUIRKS:
+            out.add(name)
+        else:
+            raise ValueError(f"unknown quirk {name!r} (known: {', '.join((*QUIRKS, *QUIRK_SETS))})")
+    return frozenset(out)
+
+
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -145,6 +178,7 @@ class FakeBackend:
     latency_ms: float = 0.0
     stream_delay_ms: float = 0.0
     script: Script = field(default_factory=dict)
+    quirks: frozenset[str] = frozenset()
     records: collections.deque[dict[str, Any]] = field(default_factory=lambda: collections.deque(maxlen=MAX_RECORDS))
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -313,6 +347,12 @@ class _Chat:
         self.stream = body.get("stream") is True
         stream_options = body.get("stream_options")
         self.include_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
+        quirks = backend.quirks
+        if "no_stream_usage" in quirks:
+            self.include_usage = False
+        if "drop_system" in quirks:
+            messages = [m for m in messages if m.get("role") not in ("system", "developer")] or messages[-1:]
+        self.max_words = body.get("max_tokens") if "max_tokens_only" in quirks else None
         self.wants_logprobs = body.get("logprobs") is True
         self.id = "chatcmpl-" + secrets.token_hex(12)
         self.created = int(time.time())
@@ -341,10 +381,16 @@ class _Chat:
                 scripted = _script_reply(backend.script, echo, backend.model)
                 prefix = "" if self.directives.plain else f"[{backend.model}] "
                 self.content = scripted if scripted is not None else f"{prefix}{echo}".rstrip()
+        self.truncated = False
+        if isinstance(self.max_words, int) and self.content and len(self.content.split()) > self.max_words:
+            self.content = " ".join(self.content.split()[: self.max_words])
+            self.truncated = True
 
     @property
     def finish_reason(self) -> str:
-        return "stop" if self.tool_name is None else "tool_calls"
+        if self.tool_name is not None:
+            return "tool_calls"
+        return "length" if self.truncated else "stop"
 
     def usage(self) -> dict[str, int]:
         # Spaces + 1 approximates words without splitting a long echo; a tool call counts as two.
@@ -472,6 +518,9 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
         except orjson.JSONDecodeError as exc:
             raise _BadRequest(f"We could not parse the JSON body of your request: {exc}") from None
         record["body"] = body
+        quirk = _quirk_failure(backend.quirks, body, record["headers"])
+        if quirk is not None:
+            return await _send(request, quirk, record)
         chat = _Chat(backend, body, record["headers"])
     except _BadRequest as exc:
         response = web.Response(
@@ -525,6 +574,20 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
         )
 
 
+def _quirk_failure(quirks: frozenset[str], body: Any, headers: Mapping[str, str]) -> web.Response | None:
+    """The errors a real server answers where OpenAI would not (see "Real-server quirks")."""
+    if "uuid_request_id" in quirks and "x-request-id" in headers:
+        try:
+            uuid.UUID(headers["x-request-id"])
+        except ValueError:
+            return web.Response(status=400)  # llama-cpp-python's request-id middleware: an empty 400
+    fmt = body.get("response_format") if isinstance(body, dict) else None
+    if "no_json_schema" in quirks and isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        message = "response_format.type: Input should be 'text' or 'json_object'"
+        return web.Response(status=500, body=_error_body(message, "server_error"), content_type="application/json")
+    return None
+
+
 async def _list_requests(request: web.Request) -> web.Response:
     records = list(request.app[BACKEND].records)
     return web.Response(body=orjson.dumps({"requests": records}), content_type="application/json")
@@ -554,10 +617,11 @@ def build_app(
     *,
     stream_delay_ms: float = 0.0,
     script: Script | None = None,
+    quirks: Any = (),
 ) -> web.Application:
     """Build the fake backend application for one model name."""
     app = web.Application()
-    app[BACKEND] = FakeBackend(model, latency_ms, stream_delay_ms, dict(script or {}))
+    app[BACKEND] = FakeBackend(model, latency_ms, stream_delay_ms, dict(script or {}), expand_quirks(quirks))
 
     async def add_backend_header(request: web.Request, response: web.StreamResponse) -> None:
         response.headers["x-fake-backend"] = model
@@ -598,9 +662,10 @@ async def serve(
     *,
     stream_delay_ms: float = 0.0,
     script: Script | None = None,
+    quirks: Any = (),
 ) -> None:
     """Serve until cancelled."""
-    app = build_app(model, latency_ms, stream_delay_ms=stream_delay_ms, script=script)
+    app = build_app(model, latency_ms, stream_delay_ms=stream_delay_ms, script=script, quirks=quirks)
     runner, bound_port = await start_app(app, host, port)
     logger.info(
         "fake backend %r listening on http://%s:%d (latency_ms=%g, stream_delay_ms=%g, script entries=%d)",
@@ -631,6 +696,7 @@ async def _run_until_signal(args: argparse.Namespace, script: Script | None) -> 
             args.latency_ms,
             stream_delay_ms=getattr(args, "stream_delay_ms", 0.0),
             script=script,
+            quirks=getattr(args, "quirk", None) or (),
         )
     )
     stopper = asyncio.create_task(stop.wait())
@@ -651,6 +717,11 @@ def run(args: argparse.Namespace) -> int:
         script = load_script(script_path) if script_path else None
     except (OSError, ValueError) as exc:
         logger.error("fake backend: cannot load script: %s", exc)
+        return 2
+    try:
+        expand_quirks(getattr(args, "quirk", None))
+    except ValueError as exc:
+        logger.error("fake backend: %s", exc)
         return 2
     try:
         import uvloop

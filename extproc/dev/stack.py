@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from extproc.bootstrap import render_yaml
 from extproc.config import Config, load_config, split_host_port
+from extproc.dev.real_servers import server_argv
 from extproc.ports import StartupError, check_bindable
 from extproc.server import worker_addresses
 
@@ -70,6 +71,9 @@ class Stack:
     workers: int | None = None
     envoy_concurrency: int = 1
     fake_latency_ms: float = 0.0
+    fake_script: Path | None = None  # a --script file for every fake backend
+    fake_quirks: tuple[str, ...] = ()  # --quirk names for every fake backend (fake_backend.QUIRKS)
+    real_models: bool = False  # llama.cpp servers (extproc/dev/real_servers.py) instead of fake backends
     with_quorum: bool = True
     log_dir: Path | None = None
     processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
@@ -96,6 +100,9 @@ class Stack:
             if parts.hostname in LOOPBACK and parts.port:
                 out.setdefault((parts.hostname, parts.port), model.name)
         return out
+
+    def _upstream(self, name: str) -> str:
+        return next(m.upstream_model for m in self.config.providers.models if m.name == name)
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log_dir = self.log_dir or self.workdir
@@ -133,9 +140,16 @@ class Stack:
         py = sys.executable
         try:
             for (host, port), model in self.fake_backends().items():
+                if self.real_models:
+                    self._spawn(f"llama-{model}", server_argv(host, port, self._upstream(model)))
+                    continue
                 argv = [py, "-m", "extproc", "fake-backend", "--host", host, "--port", str(port), "--model", model]
                 if self.fake_latency_ms:
                     argv += ["--latency-ms", str(self.fake_latency_ms)]
+                if self.fake_script:
+                    argv += ["--script", str(self.fake_script)]
+                for quirk in self.fake_quirks:
+                    argv += ["--quirk", quirk]
                 self._spawn(f"fake-{model}", argv)
             if self.with_quorum:
                 argv = [py, "-m", "extproc", "serve", "--config", str(self.config_path)]
@@ -173,8 +187,9 @@ class Stack:
         answers on (a second demo) must not pass for ours."""
         deadline = time.monotonic() + timeout
         checks: list[tuple[str, Callable[[], bool]]] = []
+        health = "/v1/models" if self.real_models else "/healthz"
         for host, port in self.fake_backends():
-            url = f"http://{host}:{port}/healthz"
+            url = f"http://{host}:{port}{health}"
             checks.append((url, partial(_http_ok, url)))
         if self.with_quorum:
             for address in worker_addresses(self.config, self.workers or self.config.server.workers):

@@ -59,7 +59,7 @@ def describe(config: Config) -> list[str]:
     """Lines for `quorum validate`."""
     p = plan(config)
     if not p.models and not p.excluded:
-        return ["fast path: off (envoy.fast_path or providers.models[].fast_path)"]
+        return []  # off: nothing opted in
     lines = [f"fast path (Envoy routes these by name, no Quorum): {', '.join(p.models) or 'none'}"]
     if p.models:
         lines += ["  such requests skip:"] + [f"    - {item}" for item in SKIPPED]

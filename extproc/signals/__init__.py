@@ -24,6 +24,14 @@ SignalKey = tuple[str, str]  # (type, name) as written in a rule leaf
 SignalResults = dict[SignalKey, float | None]
 
 
+def needs_engine(signals: Any, used: Iterable[SignalKey]) -> bool:
+    """Whether the signals rules use (`used`) need the embedding engine (`signals`: SignalsConfig)."""
+    used = set(used)
+    return any(kind in NEEDS_ENGINE for kind, _ in used) or any(
+        s.embeddings for s in signals.jailbreak if ("jailbreak", s.name) in used
+    )
+
+
 class Producer(Protocol):
     key: str
 

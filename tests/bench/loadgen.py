@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+T = TypeVar("T")
+
 POST_LUA = Path(__file__).with_name("post.lua")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -34,22 +36,19 @@ class BenchError(RuntimeError):
     """A benchmark cannot run or produced unusable results; the message says why."""
 
 
-# ---------------------------------------------------------------- wrk
-
-
-T = TypeVar("T")
-
-
-def guarded_run(workdir: Path, work: Callable[[], T]) -> T | int:
-    """`work()`, or the exit code after Ctrl-C (130) or a benchmark error (1), with where the logs are."""
+def measured(measure: Callable[[], T], workdir: Path) -> T | int:
+    """`measure()`, or the exit code after saying where the logs are (130 on Ctrl-C, 1 on a failure)."""
     try:
-        return work()
+        return measure()
     except KeyboardInterrupt:
         print(f"\ninterrupted; every process was stopped (logs in {workdir})", file=sys.stderr)
         return 130
     except (BenchError, RuntimeError, TimeoutError, OSError) as err:
         print(f"error: {err}\nlogs are in {workdir}", file=sys.stderr)
         return 1
+
+
+# ---------------------------------------------------------------- wrk
 
 
 def ensure_wrk() -> str:

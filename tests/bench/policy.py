@@ -39,8 +39,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from inproc import handler_us_per_request
-from loadgen import BenchError, chat_body, cpu_seconds, ensure_wrk, guarded_run, run_wrk
-from reportlib import environment_lines, scan_logs, table, write_section
+from loadgen import BenchError, chat_body, cpu_seconds, ensure_wrk, measured, run_wrk
+from reportlib import environment_lines, publish, scan_logs, table
 from run import (
     AUTO_MODEL,
     CHAT_PATH,
@@ -325,17 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop every child on SIGTERM as on Ctrl-C
     workdir = Path(tempfile.mkdtemp(prefix="quorum-bench-policy-"))
-    outcome = guarded_run(workdir, lambda: (measure(args, ensure_wrk(), workdir), guard_cost(workdir)))
+    outcome = measured(lambda: (measure(args, ensure_wrk(), workdir), guard_cost(workdir)), workdir)
     if isinstance(outcome, int):
         return outcome
     samples, guard_us = outcome
     notes = scan_logs(workdir, "the fake backend, Quorum, the no-op processor or the Envoys")
     shutil.rmtree(workdir, ignore_errors=True)
-    text = report(samples, guard_us, args, notes)
-    print(text)
-    if args.output:
-        write_section(args.output, SECTION, text)
-        print(f"wrote the `{SECTION}` section of {args.output}", file=sys.stderr)
+    publish(report(samples, guard_us, args, notes), args.output, SECTION)
     return 0
 
 

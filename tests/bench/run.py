@@ -63,7 +63,7 @@ from loadgen import (
     cpu_seconds,
     dedicate_cpu,
     ensure_wrk,
-    guarded_run,
+    measured,
     run_wrk,
     system_cpu_seconds,
     wrk_version,
@@ -732,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="quorum-bench-"))
-    results = guarded_run(workdir, lambda: measure(args, wrk, workdir))
+    results = measured(lambda: measure(args, wrk, workdir), workdir)
     if isinstance(results, int):
         return results
     log_notes = scan_logs(workdir, "the fake backend, Quorum or either Envoy")

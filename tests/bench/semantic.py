@@ -77,7 +77,7 @@ from loadgen import (
     WrkResult,
     cpu_seconds,
     ensure_wrk,
-    guarded_run,
+    measured,
     parse_wrk_output,
     run_wrk,
     system_cpu_seconds,
@@ -1529,7 +1529,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="quorum-bench-semantic-"))
     try:
-        results = guarded_run(workdir, lambda: measure(args, wrk, workdir))
+        results = measured(lambda: measure(args, wrk, workdir), workdir)
     finally:
         for proc, own_session in _CHILDREN:
             _stop(proc, group=own_session)

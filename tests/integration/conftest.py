@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 import yaml
-from builders import PORT_KEYS, config_text
+from builders import PORT_KEYS, config_text, read_stream
 
 from extproc.dev.stack import Stack, free_port
 
@@ -121,10 +121,4 @@ def stream_chat(client: openai.OpenAI, text: str, trace_key: str, model: str = "
         stream=True,
         stream_options={"include_usage": True},
     )
-    content, trace, usage = "", None, None
-    for chunk in stream:
-        assert chunk.object == "chat.completion.chunk"
-        content += "".join(c.delta.content or "" for c in chunk.choices)
-        trace = (chunk.model_extra or {}).get(trace_key) or trace
-        usage = chunk.usage or usage
-    return content, trace, usage
+    return read_stream(stream, trace_key)

@@ -418,9 +418,12 @@ def test_envoy_accepts_the_policy_and_fast_path_bootstrap(tmp_path: Path) -> Non
     envoy_validate(out)
 
 
-def test_validate_lists_the_fast_path_and_what_it_skips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_lists_the_fast_path_and_what_it_skips(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from builders import config_text
 
+    monkeypatch.setenv("QUORUM_TEST_LARGE_KEY", "k")
     extra = "guards:\n  - {name: g, rules: {type: keyword, name: code}, action: block, applies_to: [demo-coder]}\n"
     path = tmp_path / "q.yaml"
     path.write_text(config_text(envoy_extra="  fast_path: true\n", extra=extra), encoding="utf-8")

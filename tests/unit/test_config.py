@@ -316,8 +316,8 @@ PROBLEMS: list[Any] = [
     ),
     pytest.param(
         lambda r: r["routing"]["signals"]["regex"][0].update(patterns=["ok", "[unclosed"]),
-        "routing.signals.regex[0].patterns",
-        ["patterns[1]", "'[unclosed'", "not a valid regular expression"],
+        "routing.signals.regex[0].patterns[1]",
+        ["'[unclosed'", "not a valid regular expression"],
         id="invalid-regex",
     ),
     pytest.param(
@@ -514,7 +514,7 @@ def test_all_structural_problems_are_reported_at_once() -> None:
     problems = problems_of(raw)
     assert_problem(problems, "routing.decisions[0].prioirty", "unknown key")
     assert_problem(problems, "providers.models[0].base_url", "absolute")
-    assert_problem(problems, "routing.signals.regex[0].patterns", "patterns[0]")
+    assert_problem(problems, "routing.signals.regex[0].patterns[0]", "RE2")
     assert_problem(problems, "routing.signals.header[0].header", "x-quorum-*")
     assert_problem(problems, "server.grace_period", "a duration is")
     assert len(problems) == 5, problems

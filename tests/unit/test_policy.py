@@ -302,7 +302,7 @@ async def test_hot_reload_applies_a_new_guard_at_once_and_warns_about_the_render
     path = tmp_path / "q.yaml"
     path.write_text(config_text(envoy_extra="  fast_path: true\n"), encoding="utf-8")
     holder = RuntimeHolder(build_runtime(load_config(path), environ=ENV), ConfigSource(path).read().digest)
-    reloader = Reloader(ConfigSource(path), holder, None, lambda c, **kw: build_runtime(c, environ=ENV, **kw))
+    reloader = Reloader(ConfigSource(path), holder, None, lambda c, **kw: build_runtime(c, environ=ENV, **kw), ENV)
     scoped = POLICY.replace("action: block\n", "action: block\n    applies_to: [demo-small]\n")
     path.write_text(config_text(envoy_extra="  fast_path: true\n", extra=scoped), encoding="utf-8")
     with caplog.at_level(logging.WARNING, logger="quorum.reload"):

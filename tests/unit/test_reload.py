@@ -46,7 +46,7 @@ def route_of(reply) -> str:
 def reloader_for(path: Path, metrics: Metrics | None = None) -> tuple[Reloader, RuntimeHolder]:
     snapshot = ConfigSource(path).read()
     holder = RuntimeHolder(compile_runtime(load_config(path)), snapshot.digest)
-    return Reloader(ConfigSource(path), holder, metrics, compile_runtime), holder
+    return Reloader(ConfigSource(path), holder, metrics, compile_runtime, environ=ENV), holder
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
@@ -207,11 +207,8 @@ async def test_every_problem_of_a_rejected_edit_is_logged(tmp_path, caplog):
     write(path, broken)
     with caplog.at_level(logging.ERROR, logger="quorum.reload"):
         await reloader.reload()
+    # as `quorum validate` reports them: a structural problem and a reference problem together
     assert "prio: unknown key" in caplog.text
-    write(path, config_text().replace("{model: demo-coder}", "{model: nowhere}"))
-    caplog.clear()
-    with caplog.at_level(logging.ERROR, logger="quorum.reload"):
-        await reloader.reload()
     assert "unknown model 'nowhere'" in caplog.text
 
 
@@ -318,3 +315,19 @@ async def _until(condition) -> None:
     async with asyncio.timeout(5):
         while not condition():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+
+
+async def test_a_sighup_during_start_up_reloads_once_serving():
+    from extproc.server import _Lifecycle
+
+    requests = []
+
+    class StubReloader:
+        def request(self, reason: str = "SIGHUP") -> None:
+            requests.append(reason)
+
+    lifecycle = _Lifecycle()
+    lifecycle._on_reload()  # the runtime is still being prepared: remembered, not fatal
+    assert requests == []
+    lifecycle.attach(StubReloader())
+    assert requests == ["SIGHUP"]

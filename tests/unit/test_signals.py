@@ -133,7 +133,7 @@ routing:
     with pytest.raises(ConfigError) as info:
         parse_config(yaml_text)
     [problem] = info.value.problems
-    assert problem.startswith("routing.signals.regex[0].patterns: patterns[1]: ")
+    assert problem.startswith("routing.signals.regex[0].patterns[1]: ")
     assert "RE2" in problem and reason in problem
 
 
