@@ -130,4 +130,6 @@ def extend_message_timeout(seconds: float) -> ep.ProcessingResponse:
 def error_response(err: QuorumError, headers: Mapping[str, str] | None = None) -> ep.ProcessingResponse:
     """The one place a QuorumError becomes what the client sees: an OpenAI error object."""
     code = err.code or err.type
+    if err.headers:
+        headers = {**(headers or {}), **err.headers}
     return immediate(err.status, orjson.dumps(err.to_openai()), headers=headers, details=f"quorum_{code}")

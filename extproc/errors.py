@@ -8,6 +8,7 @@
         MethodNotAllowed         405 invalid_request_error
         PayloadTooLarge          413 invalid_request_error
       UpstreamError              502 server_error (a model Quorum called itself failed)
+      Overloaded                 503 server_error, with retry-after (extproc.admission refused it)
       InternalError              500 server_error
 
 `extproc.envoy.error_response` turns any of them into an OpenAI error object sent as an
@@ -23,6 +24,7 @@ class QuorumError(Exception):
     status: int = 500
     type: str = "server_error"
     code: str | None = "internal_error"
+    headers: dict[str, str] = {}  # sent with the error (retry-after); subclasses set their own
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -70,6 +72,16 @@ class UpstreamError(QuorumError):
     status = 502
     type = "server_error"
     code = "upstream_error"
+
+
+class Overloaded(QuorumError):
+    status = 503
+    type = "server_error"
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.headers = {"retry-after": str(retry_after)}
 
 
 class InternalError(QuorumError):

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from urllib.parse import unquote
 
 from extproc import envoy
+from extproc.admission import Admission
 from extproc.config import GUARDS_HEADER, INTERNAL_HEADER_PREFIX
 from extproc.decisions import Match
 from extproc.endpoints import ENDPOINTS, EndpointProcessor, ParsedRequest
@@ -60,6 +61,7 @@ class StreamHandler:
     """
 
     __slots__ = (
+        "admission",
         "answered",
         "chunks",
         "duplex",
@@ -73,15 +75,24 @@ class StreamHandler:
         "request_id",
         "response_json",
         "routed",
+        "routing_slot",
         "runtime",
         "stream_usage",
         "strip_usage",
         "verdict",
     )
 
-    def __init__(self, runtime: Runtime, local: LocalRunner | None = None, telemetry: Telemetry | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        local: LocalRunner | None = None,
+        telemetry: Telemetry | None = None,
+        admission: Admission | None = None,
+    ) -> None:
         self.runtime = runtime
         self.local = local
+        self.admission = admission or UNLIMITED
+        self.routing_slot = False  # holds a routing slot of `admission` until the route is answered
         self.recorder = RequestRecorder(telemetry or NO_TELEMETRY)
         self.headers: dict[str, str] = {}
         self.request_id = "-"
@@ -148,6 +159,8 @@ class StreamHandler:
                 raise self._too_large(int(length))
             if msg.end_of_stream:
                 raise BadRequest("The request body is empty; send a JSON request body.", code="invalid_json")
+            self.admission.enter_routing()
+            self.routing_slot = True
             self.endpoint = endpoint
             self.kind = endpoint.name
             if self.duplex:
@@ -218,6 +231,7 @@ class StreamHandler:
         assert self.endpoint is not None  # only OpenAI paths reach the body phase here
         chat = self.endpoint.parse(body)
         match = await self._decide(chat)
+        self.release()
         decision = match.decision
         local = decision.algorithm.answers_locally
         check_honoured(chat.body, local, "" if local else decision.models[0])
@@ -231,26 +245,30 @@ class StreamHandler:
                 )
             if self.local is None:
                 raise InternalError("Local answers are not enabled on this router.", code="algorithm_unavailable")
-            self.answered = True
-            self.recorder.decided(decision.name, decision.priority, match.confidence, "", decision.algorithm.name)
-            debug = dict(self._debug(match))
-            if self.verdict is not None:
-                debug[GUARDS_HEADER] = ",".join(self.verdict.names)
-            local_chat, renderer = self.endpoint.local_request(chat), self.endpoint.renderer(chat)
-            ctx = RouteContext(
-                local_chat,
-                self.headers,
-                match,
-                self.request_id,
-                self.runtime,
-                self.duplex,
-                self.recorder,
-                debug,
-                renderer,
-                call_headers=dict(self.verdict.headers) if self.verdict else None,
-            )
-            async for response in self.local(ctx):
-                yield response
+            self.admission.enter_local(decision)
+            try:
+                self.answered = True
+                self.recorder.decided(decision.name, decision.priority, match.confidence, "", decision.algorithm.name)
+                debug = dict(self._debug(match))
+                if self.verdict is not None:
+                    debug[GUARDS_HEADER] = ",".join(self.verdict.names)
+                local_chat, renderer = self.endpoint.local_request(chat), self.endpoint.renderer(chat)
+                ctx = RouteContext(
+                    local_chat,
+                    self.headers,
+                    match,
+                    self.request_id,
+                    self.runtime,
+                    self.duplex,
+                    self.recorder,
+                    debug,
+                    renderer,
+                    call_headers=dict(self.verdict.headers) if self.verdict else None,
+                )
+                async for response in self.local(ctx):
+                    yield response
+            finally:
+                self.admission.leave_local(decision)
             return
         headers, new_body = self._route(chat, match)
         headers += self._debug(match)
@@ -341,11 +359,14 @@ class StreamHandler:
             return response
         if not self.duplex:  # in duplex mode the body streams to us anyway (see bootstrap)
             response.mode_override.response_body_mode = body_mode
+        self.recorder.incomplete = True  # until the body's end arrives
         return response
 
     def on_response_body(self, msg: ep.HttpBody) -> ep.ProcessingResponse:
         if self.routed is None:
             return _EMPTY_ANSWERS["response_body"]
+        if msg.end_of_stream:
+            self.recorder.incomplete = False
         if self.stream_usage is None:
             if self.response_json is not None:
                 self.response_json.append(msg.body)
@@ -361,6 +382,12 @@ class StreamHandler:
 
     # ------------------------------------------------------------------ helpers
 
+    def release(self) -> None:
+        """Give back the routing slot (once the route is decided, or when the stream ends early)."""
+        if self.routing_slot:
+            self.routing_slot = False
+            self.admission.leave_routing()
+
     def _too_large(self, size: int) -> PayloadTooLarge:
         limit = self.runtime.max_body_bytes
         return PayloadTooLarge(f"The request body is {size} bytes; the limit is {limit} bytes.")
@@ -371,6 +398,7 @@ class StreamHandler:
 
 
 _FULL_DUPLEX = pm.ProcessingMode.FULL_DUPLEX_STREAMED
+UNLIMITED = Admission()  # handlers built without a worker's admission (tests, tools)
 
 _EMPTY_ANSWERS = {
     "request_headers": ep.ProcessingResponse(request_headers=ep.HeadersResponse()),

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from extproc.errors import BadRequest
+from extproc.jsonsplice import refuse_duplicate_model, replace_top_level
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _PART_TYPES_WITH_TEXT = frozenset({"text", "input_text"})
@@ -35,10 +36,11 @@ TEXT_SCOPES: dict[str, Callable[[list[dict[str, Any]]], str]] = {
 class ChatRequest:
     """A validated `/v1/chat/completions` body. Derived texts are computed on first use, once."""
 
-    __slots__ = ("_folded", "_texts", "_token_estimate", "body", "model", "stream")
+    __slots__ = ("_folded", "_texts", "_token_estimate", "body", "model", "raw", "stream")
 
-    def __init__(self, body: dict[str, Any]) -> None:
+    def __init__(self, body: dict[str, Any], raw: bytes | None = None) -> None:
         self.body = body
+        self.raw = raw  # as the client sent it: routed bodies are spliced from it, never re-encoded
         self.model: str = body["model"]
         self.stream: bool = body.get("stream") is True
         self._texts: dict[str, str] = {}
@@ -85,11 +87,9 @@ class ChatRequest:
         return folded
 
     def with_model(self, model: str, **fields: Any) -> bytes:
-        """The body re-encoded with another `model` (and `fields`); every other field is kept as sent."""
-        body = dict(self.body)
-        body["model"] = model
-        body.update(fields)
-        return orjson.dumps(body)
+        """The body with another `model` (and top-level `fields`); every other byte is kept as sent."""
+        raw = self.raw if self.raw is not None else orjson.dumps(self.body)  # a body Quorum built itself
+        return replace_top_level(raw, {"model": model, **fields})
 
     @property
     def wants_usage(self) -> bool:
@@ -110,7 +110,7 @@ def message_text(message: dict[str, Any]) -> str:
 def parse_chat_request(raw: bytes) -> ChatRequest:
     body = load_object(raw)
     _validate_chat(body)
-    return ChatRequest(body)
+    return ChatRequest(body, raw)
 
 
 def load_object(raw: bytes) -> dict[str, Any]:
@@ -124,6 +124,7 @@ def load_object(raw: bytes) -> dict[str, Any]:
         ) from None
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.", code="invalid_json")
+    refuse_duplicate_model(raw)  # router and backend could read different copies
     return body
 
 

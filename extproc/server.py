@@ -10,7 +10,8 @@ server keeps serving for `server.drain_delay` so Envoy's health checks move traf
 accepting streams and lets in-flight ones finish for `server.grace_period`, and exits 0. A second
 signal skips the rest of the drain delay.
 
-`serve(..., workers=N)` starts N processes on consecutive ports (listen port + i). Envoy keeps one
+`serve(..., workers=N)` starts N processes on consecutive ports (listen port + i), supervised by
+extproc/supervisor.py (a dead worker is restarted; SIGHUP is forwarded to every worker). Envoy keeps one
 HTTP/2 connection per worker thread to a cluster endpoint and multiplexes every stream on it, so
 SO_REUSEPORT on a single port would not spread the load: the Envoy cluster must list every port
 (`quorum envoy-config` does).
@@ -20,10 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
+import functools
 import gc
 import logging
-import multiprocessing
-import os
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -32,6 +34,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from extproc.admission import Admission
 from extproc.algorithms.serve import LocalAnswerer
 from extproc.config import Config, ConfigError, ConfigSource, split_host_port
 from extproc.handler import LocalRunner, StreamHandler
@@ -54,15 +57,20 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         runtime: Runtime | RuntimeHolder,
         local: LocalRunner | None = None,
         telemetry: Telemetry | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.holder = runtime if isinstance(runtime, RuntimeHolder) else RuntimeHolder(runtime)
         self.local = local
         self.telemetry = telemetry or NO_TELEMETRY
+        self.admission = admission
 
     async def Process(
         self, request_iterator: AsyncIterator[ep.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[ep.ProcessingResponse]:
-        handler = StreamHandler(self.holder.runtime, self.local, self.telemetry)  # this stream's snapshot
+        runtime = self.holder.runtime  # this stream's snapshot
+        if self.admission is not None:
+            self.admission.follow(runtime.config.server.admission)
+        handler = StreamHandler(runtime, self.local, self.telemetry, self.admission)
         recorder = handler.recorder
         error: BaseException | None = None
         try:
@@ -77,6 +85,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
             error = exc
             raise
         finally:
+            handler.release()  # the admission slot, however the stream ended
             recorder.finish(error)
 
 
@@ -100,12 +109,13 @@ async def start_server(
     address: str,
     local: LocalRunner | None = None,
     telemetry: Telemetry | None = None,
+    admission: Admission | None = None,
 ) -> tuple[grpc.aio.Server, health.HealthServicer, int]:
     holder = runtime if isinstance(runtime, RuntimeHolder) else RuntimeHolder(runtime)
     host, _, port_text = address.rpartition(":")
     check_bindable(host.strip("[]"), int(port_text), "server.listen")
     server = grpc.aio.server(options=grpc_options(holder.runtime.max_body_bytes))
-    ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(holder, local, telemetry), server)
+    ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(holder, local, telemetry, admission), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     try:
@@ -127,10 +137,11 @@ async def _set_health(servicer: health.HealthServicer, status: int) -> None:
 
 
 async def serve_forever(
-    config: Config, address: str, worker: int = 0, source: str | None = None, digest: str = ""
+    config: Config, address: str, worker: int = 0, source: str | None = None, digest: str = "", restarts: int = 0
 ) -> None:
     """Serve until SIGTERM/SIGINT. `source` (the config file or directory) is watched and reloaded;
-    `digest` identifies the config already loaded from it."""
+    `digest` identifies the config already loaded from it; `restarts`: how often the supervisor
+    has restarted this worker's slot (exported as a metric)."""
     lifecycle = _Lifecycle()
     lifecycle.install(asyncio.get_running_loop())  # from the start: SIGHUP must never end the process
     runtime = build_runtime(config)
@@ -145,8 +156,11 @@ async def serve_forever(
         host, port = split_host_port(config.observability.metrics.listen)
         check_bindable(host, port + worker, "observability.metrics.listen")
         metrics_server = telemetry.metrics.serve(host, port + worker, ready=lambda: lifecycle.serving)
+        if restarts:
+            telemetry.metrics.worker_restarts.labels(str(worker)).inc(restarts)
     client = ModelClient(telemetry=telemetry)
-    server, health_servicer, _port = await start_server(holder, address, LocalAnswerer(client), telemetry)
+    admission = Admission(config.server.admission, telemetry.metrics)  # follows reloads (StreamHandler)
+    server, health_servicer, _port = await start_server(holder, address, LocalAnswerer(client), telemetry, admission)
     lifecycle.serving = True
     gc.freeze()  # config, compiled signals and modules live forever: keep them out of every GC pass
     log.info(
@@ -210,7 +224,9 @@ class _Lifecycle:
             self.reload_pending = True
 
 
-def run_worker(config: Config, address: str, worker: int = 0, source: str | None = None, digest: str = "") -> None:
+def run_worker(
+    config: Config, address: str, worker: int = 0, source: str | None = None, digest: str = "", restarts: int = 0
+) -> None:
     """Run one server process until SIGTERM/SIGINT, on uvloop when it is installed.
     A start-up failure exits with its one-line message (and status 1)."""
     if not logging.getLogger().handlers:  # a spawned worker process: nothing configured logging here
@@ -222,7 +238,7 @@ def run_worker(config: Config, address: str, worker: int = 0, source: str | None
     else:
         runner = uvloop.run
     try:
-        runner(serve_forever(config, address, worker, source, digest))
+        runner(serve_forever(config, address, worker, source, digest, restarts))
     except (StartupError, ConfigError) as exc:
         raise SystemExit(f"error: {exc}") from None
 
@@ -242,44 +258,22 @@ def serve(config: Config, workers: int, source: str | None = None, digest: str =
         return 0
     for address in addresses:  # one clear line now, rather than one traceback per worker
         check_bindable(*split_host_port(address), "server.listen")
-    ctx = multiprocessing.get_context("spawn")
-    children = [
-        ctx.Process(target=run_worker, args=(config, a, i, source, digest), name=f"quorum-worker-{i}")
-        for i, a in enumerate(addresses)
-    ]
-    for child in children:
-        child.start()
-    stopping = False
+    from extproc.supervisor import Supervisor
 
-    def forward(signum: int, _frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-        for child in children:
-            if child.is_alive():
-                with contextlib.suppress(ProcessLookupError):
-                    child.terminate()
+    target = functools.partial(run_supervised_worker, source=source, digest=digest)
+    return Supervisor(config, addresses, target).run()
 
-    def forward_reload(signum: int, _frame: Any) -> None:
-        for child in children:
-            if child.is_alive() and child.pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child.pid, signal.SIGHUP)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGHUP, forward_reload)
-    exit_code = 0
-    # If one worker dies on its own, stop the rest: a supervisor (systemd, Kubernetes) restarts us whole.
-    while any(c.is_alive() for c in children):
-        for child in children:
-            child.join(timeout=0.2)
-            if not child.is_alive() and not stopping:
-                log.error("%s exited with code %s; stopping the other workers", child.name, child.exitcode)
-                exit_code = 1
-                forward(signal.SIGTERM, None)
-    deadline_grace = config.server.grace_period + 5
-    for child in children:
-        child.join(timeout=deadline_grace)
-        if child.is_alive():
-            child.kill()
-    return exit_code
+def run_supervised_worker(
+    config: Config, address: str, worker: int, restarts: int, source: str | None = None, digest: str = ""
+) -> None:
+    """A worker process of `--workers N`: dies with its supervisor, and knows how often it was restarted."""
+    _die_with_parent()
+    run_worker(config, address, worker, source, digest, restarts)
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this process if the supervisor dies (even by SIGKILL), so no worker is orphaned."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

@@ -15,16 +15,31 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
+
 from extproc import envoy
 from extproc.algorithms import Answer, Run, RunContext
 from extproc.algorithms.trace import RunTrace
-from extproc.errors import QuorumError
+from extproc.errors import BadRequest, QuorumError
 from extproc.models import ModelClient
 from extproc.pb import ep
 from extproc.route import RouteContext
 from extproc.sse import HEARTBEAT
 
 TIMEOUT_MARGIN = 5.0
+MAX_LOCAL_NESTING = 254  # what orjson writes; routed bodies are spliced instead and have no such limit
+
+
+def check_encodable(body: dict[str, Any]) -> None:
+    """Model calls re-encode the request: refuse up front, with a 400, what cannot be written."""
+    try:
+        orjson.dumps(body)
+    except orjson.JSONEncodeError as exc:
+        raise BadRequest(
+            f"This decision's algorithm re-encodes the request for its model calls ({exc}): its JSON may nest "
+            f"at most {MAX_LOCAL_NESTING} levels deep.",
+            code="nesting_too_deep",
+        ) from None
 
 
 class LocalAnswerer:
@@ -35,6 +50,7 @@ class LocalAnswerer:
         self.client = client
 
     async def __call__(self, route: RouteContext) -> AsyncIterator[ep.ProcessingResponse]:
+        check_encodable(route.chat.body)
         algorithm = route.match.decision.algorithm
         runtime = route.runtime
         trace = RunTrace(algorithm.name, route.match.decision.name, route.recorder, runtime.models)

@@ -66,8 +66,10 @@ from extproc.config.routing import (
 )
 from extproc.config.schema import Config
 from extproc.config.server import (
+    AdmissionConfig,
     EnvoyConfig,
     ServerConfig,
+    SupervisionConfig,
 )
 from extproc.config.signals import (
     ComplexitySignal,
@@ -95,6 +97,7 @@ __all__ = [
     "NAME_PATTERN",
     "AccessConfig",
     "AccessRule",
+    "AdmissionConfig",
     "AlgorithmConfig",
     "AnalysisOverride",
     "ComplexitySignal",
@@ -140,6 +143,7 @@ __all__ = [
     "Snapshot",
     "StageTimeouts",
     "Strict",
+    "SupervisionConfig",
     "Tokens",
     "TracingConfig",
     "UsageConfig",

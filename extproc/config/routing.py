@@ -98,6 +98,7 @@ class FusionConfig(Strict):
     analysis_models: list[str] = []
     analysis_overrides: dict[str, AnalysisOverride] = {}
     max_concurrent: int = Field(8, ge=1, le=64)
+    max_concurrent_runs: int | None = Field(None, ge=1)  # runs of this decision at once, per worker
     min_successful_responses: int = Field(1, ge=1)
     round_timeout: Seconds | None = None
     timeouts: StageTimeouts = StageTimeouts()

@@ -19,6 +19,24 @@ from extproc.config.base import (
 )
 
 
+class AdmissionConfig(Strict):
+    """Per-worker budgets past which Quorum refuses at once with a 503 (see extproc/admission.py)."""
+
+    max_in_flight: int = Field(64, ge=0)  # chat requests being routed at once; 0: no limit
+    max_fusion_runs: int = Field(16, ge=0)  # fusion runs at once; 0: no limit
+    retry_after: int = Field(1, ge=0, le=3600)  # seconds, sent as retry-after with every refusal
+
+
+class SupervisionConfig(Strict):
+    """How `--workers N` restarts a worker that died (see extproc/supervisor.py)."""
+
+    max_restarts: int = Field(5, ge=0)  # more restarts than this within restart_window: exit 1
+    restart_window: Seconds = 60.0
+    backoff: Seconds = 0.5  # first wait before a restart; doubles while the worker keeps dying quickly
+    max_backoff: Seconds = 10.0
+    stable_after: Seconds = 30.0  # a worker up this long is healthy again: its backoff starts over
+
+
 class ServerConfig(Strict):
     listen: str = "127.0.0.1:50051"
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, le=1024 * 1024 * 1024)
@@ -32,6 +50,8 @@ class ServerConfig(Strict):
     # How often the config file (or directory) is checked for changes; 0 = only on SIGHUP.
     watch_interval: SecondsOrZero = 1.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    admission: AdmissionConfig = AdmissionConfig()
+    supervision: SupervisionConfig = SupervisionConfig()
 
     @field_validator("listen")
     @classmethod

@@ -93,6 +93,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import hashlib
 import itertools
 import json
 import logging
@@ -518,6 +519,7 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
         except orjson.JSONDecodeError as exc:
             raise _BadRequest(f"We could not parse the JSON body of your request: {exc}") from None
         record["body"] = body
+        record["body_sha256"] = hashlib.sha256(raw).hexdigest()  # proves the bytes arrived as sent
         quirk = _quirk_failure(backend.quirks, body, record["headers"])
         if quirk is not None:
             return await _send(request, quirk, record)
@@ -589,8 +591,17 @@ def _quirk_failure(quirks: frozenset[str], body: Any, headers: Mapping[str, str]
 
 
 async def _list_requests(request: web.Request) -> web.Response:
-    records = list(request.app[BACKEND].records)
+    records = [_listable(r) for r in request.app[BACKEND].records]
     return web.Response(body=orjson.dumps({"requests": records}), content_type="application/json")
+
+
+def _listable(record: dict[str, Any]) -> dict[str, Any]:
+    """A record orjson can write: a body nested deeper than it writes is listed as None."""
+    try:
+        orjson.dumps(record["body"])
+    except orjson.JSONEncodeError:
+        return {**record, "body": None}
+    return record
 
 
 async def _clear_requests(request: web.Request) -> web.Response:

@@ -18,8 +18,8 @@ class PromptRequest(ChatRequest):
 
     __slots__ = ("_messages",)
 
-    def __init__(self, body: dict[str, Any], texts: list[str]) -> None:
-        super().__init__(body)
+    def __init__(self, body: dict[str, Any], raw: bytes, texts: list[str]) -> None:
+        super().__init__(body, raw)
         self._messages = [{"role": "user", "content": text} for text in texts]
 
     @property
@@ -45,7 +45,7 @@ class CompletionsEndpoint(ChatEndpoint):
         for key in ("echo",):
             if body.get(key) is not None and not isinstance(body[key], bool):
                 raise invalid(key, f"'{key}' must be a boolean")
-        return PromptRequest(body, texts)
+        return PromptRequest(body, raw, texts)
 
 
 class EmbeddingsEndpoint(Endpoint):
@@ -61,7 +61,7 @@ class EmbeddingsEndpoint(Endpoint):
         if fmt is not None and fmt not in ("float", "base64"):
             raise invalid("encoding_format", "'encoding_format' must be 'float' or 'base64'")
         validate_numbers(body, (), ("dimensions",))
-        return PromptRequest(body, texts)
+        return PromptRequest(body, raw, texts)
 
 
 def _model_and_texts(body: dict[str, Any], field: str) -> list[str]:

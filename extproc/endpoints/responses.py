@@ -30,8 +30,8 @@ class ResponsesRequest(ChatRequest):
 
     __slots__ = ("_messages",)
 
-    def __init__(self, body: dict[str, Any], messages: list[dict[str, Any]]) -> None:
-        super().__init__(body)
+    def __init__(self, body: dict[str, Any], raw: bytes, messages: list[dict[str, Any]]) -> None:
+        super().__init__(body, raw)
         self._messages = messages
 
     @property
@@ -53,7 +53,7 @@ class ResponsesEndpoint(Endpoint):
 
     def parse(self, raw: bytes) -> ResponsesRequest:
         body = load_object(raw)
-        return ResponsesRequest(body, validate_responses(body))
+        return ResponsesRequest(body, raw, validate_responses(body))
 
     def json_usage(self, body: bytes) -> Usage | None:
         try:

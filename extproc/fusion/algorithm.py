@@ -37,6 +37,11 @@ class Fusion:
     def heartbeat_interval(self) -> float:
         return self.config.heartbeat_interval
 
+    @property
+    def max_concurrent_runs(self) -> int | None:
+        """Runs of this decision at once per worker (extproc.admission); None: only the global limit."""
+        return self.config.max_concurrent_runs
+
     def plan(self, ctx: RunContext) -> FusionPlan:
         return build_plan(ctx.runtime, ctx.trace.decision, self.config, self.models, ctx.body)
 

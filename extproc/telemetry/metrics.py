@@ -42,6 +42,24 @@ class Metrics:
             "quorum_guard_matches", "Requests a guard matched, by guard and its action", ["guard", "action"], registry=r
         )
         self.inflight = Gauge("quorum_inflight_streams", "ext_proc streams in progress", registry=r)
+        self.worker_restarts = Counter(
+            "quorum_worker_restarts",
+            "Times the supervisor restarted this worker's slot after it died (--workers N)",
+            ["worker"],
+            registry=r,
+        )
+        self.admission_in_flight = Gauge(
+            "quorum_admission_in_flight",
+            "Work holding an admission slot: chat requests being routed, fusion runs",
+            ["budget"],
+            registry=r,
+        )
+        self.admission_refusals = Counter(
+            "quorum_admission_refusals",
+            "Requests refused at once with a 503 because a budget was full (routing, fusion, fusion_decision)",
+            ["budget"],
+            registry=r,
+        )
         self.config_reloads = Counter(
             "quorum_config_reloads", "Configuration reload attempts, by result", ["result"], registry=r
         )

@@ -59,6 +59,7 @@ class RequestRecorder:
         "decision_facts",
         "finished",
         "guards",
+        "incomplete",
         "kind",
         "method",
         "model",
@@ -89,6 +90,7 @@ class RequestRecorder:
         self.usage_in = self.usage_out = 0
         self.guards: tuple[str, ...] = ()  # guards that matched
         self.finished = False
+        self.incomplete = False  # a routed answer's body started but its end was never seen
         self.traceparent: dict[str, str] | None = None  # the client's, kept for propagation when not tracing
         self.attributes: dict[str, Any] = {}  # of the request span, written when the request ends
         self.start_ns = 0
@@ -213,6 +215,8 @@ class RequestRecorder:
         if error is not None and self.kind in HANDED_OFF:
             error = None  # Quorum's part was done; Envoy closing the stream afterwards is not a failure
         status = str(self.status) if self.status is not None else ("cancelled" if error else "forwarded")
+        if self.incomplete:  # the backend (or the client) went away mid-answer
+            status = "incomplete"
         metrics = self.telemetry.metrics
         if metrics is not None:
             metrics.inflight.dec()
@@ -227,8 +231,8 @@ class RequestRecorder:
                 attributes["gen_ai.usage.input_tokens"] = self.usage_in
                 attributes["gen_ai.usage.output_tokens"] = self.usage_out
             span_status = _OK
-            if error is not None or (self.status is not None and self.status >= 500):
-                span_status = Status(StatusCode.ERROR, type(error).__name__ if error else str(self.status))
+            if error is not None or self.incomplete or (self.status is not None and self.status >= 500):
+                span_status = Status(StatusCode.ERROR, type(error).__name__ if error else status)
             spans.write_request(
                 self.span.get_span_context(),
                 self.parent,

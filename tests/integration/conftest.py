@@ -37,20 +37,38 @@ def write_config(
     return path, ports
 
 
-def _running_stack(
-    workdir: Path, body_mode: str, decisions: tuple[dict[str, Any], ...] = (), **settings: str
+def running_stack(
+    workdir: Path,
+    body_mode: str,
+    decisions: tuple[dict[str, Any], ...] = (),
+    server: str = "",
+    workers: int | None = None,
+    **settings: str,
 ) -> Iterator[Stack]:
+    """`decisions`: added to the config's; `server`: extra `server:` keys in flow style
+    (e.g. "admission: {max_in_flight: 1}")."""
     path, _ = write_config(workdir, body_mode, **settings)
-    if decisions:
+    if server or decisions:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw["server"].update(yaml.safe_load("{" + server + "}"))
         raw["routing"]["decisions"].extend(decisions)
         path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     os.environ["QUORUM_TEST_LARGE_KEY"] = LARGE_KEY
     try:
-        with Stack(path, workdir) as running:
+        with Stack(path, workdir, workers=workers) as running:
             yield running
     finally:
         os.environ.pop("QUORUM_TEST_LARGE_KEY", None)
+
+
+def module_stack(name: str, body_mode: str = "full_duplex_streamed", **settings: Any) -> Any:
+    """A module-scoped stack fixture with its own settings (see `running_stack`)."""
+
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+        yield from running_stack(tmp_path_factory.mktemp(name), body_mode, **settings)
+
+    return fixture
 
 
 BODY_MODES = {"duplex": "full_duplex_streamed", "buffered": "buffered"}
@@ -59,19 +77,19 @@ BODY_MODES = {"duplex": "full_duplex_streamed", "buffered": "buffered"}
 @pytest.fixture(scope="session", params=list(BODY_MODES))
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The shared stack, once per Envoy request body mode: every test that uses it runs in both."""
-    yield from _running_stack(tmp_path_factory.mktemp(request.param), BODY_MODES[request.param])
+    yield from running_stack(tmp_path_factory.mktemp(request.param), BODY_MODES[request.param])
 
 
 @pytest.fixture(scope="session")
 def buffered_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Envoy with request_body_mode BUFFERED: fusion answers arrive in one ImmediateResponse."""
-    yield from _running_stack(tmp_path_factory.mktemp("buffered"), "buffered")
+    yield from running_stack(tmp_path_factory.mktemp("buffered"), "buffered")
 
 
 @pytest.fixture(scope="session")
 def duplex_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Envoy with request_body_mode FULL_DUPLEX_STREAMED: true streaming of fusion answers."""
-    yield from _running_stack(tmp_path_factory.mktemp("duplex"), "full_duplex_streamed")
+    yield from running_stack(tmp_path_factory.mktemp("duplex"), "full_duplex_streamed")
 
 
 @pytest.fixture
@@ -110,7 +128,7 @@ def clear_backends(stack: Stack) -> None:
 
 def running_stack_with(workdir: Path, body_mode: str, *decisions: dict[str, Any]) -> Iterator[Stack]:
     """A stack whose config is the test config plus `decisions`."""
-    yield from _running_stack(workdir, body_mode, decisions)
+    yield from running_stack(workdir, body_mode, decisions)
 
 
 def stream_chat(client: openai.OpenAI, text: str, trace_key: str, model: str = "quorum/auto") -> tuple[str, Any, Any]:

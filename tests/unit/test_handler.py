@@ -7,12 +7,15 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 from builders import body_msg, chat, chat_headers, config_text, error_of, exchange, headers_msg, set_headers
+from opentelemetry import trace
 
 from extproc.config import parse_config
 from extproc.handler import StreamHandler
 from extproc.pb import ep, pm
 from extproc.route import RouteContext
 from extproc.runtime import Runtime, build_runtime
+from extproc.telemetry.metrics import Metrics
+from extproc.telemetry.setup import Telemetry
 
 SECRET = "sk-test-secret-value"
 
@@ -229,3 +232,19 @@ async def test_json_response_usage_is_read_once_even_when_the_body_arrives_in_pi
     for i, piece in enumerate(pieces):
         await exchange(handler, _response_body(piece, end=i == len(pieces) - 1))
     assert (handler.recorder.usage_in, handler.recorder.usage_out) == (11, 7)
+
+
+@pytest.mark.parametrize("completes", [True, False], ids=["complete", "cut_short"])
+async def test_a_routed_answer_cut_short_is_recorded_as_incomplete(completes):
+    """The backend died mid-answer: the stream ends without the body's end, and metrics say so."""
+    rt = build_runtime(parse_config(config_text(usage="{enabled: true}")), environ={"QUORUM_TEST_LARGE_KEY": SECRET})
+    metrics = Metrics()
+    handler = StreamHandler(rt, telemetry=Telemetry(tracer=trace.NoOpTracer(), metrics=metrics, access_log=False))
+    await exchange(handler, chat_headers(), body_msg(chat("python")))
+    sse = {":status": "200", "content-type": "text/event-stream"}
+    await exchange(handler, headers_msg(sse, which="response_headers"))
+    await exchange(handler, _response_body(b'data: {"choices":[]}\n\n', end=completes))
+    handler.recorder.finish(None if completes else ConnectionResetError())
+    status = "200" if completes else "incomplete"
+    labels = {"decision": "coding", "model": "demo-coder", "status": status}
+    assert metrics.registry.get_sample_value("quorum_requests_total", labels) == 1

@@ -1,0 +1,100 @@
+"""Backpressure through a real Envoy: a full budget is an immediate OpenAI 503 with retry-after."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+from conftest import backend_requests, clear_backends, module_stack
+
+from extproc.dev.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+CHAT = "/v1/chat/completions"
+JSON = {"content-type": "application/json"}
+
+
+# one routing slot and one fusion run per worker
+tight_stack = module_stack("admission", server="admission: {max_in_flight: 1, max_fusion_runs: 1, retry_after: 2}")
+
+
+def body(text: str) -> bytes:
+    return b'{"model":"quorum/auto","messages":[{"role":"user","content":"' + text.encode() + b'"}]}'
+
+
+def assert_refused(response: httpx.Response, code: str) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "2"
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == ("server_error", code)
+    assert error["message"]
+
+
+def test_request_held_in_routing_makes_the_next_one_a_503_at_once(tight_stack: Stack) -> None:
+    release = threading.Event()
+    result: dict[str, httpx.Response] = {}
+
+    def slow_body() -> Iterator[bytes]:
+        yield body("hello there")[:20]  # the headers are in: this request holds the routing slot
+        release.wait(10)
+        yield body("hello there")[20:]
+
+    def send_slowly() -> None:
+        with httpx.Client(base_url=tight_stack.envoy_url, timeout=20) as c:
+            result["held"] = c.post(CHAT, content=slow_body(), headers=JSON)
+
+    holder = threading.Thread(target=send_slowly)
+    holder.start()
+    try:
+        with httpx.Client(base_url=tight_stack.envoy_url, timeout=20) as c:
+            deadline = time.monotonic() + 10
+            while True:  # until the slow request's headers have reached Quorum
+                refused = c.post(CHAT, content=body("hello there"), headers=JSON)
+                if refused.status_code != 200 or time.monotonic() > deadline:
+                    break
+            assert_refused(refused, "routing_capacity_exceeded")
+            metrics = httpx.get(f"http://{tight_stack.config.observability.metrics.listen}/metrics").text
+            assert 'quorum_admission_refusals_total{budget="routing"}' in metrics
+    finally:
+        release.set()
+        holder.join(20)
+    assert result["held"].status_code == 200
+    assert result["held"].headers["x-fake-backend"] == "demo-small"
+
+
+def test_full_fusion_budget_refuses_fusion_while_routed_requests_pass(tight_stack: Stack) -> None:
+    client = openai.OpenAI(base_url=f"{tight_stack.envoy_url}/v1", api_key="k", max_retries=0, timeout=20)
+    done: dict[str, object] = {}
+
+    def long_fusion() -> None:
+        done["answer"] = client.chat.completions.create(
+            model="quorum/auto", messages=[{"role": "user", "content": "compare these [[fake:delay_ms=1500]]"}]
+        )
+
+    clear_backends(tight_stack)
+    runner = threading.Thread(target=long_fusion)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not backend_requests(tight_stack, "demo-small") and time.monotonic() < deadline:
+            time.sleep(0.02)  # until the long run calls its panel: it holds the fusion slot
+        with httpx.Client(base_url=tight_stack.envoy_url, timeout=20) as c:
+            started = time.monotonic()
+            refused = c.post(CHAT, content=body("compare this"), headers=JSON)
+            refusal_seconds = time.monotonic() - started
+            assert_refused(refused, "fusion_capacity_exceeded")
+            assert refusal_seconds < 1.0  # answered at once, not after the 1.5 s run it would wait for
+            routed = c.post(CHAT, content=body("hello there"), headers=JSON)
+            assert routed.status_code == 200
+            assert routed.headers["x-quorum-decision"] == "default"
+        with pytest.raises(openai.InternalServerError) as info:  # what the SDK raises (and retries) on it
+            client.chat.completions.create(model="quorum/auto", messages=[{"role": "user", "content": "compare"}])
+        assert info.value.response.headers["retry-after"] == "2"
+    finally:
+        runner.join(20)
+    assert "answer" in done
