@@ -63,6 +63,7 @@ bench: install
 	$(PY) tests/bench/tracing.py --output docs/benchmarks.md
 	$(PY) tests/bench/semantic.py --output docs/benchmarks.md
 	$(PY) tests/bench/semantic_models.py --output docs/benchmarks.md
+	$(PY) tests/bench/policy.py --output docs/benchmarks.md
 	$(PY) tests/bench/reload.py --output docs/benchmarks.md
 	$(PY) tests/bench/eval_real.py --output docs/benchmarks.md  # skipped (and says so) without make real-install
 	$(PY) tests/bench/overload.py --output docs/benchmarks.md
@@ -78,6 +79,7 @@ format: install
 
 envoy-configs: install
 	$(PY) -m extproc envoy-config --config config/demo.yaml --output envoy/demo.yaml
+	$(PY) -m extproc envoy-config --config config/policy.yaml --output envoy/policy.yaml
 
 deploy-manifests: install
 	$(PY) -m extproc deploy-manifests --config deploy/config.yaml --output deploy

@@ -37,6 +37,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     """Every error and warning at once, as `path: problem`; exit 2 on errors, like `serve` refuses."""
     from extproc.config.report import check_document
+    from extproc.policy.fastpath import describe
 
     findings = check_document(ConfigSource(args.config).read().raw)
     if findings.errors:
@@ -49,6 +50,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         print(f"{args.config}: ok ({len(config.providers.models)} models, {len(config.routing.decisions)} decisions)")
     for warning in findings.warnings:
         print(f"{args.config}: warning: {warning}", file=sys.stderr)
+    if findings.config is not None:
+        for line in describe(findings.config):
+            print(line)
     return 2 if findings.errors else 0
 
 

@@ -18,9 +18,9 @@ from urllib.parse import unquote
 
 from extproc import envoy
 from extproc.admission import Admission
-from extproc.config import INTERNAL_HEADER_PREFIX
+from extproc.config import GUARDS_HEADER, INTERNAL_HEADER_PREFIX
 from extproc.config.fallbacks import chain_key
-from extproc.decisions import Match, fixed_decision, select
+from extproc.decisions import Match
 from extproc.endpoints import ENDPOINTS, EndpointProcessor, ParsedRequest
 from extproc.endpoints.base import model_first
 from extproc.endpoints.honoured import check_honoured
@@ -33,8 +33,10 @@ from extproc.errors import (
     PayloadTooLarge,
     QuorumError,
 )
-from extproc.fusion.plan import fusion_plugin
 from extproc.pb import ep, pm
+from extproc.policy.access import not_found
+from extproc.policy.guards import Verdict
+from extproc.policy.selection import select_route
 from extproc.route import RouteContext
 from extproc.runtime import Model, Runtime
 from extproc.signals import SignalResults, SignalSet
@@ -79,6 +81,7 @@ class StreamHandler:
         "runtime",
         "stream_usage",
         "strip_usage",
+        "verdict",
     )
 
     def __init__(
@@ -106,6 +109,7 @@ class StreamHandler:
         self.stream_usage: StreamUsage | None = None
         self.response_json: list[bytes] | None = None  # a routed JSON response, read for its usage
         self.matched: list[str] = []  # signals that matched, for debug headers
+        self.verdict: Verdict | None = None  # the guards that matched
 
     async def handle(self, request: ep.ProcessingRequest) -> AsyncIterator[ep.ProcessingResponse]:
         which = request.WhichOneof("request")
@@ -130,7 +134,8 @@ class StreamHandler:
         except QuorumError as err:
             self.answered = True
             self.recorder.answered(err.status, "error")
-            yield envoy.error_response(err, self._echo())
+            guards = {GUARDS_HEADER: ",".join(self.verdict.names)} if self.verdict else {}
+            yield envoy.error_response(err, {**self._echo(), **guards})
         except Exception:
             log.exception("internal error handling %s (request id %s)", which, self.request_id)
             self.answered = True
@@ -185,12 +190,14 @@ class StreamHandler:
             raise MethodNotAllowed(f"Method {method} is not allowed for {path}; use GET.")
         self.answered = True
         self.recorder.answered(200, "models")
+        rt = self.runtime
+        identity = rt.access.identity(self.headers)
         if path == MODELS_PATH:
-            return envoy.immediate(200, self.runtime.models_body, headers=self._echo())
+            return envoy.immediate(200, rt.models_list(identity), headers=self._echo())
         model_id = unquote(path[len(MODELS_PATH) + 1 :])  # the SDK sends quorum/auto as quorum%2Fauto
-        body = self.runtime.model_bodies.get(model_id)
-        if body is None:
-            raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
+        body = rt.model_bodies.get(model_id)
+        if body is None or not rt.access.allows(model_id, identity):
+            raise not_found(model_id)
         return envoy.immediate(200, body, headers=self._echo())
 
     # ------------------------------------------------------------------ request body
@@ -245,6 +252,8 @@ class StreamHandler:
                 self.answered = True
                 self.recorder.decided(decision.name, decision.priority, match.confidence, "", decision.algorithm.name)
                 debug = dict(self._debug(match))
+                if self.verdict is not None:
+                    debug[GUARDS_HEADER] = ",".join(self.verdict.names)
                 local_chat, renderer = self.endpoint.local_request(chat), self.endpoint.renderer(chat)
                 ctx = RouteContext(
                     local_chat,
@@ -256,6 +265,7 @@ class StreamHandler:
                     self.recorder,
                     debug,
                     renderer,
+                    call_headers=dict(self.verdict.headers) if self.verdict else None,
                 )
                 async for response in self.local(ctx):
                     yield response
@@ -282,37 +292,29 @@ class StreamHandler:
                 param="model",
                 code="model_required",
             )
-        if model in rt.auto_names:
-            match = select(rt.decisions, await self._signals(rt.signals, chat))
-            if match is not None:
-                return match
-            if rt.default_model is None:
-                raise BadRequest(
-                    "No routing decision matched this request and no default model is configured.",
-                    param="model",
-                    code="no_route",
-                )
-            return Match(fixed_decision("default", rt.default_model), 0.0)
-        if model in rt.fusion_names:
-            match = select(rt.local_decisions, await self._signals(rt.local_signals, chat))
-            if match is None and fusion_plugin(chat.body) is not None:
-                return Match(rt.request_decision, 1.0)
-            if match is None:
-                raise BadRequest(
-                    f"No fusion decision matched this request, so '{model}' cannot answer it.",
-                    param="model",
-                    code="no_fusion_decision",
-                )
-            return match
-        if model in rt.models:
-            return Match(fixed_decision("explicit", model), 1.0)
-        raise ModelNotFound(f"The model '{model}' does not exist or you do not have access to it.", param="model")
+        selection = await select_route(
+            rt, chat.model, chat.body, rt.access.identity(self.headers), lambda s: self._signals(s, chat)
+        )
+        verdict = self.verdict = selection.verdict
+        if verdict is not None:
+            self.recorder.guarded(verdict)
+            if verdict.block is not None:
+                self.recorder.decision = f"guard:{verdict.block.name}"
+                raise verdict.block.violation()
+        assert selection.match is not None
+        return selection.match
 
     async def _signals(self, signals: SignalSet, chat: ParsedRequest) -> SignalResults:
         started = time.perf_counter()
         results = await signals.evaluate(chat, self.headers)
         self.matched = self.recorder.signals(results, started)
         return results
+
+    def _guard_headers(self) -> list[tuple[str, str]]:
+        """`x-quorum-guards` (which guards matched) and the headers of label guards."""
+        if self.verdict is None:
+            return []
+        return [(GUARDS_HEADER, ",".join(self.verdict.names)), *self.verdict.headers]
 
     def _debug(self, match: Match) -> list[tuple[str, str]]:
         """`x-quorum-signals` and `x-quorum-confidence`, when the operator enabled debug headers."""
@@ -332,7 +334,7 @@ class StreamHandler:
         names = match.decision.models
         chain = names if len(names) > 1 else (model.name, *model.fallbacks)
         route = chain_key(chain)  # Envoy's route for the chain fails over between its models
-        headers = [(rt.route_header, route), (rt.decision_header, match.decision.name)]
+        headers = [(rt.route_header, route), (rt.decision_header, match.decision.name), *self._guard_headers()]
         if model.authorization is not None:
             headers.append(("authorization", model.authorization))
         body, self.strip_usage = self.endpoint.rewrite(chat, model.upstream_model, rt.request_stream_usage)

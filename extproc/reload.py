@@ -21,6 +21,7 @@ from typing import Any
 
 from extproc.config import Config, ConfigError, ConfigSource, Snapshot
 from extproc.config.report import check_document
+from extproc.policy.fastpath import reload_warnings
 from extproc.runtime import Runtime, build_runtime, prepare_runtime
 from extproc.telemetry.metrics import Metrics
 
@@ -164,6 +165,7 @@ class Reloader:
             raise ConfigError(findings.errors, str(self.source))
         config, warnings = pin_restart_only(findings.config, old)
         warnings = findings.warnings + warnings
+        warnings += reload_warnings(old, config)  # policy on a model Envoy routes by itself
         if await asyncio.to_thread(envoy_side_changed, config, old):
             warnings.append(
                 "the Envoy bootstrap for this config differs from the running one (models, backends or envoy.*): "

@@ -12,7 +12,18 @@ from extproc.telemetry.recorder import RequestRecorder
 class RouteContext:
     """What routing learned about one chat request."""
 
-    __slots__ = ("chat", "debug_headers", "duplex", "headers", "match", "recorder", "renderer", "request_id", "runtime")
+    __slots__ = (
+        "call_headers",
+        "chat",
+        "debug_headers",
+        "duplex",
+        "headers",
+        "match",
+        "recorder",
+        "renderer",
+        "request_id",
+        "runtime",
+    )
 
     def __init__(
         self,
@@ -25,7 +36,9 @@ class RouteContext:
         recorder: RequestRecorder | None = None,
         debug_headers: dict[str, str] | None = None,
         renderer: AnswerRenderer | None = None,
+        call_headers: dict[str, str] | None = None,
     ) -> None:
+        self.call_headers = call_headers or {}  # added to every model call (label guards' headers)
         self.chat = chat  # as algorithms read it: chat messages, whatever the endpoint
         self.renderer = renderer or ENDPOINTS[CHAT_PATH].renderer(chat)  # the answer in the endpoint's format
         self.debug_headers = debug_headers or {}  # matched signals and confidence, when enabled

@@ -20,6 +20,8 @@ from extproc.config.report import missing_api_keys
 from extproc.decisions import Decision, compile_rule, rule_signals
 from extproc.dialects import Dialect
 from extproc.openai import render_model, render_model_list
+from extproc.policy.access import ANONYMOUS, NO_ACCESS_RULES, Access, Identity, compile_access
+from extproc.policy.guards import Guard, applies, compile_guard, guard_signals
 from extproc.signals import SEMANTIC_KINDS, SignalSet, compile_signals
 from extproc.signals import needs_engine as signals_need_engine
 
@@ -67,6 +69,20 @@ class Runtime:
     model_bodies: dict[str, bytes]  # GET /v1/models/{id}
     account_usage: bool = False  # read routed responses for token usage
     request_stream_usage: bool = False  # ask streaming backends for usage, strip it if the client did not
+    access: Access = NO_ACCESS_RULES
+    # Per requested name (model or alias): the guards that apply, and every signal the request
+    # needs (guards' and, for aliases, the decisions'), evaluated once.
+    guards: dict[str, tuple[Guard, ...]] = field(default_factory=dict)
+    request_signals: dict[str, SignalSet] = field(default_factory=dict)
+    owners: tuple[tuple[str, str], ...] = ()  # (name, owned_by) for GET /v1/models
+    created: int = 0
+
+    def models_list(self, identity: Identity) -> bytes:
+        """GET /v1/models for one caller: only the names it may use."""
+        if identity is ANONYMOUS and not self.access.enabled:
+            return self.models_body
+        return render_model_list([(n, o) for n, o in self.owners if self.access.allows(n, identity)], self.created)
+
     embedder: Any = None  # the embedding engine, when semantic signals or an algorithm loaded one
     semantic: Any = None  # the SemanticContext (embedding engine, detector pool), kept for reloads to reuse
 
@@ -99,15 +115,25 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None, semanti
     used = set().union(*(rule_signals(d.rules) for d in routing.decisions)) if routing.decisions else set()
     local_names = {d.name for d in local}
     local_used = {key for d in routing.decisions if d.name in local_names for key in rule_signals(d.rules)}
+    guarded = guard_signals(config.guards)
 
     wants_embeddings = any(getattr(d.algorithm, "wants_embeddings", False) for d in decisions)
-    if semantic is None and (wants_embeddings or any(kind in SEMANTIC_KINDS for kind, _ in used)):
-        semantic = semantic_context(config, env, used, wants_embeddings)
+    if semantic is None and (wants_embeddings or any(kind in SEMANTIC_KINDS for kind, _ in used | guarded)):
+        semantic = semantic_context(config, env, used | guarded, wants_embeddings)
+    every_signal = compile_signals(routing.signals, used | guarded, semantic)
 
     created = int(time.time())
     owners = [(m.name, "quorum") for m in config.providers.models]
     owners += [(n, "quorum-router") for n in routing.auto_model_names]
     owners += [(n, "quorum-fusion") for n in routing.fusion_model_names]
+    decision_keys = dict.fromkeys(routing.auto_model_names, used)
+    decision_keys.update(dict.fromkeys(routing.fusion_model_names, local_used))
+    guards: dict[str, tuple[Guard, ...]] = {}
+    request_signals: dict[str, SignalSet] = {}
+    for name, _ in owners:
+        applicable = [g for g in config.guards if applies(g, name)]
+        guards[name] = tuple(compile_guard(g) for g in applicable)
+        request_signals[name] = every_signal.subset(guard_signals(applicable) | decision_keys.get(name, set()))
     return Runtime(
         config=config,
         models=models,
@@ -116,8 +142,8 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None, semanti
         default_model=config.providers.defaults.default_model,
         decisions=tuple(decisions),
         local_decisions=local,
-        signals=compile_signals(routing.signals, used, semantic),
-        local_signals=compile_signals(routing.signals, local_used, semantic),
+        signals=every_signal.subset(used),
+        local_signals=every_signal.subset(local_used),
         request_decision=Decision(
             name="fusion_request",
             priority=0,
@@ -133,6 +159,11 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None, semanti
         model_bodies={name: render_model(name, owner, created) for name, owner in owners},
         account_usage=config.observability.usage.enabled,
         request_stream_usage=config.observability.usage.enabled and config.observability.usage.request_stream_usage,
+        access=compile_access(config.access),
+        guards=guards,
+        request_signals=request_signals,
+        owners=tuple(owners),
+        created=created,
         embedder=getattr(semantic, "engine", None),
         semantic=semantic,
     )
@@ -140,8 +171,9 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None, semanti
 
 async def prepare_runtime(runtime: Runtime) -> None:
     """Load models and embed example phrases now, so the first request is not the slow one."""
-    await runtime.signals.prepare()
-    await runtime.local_signals.prepare()
+    prepared: set[int] = set()
+    for signals in (runtime.signals, runtime.local_signals, *runtime.request_signals.values()):
+        await signals.prepare(skip=prepared)
 
 
 def semantic_context(

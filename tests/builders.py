@@ -10,6 +10,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
+from extproc.handler import StreamHandler
 from extproc.pb import core, ep
 from extproc.telemetry.setup import Telemetry
 from extproc.telemetry.spans import RecordExpandingExporter, SpanWriter
@@ -22,6 +23,7 @@ envoy:
   admin: 127.0.0.1:{admin_port}
   message_timeout: 500ms
   request_body_mode: {body_mode}
+{envoy_extra}
 observability:
   metrics: {{listen: "127.0.0.1:{metrics_port}"}}
   tracing: {tracing}
@@ -53,6 +55,8 @@ routing:
     regex:   [{{name: ticket, patterns: ["[A-Z]+-[0-9]+"]}}]
     context: [{{name: long_prompt, min_tokens: 4000}}]
     header:  [{{name: premium, header: x-user-tier, values: [gold]}}]
+    pii:     [{{name: personal, kinds: [email, us_ssn]}}]
+    jailbreak: [{{name: attack, embeddings: false}}]
   decisions:
     - name: coding
       priority: 100
@@ -74,6 +78,39 @@ routing:
           early_exit: {{consensus: 0.99}}
 """
 
+# Operator policy over BASE_CONFIG: jailbreak attempts blocked and personal data kept on the
+# "on-premises" model (demo-coder) for every request; demo-large only for the `research` client,
+# whose identity the trusted Lua filter below derives from its API key (as ext_authz would).
+POLICY = """
+guards:
+  - name: no_jailbreak
+    rules: {type: jailbreak, name: attack}
+    action: block
+    message: This request tries to override the assistant's instructions.
+  - name: pii_on_prem
+    rules: {type: pii, name: personal}
+    action: route
+    model: demo-coder
+    headers: {x-data-class: personal}
+access:
+  identity_header: x-client-id
+  rules:
+    - {name: research_only, models: [demo-large], clients: [research]}
+"""
+
+IDENTITY_FILTER = """  identity_filters:
+    - name: envoy.filters.http.lua
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua
+        default_source_code:
+          inline_string: |
+            function envoy_on_request(handle)
+              if handle:headers():get("authorization") == "Bearer research-key" then
+                handle:headers():replace("x-client-id", "research")
+              end
+            end
+"""
+
 PORT_KEYS = ("grpc_port", "envoy_port", "admin_port", "small_port", "coder_port", "large_port", "metrics_port")
 
 
@@ -83,17 +120,23 @@ def config_text(
     tracing: str = "{exporter: none}",
     usage: str = "{enabled: false}",
     debug_headers: bool = False,
+    envoy_extra: str = "",
+    extra: str = "",
     **ports: int,
 ) -> str:
     values = dict.fromkeys(PORT_KEYS, 1)
     values.update(ports)
-    return BASE_CONFIG.format(
-        max_body=max_body,
-        body_mode=body_mode,
-        tracing=tracing,
-        usage=usage,
-        debug_headers=str(debug_headers).lower(),
-        **values,
+    return (
+        BASE_CONFIG.format(
+            max_body=max_body,
+            body_mode=body_mode,
+            tracing=tracing,
+            usage=usage,
+            debug_headers=str(debug_headers).lower(),
+            envoy_extra=envoy_extra.rstrip("\n"),
+            **values,
+        )
+        + extra
     )
 
 
@@ -131,6 +174,23 @@ def set_headers(response: ep.ProcessingResponse) -> dict[str, str]:
     else:
         mutation = getattr(response, which).response.header_mutation
     return {h.header.key: h.header.raw_value.decode() for h in mutation.set_headers}
+
+
+async def exchange(handler: StreamHandler, *messages: ep.ProcessingRequest) -> list[ep.ProcessingResponse]:
+    """Feed `messages` to the handler in order, stopping once it has answered the request itself."""
+    out = []
+    for message in messages:
+        out.extend([r async for r in handler.handle(message)])
+        if handler.answered:
+            break
+    return out
+
+
+def error_of(response: ep.ProcessingResponse) -> tuple[int, dict]:
+    assert response.WhichOneof("response") == "immediate_response"
+    imm = response.immediate_response
+    assert set_headers(response)["content-type"] == "application/json"
+    return imm.status.code, orjson.loads(imm.body)["error"]
 
 
 def traced_telemetry(ratio: float = 1.0, **options: Any) -> tuple[Telemetry, InMemorySpanExporter]:

@@ -16,7 +16,7 @@ Registering an algorithm needs no edit anywhere else:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -71,9 +71,15 @@ class RunContext:
 
     @property
     def call_headers(self) -> dict[str, str]:
-        """Headers every model call carries: the request id, so one request can be followed."""
+        """Headers every model call carries: the request id, so one request can be followed, and
+        the headers of the label guards that matched."""
         rid = self.route.request_id
-        return {"x-request-id": rid} if rid != "-" else {}
+        return {**self.route.call_headers, "x-request-id": rid} if rid != "-" else dict(self.route.call_headers)
+
+    def require_access(self, models: Iterable[str]) -> None:
+        """The caller must be allowed every model the run will call: else the unknown-model 404."""
+        access = self.runtime.access
+        access.require(models, access.identity(self.route.headers))
 
 
 class Algorithm(Protocol):

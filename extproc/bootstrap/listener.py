@@ -9,8 +9,10 @@ from extproc.bootstrap.common import address, seconds
 from extproc.bootstrap.extproc_cluster import stream_retry_policy
 from extproc.bootstrap.limits import connection_limits
 from extproc.bootstrap.local_replies import local_replies
+from extproc.bootstrap.policy import edge_filters, fast_path_filters
 from extproc.bootstrap.routes import route_config
 from extproc.config import EXTPROC_CLUSTER, Config
+from extproc.policy import fastpath
 
 _HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 
@@ -30,7 +32,12 @@ def listener(config: Config, host: str, port: int) -> dict[str, Any]:
         "route_config": route_config(config),
         "local_reply_config": local_replies(),
         **access_logs(config),
-        "http_filters": [extproc_filter(config), _router_filter()],
+        "http_filters": [
+            *edge_filters(config),
+            *fast_path_filters(fastpath.plan(config)),
+            extproc_filter(config),
+            _router_filter(),
+        ],
     }
     return {
         "name": "quorum_listener",

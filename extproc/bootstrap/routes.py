@@ -8,7 +8,9 @@ from urllib.parse import urlsplit
 from extproc.bootstrap.common import is_ip, seconds
 from extproc.bootstrap.fallbacks import chain_routes
 from extproc.bootstrap.limits import request_body_buffer_limit
-from extproc.config import Config, ModelConfig
+from extproc.bootstrap.policy import fast_path_routes
+from extproc.config import GUARDS_HEADER, Config, ModelConfig
+from extproc.policy import fastpath
 
 DEBUG_HEADERS = ("x-quorum-signals", "x-quorum-confidence")  # set only with observability.debug_headers
 # Headers that carry the client's credentials for the gateway (OpenAI-style bearer, Anthropic and
@@ -20,9 +22,11 @@ def route_config(config: Config) -> dict[str, Any]:
     server = config.server
     copy_back = [
         {"header": {"key": name, "value": f"%REQ({name})%"}, "keep_empty_value": False}
-        for name in (server.route_header, server.decision_header, *DEBUG_HEADERS)
+        for name in (server.route_header, server.decision_header, GUARDS_HEADER, *DEBUG_HEADERS)
     ]
-    routes = [_model_route(config, model, copy_back) for model in config.providers.models]
+    header_routes = [_model_route(config, model, copy_back) for model in config.providers.models]
+    routes = fast_path_routes(config, fastpath.plan(config), zip(config.providers.models, header_routes, strict=True))
+    routes += header_routes
     routes += chain_routes(config, copy_back)
     routes.append(_unrouted())
     return {

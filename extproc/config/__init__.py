@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from extproc.config.base import (
     CLUSTER_PATTERN,
     EXTPROC_CLUSTER,
+    GUARDS_HEADER,
     INTERNAL_HEADER_PREFIX,
     NAME_PATTERN,
     ConfigError,
@@ -35,6 +36,11 @@ from extproc.config.observability import (
     ObservabilityConfig,
     TracingConfig,
     UsageConfig,
+)
+from extproc.config.policy import (
+    AccessConfig,
+    AccessRule,
+    GuardConfig,
 )
 from extproc.config.providers import (
     ModelConfig,
@@ -86,8 +92,11 @@ from extproc.config.validation import check_references, describe
 __all__ = [
     "CLUSTER_PATTERN",
     "EXTPROC_CLUSTER",
+    "GUARDS_HEADER",
     "INTERNAL_HEADER_PREFIX",
     "NAME_PATTERN",
+    "AccessConfig",
+    "AccessRule",
     "AdmissionConfig",
     "AlgorithmConfig",
     "AnalysisOverride",
@@ -106,6 +115,7 @@ __all__ = [
     "Fraction",
     "FusionConfig",
     "GroundingConfig",
+    "GuardConfig",
     "HeaderSignal",
     "JailbreakSignal",
     "KeywordSignal",

@@ -13,6 +13,7 @@ from pydantic import (
 )
 
 INTERNAL_HEADER_PREFIX = "x-quorum-"
+GUARDS_HEADER = "x-quorum-guards"  # the guards that matched a request; Envoy copies it to the response
 EXTPROC_CLUSTER = "quorum_extproc"  # the Envoy cluster of Quorum's own gRPC endpoints
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$"
 CLUSTER_PATTERN = r"^[A-Za-z0-9_.-]+$"

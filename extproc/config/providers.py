@@ -47,6 +47,8 @@ class ModelConfig(Strict):
     endpoints: list[EndpointName] = Field(default_factory=lambda: list(ALL_ENDPOINTS), min_length=1)
     # Models Envoy tries next, in order, when this one's backend is down, overloaded or times out.
     fallbacks: list[str] = Field(default_factory=list)
+    # Route explicit requests for this model inside Envoy when no policy needs Quorum (None: envoy.fast_path).
+    fast_path: bool | None = None
 
     @field_validator("base_url")
     @classmethod

@@ -6,6 +6,7 @@ from typing import Literal
 
 from extproc.config.base import Strict
 from extproc.config.observability import ObservabilityConfig
+from extproc.config.policy import AccessConfig, GuardConfig
 from extproc.config.providers import (
     ModelConfig,
     ProvidersConfig,
@@ -24,6 +25,8 @@ class Config(Strict):
     observability: ObservabilityConfig = ObservabilityConfig()
     providers: ProvidersConfig
     routing: RoutingConfig = RoutingConfig()
+    guards: list[GuardConfig] = []
+    access: AccessConfig = AccessConfig()
 
     def model(self, name: str) -> ModelConfig:
         return next(m for m in self.providers.models if m.name == name)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     Field,
@@ -121,6 +121,11 @@ class EnvoyConfig(Strict):
     extproc_endpoints: list[str] = []
     # A fallback chain moves to the next model when an attempt sends nothing for this long.
     fallback_idle_timeout: Seconds = 60.0
+    # Explicit-model requests for models no policy covers are routed by Envoy alone (docs/envoy.md).
+    fast_path: bool = False
+    # HTTP filters (Envoy config, as mappings) that establish the client identity for `access`,
+    # e.g. jwt_authn with claim_to_headers; they run after the client-sent identity header is removed.
+    identity_filters: list[dict[str, Any]] = []
 
     @field_validator("listen", "admin")
     @classmethod

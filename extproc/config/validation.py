@@ -85,12 +85,9 @@ def check_references(cfg: Config) -> list[str]:
             if names.index(n) != j:
                 problems.append(f"routing.signals.{kind}[{j}].name: duplicate {kind} signal {n!r}")
 
-    decision_names: set[str] = set()
+    problems.extend(_duplicate_names([d.name for d in routing.decisions], "routing.decisions", "decision"))
     for i, d in enumerate(routing.decisions):
         base = f"routing.decisions[{i}]"
-        if d.name in decision_names:
-            problems.append(f"{base}.name: duplicate decision name {d.name!r}")
-        decision_names.add(d.name)
         if d.rules is not None:
             problems.extend(_check_rule(d.rules, f"{base}.rules", declared))
         for j, ref in enumerate(d.model_refs):
@@ -100,7 +97,35 @@ def check_references(cfg: Config) -> list[str]:
 
         problems.extend(check_algorithm(d, base, models))
     problems.extend(check_chains(cfg))
+    problems.extend(_check_policy(cfg, declared, models, seen_alias))
     return problems
+
+
+def _check_policy(cfg: Config, declared: dict[str, list[str]], models: list[str], aliases: dict[str, str]) -> list[str]:
+    """Guards name declared signals and known models; access rules name known models or aliases."""
+    problems: list[str] = []
+    names = set(models) | set(aliases)
+    known = _known(models) + "; aliases: " + ", ".join(aliases)
+    problems.extend(_duplicate_names([g.name for g in cfg.guards], "guards", "guard"))
+    problems.extend(_duplicate_names([r.name for r in cfg.access.rules], "access.rules", "access rule"))
+    for i, g in enumerate(cfg.guards):
+        base = f"guards[{i}]"
+        problems.extend(_check_rule(g.rules, f"{base}.rules", declared))
+        if g.model is not None and g.model not in models:
+            problems.append(f"{base}.model: unknown model {g.model!r} ({_known(models)})")
+        for j, name in enumerate(g.applies_to):
+            if name not in names:
+                problems.append(f"{base}.applies_to[{j}]: unknown model or alias {name!r} ({known})")
+    for i, rule in enumerate(cfg.access.rules):
+        base = f"access.rules[{i}]"
+        for j, name in enumerate(rule.models):
+            if name not in names:
+                problems.append(f"{base}.models[{j}]: unknown model or alias {name!r} ({known})")
+    return problems
+
+
+def _duplicate_names(names: list[str], path: str, what: str) -> list[str]:
+    return [f"{path}[{i}].name: duplicate {what} name {n!r}" for i, n in enumerate(names) if names.index(n) != i]
 
 
 def _check_rule(node: RuleNode | RuleLeaf, path: str, declared: dict[str, list[str]]) -> list[str]:

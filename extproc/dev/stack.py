@@ -156,26 +156,31 @@ class Stack:
                 if self.workers:
                     argv += ["--workers", str(self.workers)]
                 self._spawn("quorum", argv)
-            envoy_yaml = self.workdir / "envoy.yaml"
-            envoy_yaml.write_text(render_yaml(self.config, workers=self.workers), encoding="utf-8")
-            self._spawn(
-                "envoy",
-                [
-                    find_envoy(),
-                    "-c",
-                    str(envoy_yaml),
-                    "--concurrency",
-                    str(self.envoy_concurrency),
-                    "--disable-hot-restart",
-                    "--log-level",
-                    "warn",
-                ],
-            )
+            self._start_envoy()
             self.wait_ready(timeout)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _start_envoy(self) -> None:
+        envoy_yaml = self.workdir / "envoy.yaml"
+        envoy_yaml.write_text(render_yaml(self.config, workers=self.workers), encoding="utf-8")
+        argv = [find_envoy(), "-c", str(envoy_yaml), "--concurrency", str(self.envoy_concurrency)]
+        self._spawn("envoy", [*argv, "--disable-hot-restart", "--log-level", "warn"])
+
+    def restart_envoy(self, timeout: float = 30.0) -> None:
+        """Render Envoy's config again from the (edited) config file and restart Envoy alone, as an
+        operator applies a change that moves routes into or out of Envoy (the fast path); Quorum
+        keeps running and picks the edit up by hot reload."""
+        self.config = load_config(self.config_path)
+        for name, proc in [p for p in self.processes if p[0] == "envoy"]:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=10)
+            self.processes.remove((name, proc))
+        self._start_envoy()
+        self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float) -> None:
         """Wait until every process answers, failing as soon as one exits: a port another process

@@ -19,6 +19,12 @@ class Fusion:
     answers_locally: bool = True
 
     @property
+    def model_names(self) -> tuple[str, ...]:
+        """Every model a run of this decision calls (before a request's plugin overrides them)."""
+        panel = tuple(self.config.analysis_models or self.models)
+        return panel + ((self.config.model,) if self.config.model else ())
+
+    @property
     def wants_embeddings(self) -> bool:
         """The runtime must load an embedding engine (consensus by cosine was asked for explicitly)."""
         return wants_embeddings(self.config)
@@ -41,6 +47,8 @@ class Fusion:
 
     def start(self, ctx: RunContext) -> Run:
         plan = self.plan(ctx)
+        # Panels chosen by a decision or by the request's plugin: the caller must be allowed every model.
+        ctx.require_access([m.name for m in (*plan.panel, plan.judge)])
         return Run(plan.judge.name, lambda: run_fusion(ctx, plan), plan_headers(plan))
 
 

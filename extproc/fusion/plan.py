@@ -91,7 +91,7 @@ def build_plan(
 def _configured(runtime: Runtime, name: Any, param: str) -> str:
     """Plugins may only name configured models: never an alias (no recursion) nor an arbitrary id."""
     if not isinstance(name, str) or name not in runtime.models:
-        allowed = ", ".join(runtime.models)
+        allowed = ", ".join(m for m in runtime.models if m not in runtime.access.restricted)  # no leak
         raise BadRequest(
             f"'{param}' must be one of the configured models ({allowed}); got {name!r}.",
             param=param,

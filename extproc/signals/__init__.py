@@ -69,14 +69,26 @@ class SignalSet:
         return len(self._signals)
 
     @property
+    def keys(self) -> frozenset[SignalKey]:
+        return frozenset(key for key, _ in self._signals)
+
+    def subset(self, keys: Iterable[SignalKey]) -> SignalSet:
+        """The signals named in `keys`, sharing this set's compiled instances (and their loaded models)."""
+        wanted = set(keys)
+        return SignalSet((key, signal) for key, signal in self._signals if key in wanted)
+
+    @property
     def producers(self) -> tuple[Producer, ...]:
         return self._producers
 
-    async def prepare(self) -> None:
-        """Embed example phrases and load models before the first request (not on it)."""
+    async def prepare(self, skip: set[int] | None = None) -> None:
+        """Embed example phrases and load models before the first request (not on it).
+        `skip` holds ids of signals already prepared (subsets share instances); it is updated."""
+        done = set() if skip is None else skip
         for _, signal in self._signals:
             prepare = getattr(signal, "prepare", None)
-            if prepare is not None:
+            if prepare is not None and id(signal) not in done:
+                done.add(id(signal))
                 await prepare()
 
     async def evaluate(self, chat: ChatRequest, headers: Mapping[str, str]) -> SignalResults:

@@ -38,6 +38,9 @@ class Metrics:
         )
         self.tokens = Counter("quorum_tokens", "Tokens by model and direction", ["model", "direction"], registry=r)
         self.cost = Counter("quorum_cost", "Cost from configured pricing", ["model", "currency"], registry=r)
+        self.guard_matches = Counter(
+            "quorum_guard_matches", "Requests a guard matched, by guard and its action", ["guard", "action"], registry=r
+        )
         self.inflight = Gauge("quorum_inflight_streams", "ext_proc streams in progress", registry=r)
         self.worker_restarts = Counter(
             "quorum_worker_restarts",

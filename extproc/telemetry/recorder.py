@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from extproc.modeltypes import Usage
+    from extproc.policy.guards import Verdict
     from extproc.runtime import Model
 
 PROPAGATOR = TraceContextTextMapPropagator()
@@ -57,6 +58,7 @@ class RequestRecorder:
         "decision",
         "decision_facts",
         "finished",
+        "guards",
         "incomplete",
         "kind",
         "method",
@@ -86,6 +88,7 @@ class RequestRecorder:
         self.decision = self.model = ""
         self.status: int | None = None  # known for answers Quorum gives, and with usage accounting
         self.usage_in = self.usage_out = 0
+        self.guards: tuple[str, ...] = ()  # guards that matched
         self.finished = False
         self.incomplete = False  # a routed answer's body started but its end was never seen
         self.traceparent: dict[str, str] | None = None  # the client's, kept for propagation when not tracing
@@ -170,6 +173,17 @@ class RequestRecorder:
             self.attributes["quorum.decision.name"] = decision
             self.attributes["quorum.model"] = model
 
+    def guarded(self, verdict: Verdict) -> None:
+        """The guards that matched this request: a metric per guard, span attributes, the access log."""
+        self.guards = verdict.names
+        metrics = self.telemetry.metrics
+        if metrics is not None:
+            for guard in verdict.matched:
+                metrics.guard_matches.labels(guard.name, guard.action).inc()
+        if self.telemetry.spans is not None:
+            self.attributes["quorum.guards.matched"] = self.guards
+            self.attributes["quorum.guards.action"] = verdict.action
+
     def answered(self, status: int, kind: str | None = None) -> None:
         self.status = status
         if kind:
@@ -242,6 +256,7 @@ class RequestRecorder:
             "path": self.path,
             "kind": self.kind,
             "decision": self.decision or None,
+            "guards": list(self.guards) or None,
             "model": self.model or None,
             "status": status,
             "latency_ms": round(elapsed * 1000, 3),

@@ -44,6 +44,14 @@ def write_section(path: str | Path, name: str, body: str) -> None:
     path.write_text(text.rstrip() + "\n", encoding="utf-8")
 
 
+def publish(report: str, output: str | None, section: str) -> None:
+    """Print the report and, with --output, replace its section of that Markdown file."""
+    print(report)
+    if output:
+        write_section(output, section, report)
+        print(f"wrote the `{section}` section of {output}", file=sys.stderr)
+
+
 def scan_logs(workdir: Path, processes: str) -> list[str]:
     """Report lines for the error-looking lines in the logs under `workdir`; `processes` says whose logs."""
     notes = []

@@ -169,12 +169,16 @@ class BareEnvoy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.listen_port}"
 
+    name = "envoy-bare"  # its config and log file names in the work directory
+
+    def bootstrap(self) -> dict:
+        return bare_bootstrap(self.config, self.listen_port, self.admin_port)
+
     def start(self, timeout: float = 30.0) -> BareEnvoy:
-        path = self.workdir / "envoy-bare.yaml"
-        boot = bare_bootstrap(self.config, self.listen_port, self.admin_port)
-        path.write_text(yaml.safe_dump(boot, sort_keys=False, width=120), encoding="utf-8")
+        path = self.workdir / f"{self.name}.yaml"
+        path.write_text(yaml.safe_dump(self.bootstrap(), sort_keys=False, width=120), encoding="utf-8")
         argv = [find_envoy(), "-c", str(path), "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"]
-        with open(self.workdir / "envoy-bare.log", "wb") as log:
+        with open(self.workdir / f"{self.name}.log", "wb") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_http(f"http://127.0.0.1:{self.admin_port}/ready", time.monotonic() + timeout, self.proc)

@@ -153,7 +153,13 @@ def test_route_per_model_matches_the_route_header() -> None:
         assert "regex_rewrite" not in route["route"]  # base_url path is /v1
         assert "host_rewrite_literal" not in route["route"]  # an IP address needs no Host rewrite
         copied = {h["header"]["key"] for h in route["response_headers_to_add"]}
-        assert copied == {"x-quorum-model", "x-quorum-decision", "x-quorum-signals", "x-quorum-confidence"}
+        assert copied == {
+            "x-quorum-model",
+            "x-quorum-decision",
+            "x-quorum-guards",
+            "x-quorum-signals",
+            "x-quorum-confidence",
+        }
 
 
 def test_custom_route_header_is_matched() -> None:
@@ -359,6 +365,80 @@ def test_every_accepted_config_renders_a_bootstrap_envoy_accepts(raw: dict[str, 
     out = tmp_path / "bootstrap.yaml"
     out.write_text(render_yaml(cfg), encoding="utf-8")
     envoy_validate(out)
+
+
+# ---------------------------------------------------------------- policy: identity edge and fast path
+
+
+def _policy_bootstrap(extra: str = "", envoy_extra: str = "  fast_path: true\n") -> dict[str, Any]:
+    from builders import config_text
+
+    return render(parse_config(config_text(envoy_extra=envoy_extra, extra=extra)))
+
+
+def test_fast_path_routes_only_models_without_policy_and_turns_ext_proc_off_there() -> None:
+    from builders import POLICY
+
+    routes = {r["name"]: r for r in virtual_host(_policy_bootstrap())["routes"]}
+    # demo-large carries an API key that Quorum injects: it stays on Quorum's path.
+    assert [n for n in routes if n.startswith("fast_")] == ["fast_demo-small", "fast_demo-coder"]
+    fast = routes["fast_demo-small"]
+    assert fast["match"]["path"] == "/v1/chat/completions"
+    assert fast["match"]["dynamic_metadata"][0]["value"] == {"string_match": {"exact": "demo-small"}}
+    assert "headers" not in fast["match"]  # a client header never selects a fast route
+    per_filter = fast["typed_per_filter_config"]
+    assert per_filter["envoy.filters.http.ext_proc"]["disabled"] is True
+    body_format = per_filter["envoy.filters.http.transform"]["request_transformation"]["body_transformation"]
+    assert body_format["body_format"]["json_format"] == {"model": "small-v1"}
+    assert fast["route"] == routes["model_demo-small"]["route"]
+    # With guards and access rules on every model, nothing is fast-pathed and no extra filter runs.
+    guarded = _policy_bootstrap(extra=POLICY)
+    assert not [r for r in virtual_host(guarded)["routes"] if r["name"].startswith("fast_")]
+    assert "envoy.filters.http.json_to_metadata" not in [f["name"] for f in hcm(guarded)["http_filters"]]
+
+
+def test_identity_header_is_removed_before_the_trusted_filters_run() -> None:
+    from builders import IDENTITY_FILTER, POLICY
+
+    filters = hcm(_policy_bootstrap(extra=POLICY, envoy_extra=IDENTITY_FILTER))["http_filters"]
+    names = [f["name"] for f in filters]
+    assert names == [
+        "envoy.filters.http.header_mutation",
+        "envoy.filters.http.lua",
+        "envoy.filters.http.ext_proc",
+        "envoy.filters.http.router",
+    ]
+    assert filters[0]["typed_config"]["mutations"]["request_mutations"] == [{"remove": "x-client-id"}]
+
+
+def test_envoy_accepts_the_policy_and_fast_path_bootstrap(tmp_path: Path) -> None:
+    from builders import IDENTITY_FILTER, POLICY, config_text
+
+    scoped = POLICY.replace("action: block\n", "action: block\n    applies_to: [demo-small]\n")
+    scoped = scoped.replace("action: route\n", "action: route\n    applies_to: [demo-small]\n")
+    text = config_text(envoy_extra="  fast_path: true\n" + IDENTITY_FILTER, extra=scoped)
+    out = tmp_path / "policy.yaml"
+    bootstrap = render_yaml(parse_config(text))
+    assert "fast_demo-coder" in bootstrap and "fast_demo-small" not in bootstrap
+    out.write_text(bootstrap, encoding="utf-8")
+    envoy_validate(out)
+
+
+def test_validate_lists_the_fast_path_and_what_it_skips(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from builders import config_text
+
+    monkeypatch.setenv("QUORUM_TEST_LARGE_KEY", "k")
+    extra = "guards:\n  - {name: g, rules: {type: keyword, name: code}, action: block, applies_to: [demo-coder]}\n"
+    path = tmp_path / "q.yaml"
+    path.write_text(config_text(envoy_extra="  fast_path: true\n", extra=extra), encoding="utf-8")
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "fast path (Envoy routes these by name, no Quorum): demo-small\n" in out
+    assert "body validation" in out and "usage" in out
+    assert "demo-coder: kept on Quorum because of guard g" in out
+    assert "demo-large: kept on Quorum because of API key injection (api_key_env)" in out
 
 
 # ---------------------------------------------------------------- TLS to https backends

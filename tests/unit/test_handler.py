@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import orjson
 import pytest
-from builders import body_msg, chat, chat_headers, config_text, headers_msg, set_headers
+from builders import body_msg, chat, chat_headers, config_text, error_of, exchange, headers_msg, set_headers
 from opentelemetry import trace
 
 from extproc.config import parse_config
@@ -23,22 +23,6 @@ SECRET = "sk-test-secret-value"
 @pytest.fixture(scope="module")
 def runtime() -> Runtime:
     return build_runtime(parse_config(config_text(max_body=4096)), environ={"QUORUM_TEST_LARGE_KEY": SECRET})
-
-
-async def exchange(handler: StreamHandler, *messages: ep.ProcessingRequest) -> list[ep.ProcessingResponse]:
-    out = []
-    for message in messages:
-        out.extend([r async for r in handler.handle(message)])
-        if handler.answered:
-            break
-    return out
-
-
-def error_of(response: ep.ProcessingResponse) -> tuple[int, dict]:
-    assert response.WhichOneof("response") == "immediate_response"
-    imm = response.immediate_response
-    assert set_headers(response)["content-type"] == "application/json"
-    return imm.status.code, orjson.loads(imm.body)["error"]
 
 
 async def route(runtime: Runtime, body: dict, **headers: str) -> ep.ProcessingResponse:
@@ -211,7 +195,8 @@ async def test_internal_fault_is_a_500_with_request_id(runtime, caplog):
     from extproc.signals import SignalSet
 
     broken = build_runtime(parse_config(config_text()), environ={"QUORUM_TEST_LARGE_KEY": "k"})
-    object.__setattr__(broken, "signals", SignalSet([(("keyword", "code"), Exploding())]))
+    exploding = SignalSet([(("keyword", "code"), Exploding())])
+    object.__setattr__(broken, "request_signals", {**broken.request_signals, "quorum/auto": exploding})
     responses = await exchange(StreamHandler(broken), chat_headers(), body_msg(chat("hi")))
     status, error = error_of(responses[-1])
     assert (status, error["type"]) == (500, "server_error")

@@ -50,7 +50,7 @@ def test_the_access_log_is_one_bare_json_object_per_line(access_stream):
     records = [orjson.loads(line) for line in lines]  # nothing before or after the object
     assert [r["request_id"] for r in records] == ["a", "b"]
     assert set(records[0]) == {
-        "time", "request_id", "trace_id", "method", "path", "kind", "decision", "model", "status",
+        "time", "request_id", "trace_id", "method", "path", "kind", "decision", "guards", "model", "status",
         "latency_ms", "quorum_ms", "tokens_in", "tokens_out",
     }  # fmt: skip
     assert records[0]["time"].endswith("+00:00")
