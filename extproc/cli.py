@@ -52,6 +52,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 2 if findings.errors else 0
 
 
+def _cmd_signals_explain(args: argparse.Namespace) -> int:
+    import os
+
+    from extproc.signals.explain import run
+
+    print(run(load_config(args.config), os.environ))
+    return 0
+
+
 def _cmd_envoy_config(args: argparse.Namespace) -> int:
     from extproc.bootstrap import render_yaml
 
@@ -185,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a config file and exit non-zero on problems")
     validate.add_argument("config")
     validate.set_defaults(func=_cmd_validate)
+
+    signals = sub.add_parser("signals", help="inspect signals").add_subparsers(dest="signals_command", required=True)
+    explain = signals.add_parser("explain", help="show the domain classifier's calibration and confused examples")
+    explain.add_argument("config")
+    explain.set_defaults(func=_cmd_signals_explain)
 
     envoy = sub.add_parser("envoy-config", help="render an Envoy bootstrap for a config")
     envoy.add_argument("--config", "-c", required=True)

@@ -19,8 +19,10 @@ from urllib.parse import unquote
 from extproc import envoy
 from extproc.admission import Admission
 from extproc.config import INTERNAL_HEADER_PREFIX
+from extproc.config.fallbacks import chain_key
 from extproc.decisions import Match, fixed_decision, select
 from extproc.endpoints import ENDPOINTS, EndpointProcessor, ParsedRequest
+from extproc.endpoints.base import model_first
 from extproc.endpoints.honoured import check_honoured
 from extproc.errors import (
     BadRequest,
@@ -327,10 +329,15 @@ class StreamHandler:
             raise ModelNotFound(
                 f"The model '{model.name}'{via} does not serve {self.endpoint.name} requests.", param="model"
             )
-        headers = [(rt.route_header, model.name), (rt.decision_header, match.decision.name)]
+        names = match.decision.models
+        chain = names if len(names) > 1 else (model.name, *model.fallbacks)
+        route = chain_key(chain)  # Envoy's route for the chain fails over between its models
+        headers = [(rt.route_header, route), (rt.decision_header, match.decision.name)]
         if model.authorization is not None:
             headers.append(("authorization", model.authorization))
         body, self.strip_usage = self.endpoint.rewrite(chat, model.upstream_model, rt.request_stream_usage)
+        if len(chain) > 1:  # Envoy rewrites `model` per attempt, at the front of the body (bootstrap.fallbacks)
+            body = model_first(body if body is not None else chat.with_model(model.upstream_model))
         return headers, body
 
     # ------------------------------------------------------------------ response (usage accounting)

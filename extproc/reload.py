@@ -143,7 +143,8 @@ class Reloader:
         neither loads the model again nor holds two copies (cached embeddings stay valid too)."""
         old = self.holder.runtime
         semantic = old.semantic
-        if semantic is None or semantic.engine is None or old.config.routing.embedding != config.routing.embedding:
+        engines = (getattr(semantic, "engine", None), getattr(semantic, "domain_engine", None))
+        if semantic is None or engines == (None, None) or old.config.routing.embedding != config.routing.embedding:
             return None
         return semantic
 

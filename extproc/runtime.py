@@ -36,6 +36,7 @@ class Model:
     dialect: Dialect = "openai"
     pricing: Pricing | None = None
     endpoints: frozenset[str] = ALL_ENDPOINT_NAMES  # which OpenAI endpoints the model serves
+    fallbacks: tuple[str, ...] = ()  # tried next by Envoy, in order, when this model's backend fails
 
     @property
     def host(self) -> str:
@@ -146,24 +147,34 @@ async def prepare_runtime(runtime: Runtime) -> None:
 def semantic_context(
     config: Config, env: Mapping[str, str], used: set[tuple[str, str]], needs_engine: bool = False
 ) -> Any:
-    """The embedding engine (only if a used signal needs one) and a small pool for detectors."""
+    """The embedding engines (only those a used signal, or embedding consensus, needs) and a small
+    pool for detectors."""
     from concurrent.futures import ThreadPoolExecutor
 
     from extproc.signals.semantic import SemanticContext
 
     routing = config.routing
-    engine = None
-    if needs_engine or signals_need_engine(routing.signals, used):
-        try:
-            engine = make_engine(config.routing.embedding, env)
-        except ImportError as exc:
-            raise ConfigError(
-                [
-                    f"routing.embedding: semantic signals and embedding consensus need the semantic extra ({exc}); "
-                    "install it with: pip install 'quorum[semantic]'"
-                ]
-            ) from None
-    return SemanticContext(engine, ThreadPoolExecutor(max_workers=2, thread_name_prefix="quorum-signals"))
+    # Domain signals run on their own model (routing.embedding.domain_model): not a reason for `model`.
+    needs_engine = needs_engine or signals_need_engine(routing.signals, [k for k in used if k[0] != "domain"])
+    needs_domains = any(kind == "domain" for kind, _ in used)
+    cfg = routing.embedding
+    domain_cfg = cfg.model_copy(update={"model": cfg.domain_engine_model})
+    engine = domain_engine = None
+    try:
+        if needs_engine:
+            engine = make_engine(cfg, env)
+        if needs_domains:
+            same = engine is not None and domain_cfg.model == cfg.model
+            domain_engine = engine if same else make_engine(domain_cfg, env)
+    except ImportError as exc:
+        raise ConfigError(
+            [
+                f"routing.embedding: semantic signals and embedding consensus need the semantic extra ({exc}); "
+                "install it with: pip install 'quorum[semantic]'"
+            ]
+        ) from None
+    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="quorum-signals")
+    return SemanticContext(engine, executor, domain_engine=domain_engine)
 
 
 def make_engine(cfg: Any, env: Mapping[str, str]) -> Any:
@@ -202,4 +213,5 @@ def _model(m: ModelConfig, env: os._Environ[str] | dict[str, str]) -> Model:
         dialect=m.dialect,
         pricing=m.pricing,
         endpoints=frozenset(m.endpoints),
+        fallbacks=tuple(m.fallbacks),
     )

@@ -3,6 +3,7 @@
 What it wires, and why:
 - one cluster per model `cluster`, addressed from the model's `base_url`; Envoy does the load
   balancing, retries and outlier detection (`model_clusters`);
+- one cluster and route per fallback chain, where Envoy fails over between models (`fallbacks`);
 - one route per model matching the routing header Quorum sets, plus a catch-all that answers 404 in
   OpenAI shape, so a request Quorum did not route can never reach a model by accident (`routes`);
 - the ext_proc filter fail-closed, request body BUFFERED (or FULL_DUPLEX_STREAMED for streamed
@@ -24,6 +25,7 @@ import yaml
 
 from extproc.bootstrap.common import address
 from extproc.bootstrap.extproc_cluster import extproc_cluster
+from extproc.bootstrap.fallbacks import chain_clusters
 from extproc.bootstrap.limits import BODY_SLACK_BYTES, overload_manager
 from extproc.bootstrap.listener import listener
 from extproc.bootstrap.model_clusters import model_clusters
@@ -41,7 +43,11 @@ def render(config: Config, workers: int | None = None) -> dict[str, Any]:
         "admin": {"address": address(admin_host, admin_port)},
         "static_resources": {
             "listeners": [listener(config, listen_host, listen_port)],
-            "clusters": [*model_clusters(config), extproc_cluster(config, workers or config.server.workers)],
+            "clusters": [
+                *model_clusters(config),
+                *chain_clusters(config),
+                extproc_cluster(config, workers or config.server.workers),
+            ],
         },
         "overload_manager": overload_manager(config),
     }

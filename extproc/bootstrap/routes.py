@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from extproc.bootstrap.common import is_ip, seconds
+from extproc.bootstrap.fallbacks import chain_routes
 from extproc.bootstrap.limits import request_body_buffer_limit
 from extproc.config import Config, ModelConfig
 
@@ -22,6 +23,7 @@ def route_config(config: Config) -> dict[str, Any]:
         for name in (server.route_header, server.decision_header, *DEBUG_HEADERS)
     ]
     routes = [_model_route(config, model, copy_back) for model in config.providers.models]
+    routes += chain_routes(config, copy_back)
     routes.append(_unrouted())
     return {
         "name": "quorum_routes",

@@ -45,6 +45,8 @@ class ModelConfig(Strict):
     dialect: Literal["openai", "llama_cpp"] = "openai"
     pricing: Pricing | None = None
     endpoints: list[EndpointName] = Field(default_factory=lambda: list(ALL_ENDPOINTS), min_length=1)
+    # Models Envoy tries next, in order, when this one's backend is down, overloaded or times out.
+    fallbacks: list[str] = Field(default_factory=list)
 
     @field_validator("base_url")
     @classmethod

@@ -46,7 +46,7 @@ class ServerConfig(Strict):
     grace_period: Seconds = 10.0  # SIGTERM: how long in-flight streams may still finish
     # SIGTERM: keep serving this long after reporting NOT_SERVING, so Envoy's health checks see it
     # and stop sending new streams before the listener closes.
-    drain_delay: SecondsOrZero = 3.0  # the rendered health check runs every 2 s
+    drain_delay: SecondsOrZero = 3.0  # above the rendered health check: every 1 s, 2 s timeout
     # How often the config file (or directory) is checked for changes; 0 = only on SIGHUP.
     watch_interval: SecondsOrZero = 1.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -119,6 +119,8 @@ class EnvoyConfig(Strict):
     # The quorum_extproc cluster's endpoints (host:port; a DNS name is resolved to all its addresses).
     # Empty: the worker ports of server.listen.
     extproc_endpoints: list[str] = []
+    # A fallback chain moves to the next model when an attempt sends nothing for this long.
+    fallback_idle_timeout: Seconds = 60.0
 
     @field_validator("listen", "admin")
     @classmethod

@@ -98,12 +98,15 @@ class EmbeddingSignal(Strict):
 
 
 class DomainSignal(Strict):
-    """One domain; the request gets the nearest domain of its scope when it wins by `margin`."""
+    """One domain; the request gets the nearest domain of its scope when it is closer to it than to
+    generic background phrases (calibrated at load, extproc.semantic.domains). `threshold` (a
+    minimum centred cosine) replaces that background test, and `margin` also asks for a lead over
+    the runner-up domain: both are overrides, unset by default."""
 
     name: str = Field(pattern=NAME_PATTERN)
     examples: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
-    threshold: Fraction = 0.25
-    margin: Fraction = 0.02
+    threshold: Fraction | None = None
+    margin: Fraction | None = None
     scope: Scope = "last_user"
 
 
@@ -179,8 +182,11 @@ class EmbeddingEngineConfig(Strict):
     """Where embeddings come from: the bundled offline model, or an OpenAI-compatible endpoint."""
 
     backend: Literal["local", "remote"] = "local"
+    # embedding, complexity and jailbreak signals (their default thresholds are MiniLM's)
     model: str = "all-MiniLM-L6-v2"
-    max_tokens: int = Field(256, ge=8, le=512)
+    # domain signals (default: multilingual-e5-small locally, `model` with the remote backend)
+    domain_model: str | None = None
+    max_tokens: int | None = Field(None, ge=8, le=512)  # local: tokens read per text (default: the model's)
     cache_size: int = Field(4096, ge=0)
     threads: int | None = Field(None, ge=1, le=64)  # inference threads (default: one per core)
     base_url: str | None = None  # remote: e.g. http://embeddings:8000/v1
@@ -190,4 +196,20 @@ class EmbeddingEngineConfig(Strict):
     def _remote_needs_url(self) -> EmbeddingEngineConfig:
         if self.backend == "remote" and not self.base_url:
             raise ValueError("backend remote needs base_url")
+        if self.backend == "local":
+            from extproc.semantic.build import MODELS
+
+            for key in ("model", "domain_model"):
+                value = getattr(self, key)
+                if value is not None and value not in MODELS:
+                    raise ValueError(f"{key}: unknown local model {value!r} (supported: {', '.join(sorted(MODELS))})")
         return self
+
+    @property
+    def domain_engine_model(self) -> str:
+        """The model domain signals run on (see `domain_model`)."""
+        if self.domain_model:
+            return self.domain_model
+        from extproc.semantic.build import DEFAULT_MODEL
+
+        return DEFAULT_MODEL if self.backend == "local" else self.model

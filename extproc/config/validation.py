@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from extproc.config.base import EXTPROC_CLUSTER
+from extproc.config.fallbacks import check_chains
 from extproc.config.routing import (
     RuleLeaf,
     RuleNode,
@@ -98,6 +99,7 @@ def check_references(cfg: Config) -> list[str]:
         from extproc.algorithms.compile import check_algorithm  # imports the algorithms, which import config
 
         problems.extend(check_algorithm(d, base, models))
+    problems.extend(check_chains(cfg))
     return problems
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+import orjson
+
 from extproc.telemetry.usage import StreamUsage, Usage, json_usage
 
 if TYPE_CHECKING:
@@ -24,6 +26,12 @@ class ParsedRequest(Protocol):
     @property
     def token_estimate(self) -> int: ...
     def with_model(self, model: str, **fields: Any) -> bytes: ...
+
+
+def model_first(raw: bytes) -> bytes:
+    """A JSON body re-encoded with `model` as its first key (a fallback chain's upstream filter needs it there)."""
+    data = orjson.loads(raw)
+    return orjson.dumps({"model": data.pop("model"), **data})
 
 
 class Rewrite(NamedTuple):

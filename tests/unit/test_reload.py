@@ -299,10 +299,10 @@ async def test_a_reload_reuses_the_embedding_engine_unless_embedding_changes(tmp
     assert len(engines) == 1
     write(path, semantic.replace(*CODING_TO_SMALL))
     assert await reloader.reload() == "success"
-    assert len(engines) == 1 and holder.runtime.semantic.engine is engines[0]  # reused
+    assert len(engines) == 1 and holder.runtime.semantic.domain_engine is engines[0]  # reused
     write(path, semantic.replace("routing:\n", "routing:\n  embedding: {cache_size: 16}\n", 1))
     assert await reloader.reload() == "success"
-    assert len(engines) == 2 and holder.runtime.semantic.engine is engines[1]  # embedding changed: a new one
+    assert len(engines) == 2 and holder.runtime.semantic.domain_engine is engines[1]  # embedding changed: a new one
 
 
 async def _aiter(*items):

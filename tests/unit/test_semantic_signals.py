@@ -4,7 +4,8 @@ Nothing is mocked: each test compiles a config with `build_runtime`, awaits `pre
 evaluates requests through `runtime.signals.evaluate` (or a `StreamHandler`). One embedding engine
 is shared by the module (`semantic` fixture) so the model loads once.
 
-- domain classification accuracy over tests/data/domains.yaml (printed, and recorded as properties)
+- domain routing on the held-out split of tests/data/domains/ (printed, and recorded as properties),
+  confidence buckets, threshold/margin overrides
 - embedding paraphrases, complexity hard/easy, lingua language detection, rule thresholds
 - PII: detected for every kind, and the value never reaches results, logs, headers or spans
 - only the signals decisions use are compiled; long prompts are processed off the event loop
@@ -42,11 +43,10 @@ from extproc.decisions import select
 from extproc.handler import StreamHandler
 from extproc.openai import ChatRequest, parse_chat_request
 from extproc.runtime import Runtime, build_runtime, make_engine, prepare_runtime
-from extproc.semantic.similarity import label_scores, nearest_label
 from extproc.signals.semantic import SemanticContext
 
 ROOT = Path(__file__).resolve().parents[2]
-DOMAINS = ROOT / "tests" / "data" / "domains.yaml"
+DOMAIN_DATA = ROOT / "tests" / "data" / "domains"
 MODELS = ("general", "specialist", "large", "private")
 
 
@@ -54,9 +54,11 @@ MODELS = ("general", "specialist", "large", "private")
 def semantic() -> Iterator[SemanticContext]:
     """One loaded engine (and detector pool) for the module, as one server process has."""
     engine = make_engine(EmbeddingEngineConfig(), {})
+    domain_engine = make_engine(EmbeddingEngineConfig(model=EmbeddingEngineConfig().domain_engine_model), {})
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="test-signals")
-    yield SemanticContext(engine, pool)
+    yield SemanticContext(engine, pool, domain_engine=domain_engine)
     engine.close()
+    domain_engine.close()
     pool.shutdown(wait=True)
 
 
@@ -99,149 +101,147 @@ def report(capsys: pytest.CaptureFixture[str], text: str) -> None:
         print(text, file=sys.stderr)
 
 
-# ---------------------------------------------------------------- domain classification accuracy
+# ---------------------------------------------------------------- domain routing (held-out acceptance)
 
-# MiniLM cosines between *different* questions of the same domain are low: on this set the winning
-# domain's prototype score has a median ~0.32 and a 10th percentile ~0.23, so the DomainSignal
-# default threshold 0.25 abstains on ~25% of the prompts (accuracy ~0.71, misroutes ~4%). Every test
-# prompt belongs to one of the domains, so the threshold is set low, at 0.15 (~95% answered); the
-# margin 0.01 over the runner-up drops a few coin flips (misroutes 9.7% -> 7.4%) for ~0.6% of
-# accuracy. Argmax alone (threshold 0, margin 0) reaches ~0.89. Open traffic needs more: at 0.15,
-# half of test_off_topic_prompts_need_a_general_domain's chit-chat is claimed by some domain.
-DOMAIN_THRESHOLD = 0.15
-DOMAIN_MARGIN = 0.01
-MIN_ACCURACY = 0.85
+# The acceptance bar of issue #13: default settings, 4 examples per domain, the TEST split. When the
+# split was first run: on-topic 0.952 (100/105), off-topic 0.900 (54/60), so one more off-topic miss
+# fails it (see docs/signals.md, "Domain routing, measured").
+MIN_ON_TOPIC = 0.90
+MIN_OFF_TOPIC = 0.90
+_HELDOUT: dict[str, Any] = {}
 
 
-def load_domains() -> tuple[dict[str, list[str]], list[tuple[str, str]]]:
-    data = yaml.safe_load(DOMAINS.read_text(encoding="utf-8"))
-    tests = [(t["domain"], t["text"]) for t in data["tests"]]
-    return data["examples"], tests
+def load_split(split: str) -> dict[str, Any]:
+    """examples.yaml ({domain: [4 examples]}), dev.yaml or test.yaml ({on_topic, off_topic})."""
+    return yaml.safe_load((DOMAIN_DATA / f"{split}.yaml").read_text(encoding="utf-8"))
 
 
-def test_domain_data_is_well_formed() -> None:
-    examples, tests = load_domains()
-    assert len(examples) >= 6
-    assert all(4 <= len(v) <= 6 for v in examples.values()), {k: len(v) for k, v in examples.items()}
-    counts = Counter(domain for domain, _ in tests)
-    assert set(counts) == set(examples), "every test prompt is labelled with a declared domain"
-    assert min(counts.values()) >= 20 and len(tests) >= 120, counts
-    example_texts = {e.casefold() for v in examples.values() for e in v}
-    assert not [t for _, t in tests if t.casefold() in example_texts], "a test prompt is also an example"
-    assert len({t for _, t in tests}) == len(tests), "duplicate test prompts"
+def test_domain_data_splits_are_strict() -> None:
+    """Four examples per domain, >= 20 (dev) / 15 (test) on-topic prompts per domain and >= 50
+    off-topic prompts in dev and test, and no prompt in two files (case-insensitive)."""
+    examples = load_split("examples")
+    assert len(examples) >= 5 and all(len(v) == 4 for v in examples.values()), examples
+    seen: dict[str, str] = {e.casefold(): "examples" for v in examples.values() for e in v}
+    for split in ("dev", "test"):
+        data = load_split(split)
+        counts = Counter(t["domain"] for t in data["on_topic"])
+        assert set(counts) == set(examples) and min(counts.values()) >= (20 if split == "dev" else 15), (split, counts)
+        assert len(data["off_topic"]) >= 50, split
+        for text in [t["text"] for t in data["on_topic"]] + data["off_topic"]:
+            first = seen.setdefault(text.casefold(), split)
+            assert first == split, f"{text!r} is in {first} and {split}"
 
 
-async def test_domain_classification_accuracy(
+def domain_signals(examples: dict[str, list[str]], **overrides: float) -> dict[str, Any]:
+    return {"domain": [{"name": name, "examples": texts, **overrides} for name, texts in examples.items()]}
+
+
+async def route_split(
+    runtime: Runtime, split: str
+) -> tuple[list[tuple[str, str, str | None]], list[tuple[str, str | None]], dict[str, float]]:
+    """(on-topic (expected, text, routed), off-topic (text, routed), confidence of each routed text)."""
+    data = load_split(split)
+    confidence: dict[str, float] = {}
+
+    async def routed(text: str) -> str | None:
+        results = await runtime.signals.evaluate(chat(text), {})
+        matched = [(name, conf) for (_, name), conf in results.items() if conf is not None]
+        assert len(matched) <= 1, f"domains are exclusive, got {matched} for {text!r}"
+        if matched:
+            confidence[text] = matched[0][1]
+        match = select(runtime.decisions, results)
+        return match.decision.name if match else None
+
+    on = [(t["domain"], t["text"], await routed(t["text"])) for t in data["on_topic"]]
+    off = [(text, await routed(text)) for text in data["off_topic"]]
+    return on, off, confidence
+
+
+def routing_report(split: str, on: list[tuple[str, str, str | None]], off: list[tuple[str, str | None]]) -> str:
+    names = sorted({want for want, _, _ in on})
+    pairs = Counter((want, got or "none") for want, _, got in on)
+    lines = [
+        f"{split}: on-topic {sum(w == g for w, _, g in on)}/{len(on)} to their domain, "
+        f"off-topic {sum(g is None for _, g in off)}/{len(off)} to the default model",
+        "confusion (rows: expected, columns: routed):",
+        " " * 12 + "".join(f"{n[:7]:>8}" for n in [*names, "none"]),
+        *(f"{row:>12}" + "".join(f"{pairs[(row, col)] or '.':>8}" for col in [*names, "none"]) for row in names),
+        "mistakes:",
+        *(f"  {want:>11} -> {got or 'none':<11} {text[:90]}" for want, text, got in on if got != want),
+        *(f"  {'off-topic':>11} -> {got:<11} {text[:90]}" for text, got in off if got is not None),
+    ]
+    return "\n".join(lines)
+
+
+async def heldout_routes(
+    semantic: SemanticContext,
+) -> tuple[list[tuple[str, str, str | None]], list[tuple[str, str | None]], dict[str, float]]:
+    """The TEST split routed once per module with default settings (the tests below share it)."""
+    if "routes" not in _HELDOUT:
+        examples = load_split("examples")
+        decisions = [decision(n, "domain", n) for n in examples]
+        runtime = await runtime_for(domain_signals(examples), decisions, semantic)
+        assert len(runtime.signals.producers) == 1, "every domain shares one embedding of the request"
+        _HELDOUT["routes"] = await route_split(runtime, "test")
+    return _HELDOUT["routes"]
+
+
+async def test_heldout_domains_route_with_default_settings(
     semantic: SemanticContext, capsys: pytest.CaptureFixture[str], record_property: Any
 ) -> None:
-    examples, tests = load_domains()
-    signals = {
-        "domain": [
-            {"name": name, "examples": texts, "threshold": DOMAIN_THRESHOLD, "margin": DOMAIN_MARGIN}
-            for name, texts in examples.items()
-        ]
-    }
-    runtime = await runtime_for(signals, [decision(n, "domain", n) for n in examples], semantic)
-    assert len(runtime.signals.producers) == 1, "every domain shares one embedding of the request"
-
-    predicted: list[str] = []
-    for _, text in tests:
-        results = await runtime.signals.evaluate(chat(text), {})
-        matched = [name for (_, name), conf in results.items() if conf is not None]
-        assert len(matched) <= 1, f"domains are exclusive, got {matched} for {text!r}"
-        match = select(runtime.decisions, results)
-        predicted.append(match.decision.name if match else "none")
-
-    expected = [domain for domain, _ in tests]
-    correct = sum(p == e for p, e in zip(predicted, expected, strict=True))
-    accuracy = correct / len(tests)
-    abstained = predicted.count("none")
-    misrouted = len(tests) - correct - abstained
-
-    # Scores of the mistakes, for the report (the classifier's own numbers, recomputed).
-    assert semantic.engine is not None
-    banks = {name: await semantic.engine.embed(texts) for name, texts in examples.items()}
-    names = list(examples)
-    hits = Counter(e for p, e in zip(predicted, expected, strict=True) if p == e)
-    lines = [
-        f"domain accuracy {accuracy:.3f} ({correct}/{len(tests)}; misrouted {misrouted}, no domain {abstained}) "
-        f"threshold={DOMAIN_THRESHOLD} margin={DOMAIN_MARGIN}",
-        "per domain: " + ", ".join(f"{n} {hits[n]}/{expected.count(n)}" for n in names),
-        "confusion (rows: expected, columns: predicted):",
-        " " * 12 + "".join(f"{n[:7]:>8}" for n in [*names, "none"]),
-    ]
-    pairs = Counter(zip(expected, predicted, strict=True))
-    for row in names:
-        lines.append(f"{row:>12}" + "".join(f"{pairs[(row, col)] or '.':>8}" for col in [*names, "none"]))
-    mistakes = []
-    for (want, text), got in zip(tests, predicted, strict=True):
-        if got != want:
-            vector = (await semantic.engine.embed([text]))[0]
-            near = nearest_label(label_scores(vector, banks))
-            assert near is not None
-            mistakes.append(
-                f"  {want:>11} -> {got:<11} best {near.label} {near.score:.3f}, "
-                f"runner-up {near.runner_up} {near.runner_up_score:.3f}: {text[:90]}"
-            )
-    lines += ["mistakes:", *mistakes]
-    report(capsys, "\n".join(lines))
-    record_property("domain_accuracy", round(accuracy, 4))
-    record_property("domain_misrouted", misrouted)
-    record_property("domain_abstained", abstained)
-    record_property("domain_mistakes", "\n".join(mistakes))
-    assert accuracy >= MIN_ACCURACY, "\n".join(lines)
+    """Issue #13's acceptance, through the real engine and decisions: 4 examples per domain, no
+    threshold or margin in the config, the TEST split that nothing was tuned on."""
+    on, off, _ = await heldout_routes(semantic)
+    on_rate = sum(want == got for want, _, got in on) / len(on)
+    off_rate = sum(got is None for _, got in off) / len(off)
+    text = routing_report("test", on, off)
+    report(capsys, text)
+    record_property("heldout_on_topic", round(on_rate, 4))
+    record_property("heldout_off_topic", round(off_rate, 4))
+    assert on_rate >= MIN_ON_TOPIC and off_rate >= MIN_OFF_TOPIC, text
 
 
-GENERAL = [
-    "Hi, how are you today?",
-    "Tell me something funny.",
-    "Write a short story about a dragon.",
-    "Summarise this paragraph in two sentences.",
-    "Translate 'good night' into German.",
-    "What do you think about that?",
-]
-OFF_TOPIC = [
-    "hey, what's going on",
-    "Write a limerick about a cat",
-    "Rephrase this email so it sounds more polite",
-    "Can you recommend a good novel?",
-    "Give me a fun fact",
-    "What's your favourite colour?",
-    "thank you so much!",
-    "Make this paragraph shorter",
-]
-
-
-async def test_off_topic_prompts_need_a_general_domain(
+async def test_heldout_confidence_rises_with_accuracy(
     semantic: SemanticContext, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Domains pick the *nearest* domain: chit-chat is near something. A `general` domain that no
-    decision uses competes for it, so it is not routed to a specialist."""
-    examples, tests = load_domains()
-    claimed: dict[bool, list[str]] = {}
-    for with_general in (False, True):
-        declared = {**examples, "general": GENERAL} if with_general else examples
-        signals = {
-            "domain": [
-                {"name": name, "examples": texts, "threshold": DOMAIN_THRESHOLD, "margin": DOMAIN_MARGIN}
-                for name, texts in declared.items()
-            ]
-        }
-        runtime = await runtime_for(signals, [decision(n, "domain", n) for n in examples], semantic)
-        claimed[with_general] = []
-        for text in OFF_TOPIC:
-            match = select(runtime.decisions, await runtime.signals.evaluate(chat(text), {}))
-            if match is not None:
-                claimed[with_general].append(f"{match.decision.name}: {text}")
-        if with_general:  # the general domain costs little on the labelled set
-            correct = 0
-            for domain, text in tests:
-                match = select(runtime.decisions, await runtime.signals.evaluate(chat(text), {}))
-                correct += match is not None and match.decision.name == domain
-            report(capsys, f"with a general domain: accuracy {correct / len(tests):.3f}")
-            assert correct / len(tests) >= MIN_ACCURACY
-    report(capsys, f"off-topic prompts claimed by a domain without a general domain: {claimed[False]}")
-    assert claimed[True] == []
+    """The domain signal's confidence is probability-like: over every routed TEST prompt (on- and
+    off-topic), sorted by confidence into three equal buckets, the share routed correctly does not
+    fall from one bucket to the next, and the lowest bucket is the least confident."""
+    on, off, confidence = await heldout_routes(semantic)
+    routed = sorted(
+        [(confidence[text], want == got) for want, text, got in on if got is not None]
+        + [(confidence[text], False) for text, got in off if got is not None]
+    )
+    assert all(0.0 < c <= 1.0 for c, _ in routed)
+    n = len(routed)
+    buckets = [routed[i * n // 3 : (i + 1) * n // 3] for i in range(3)]
+    rows = [(sum(c for c, _ in b) / len(b), sum(ok for _, ok in b) / len(b)) for b in buckets]
+    report(
+        capsys, "confidence buckets (mean confidence, accuracy): " + ", ".join(f"({c:.3f}, {a:.3f})" for c, a in rows)
+    )
+    accuracies = [a for _, a in rows]
+    assert accuracies == sorted(accuracies), rows
+    assert accuracies[0] < 1.0, "the least confident third holds mistakes, or confidence says nothing"
+
+
+async def test_domain_threshold_and_margin_override_the_calibration(semantic: SemanticContext) -> None:
+    """An explicit threshold replaces the background test (0.99: nothing routes; 0: chit-chat routes
+    to its nearest domain) and an explicit margin also asks for a lead over the runner-up."""
+    examples = load_split("examples")
+    decisions = [decision(n, "domain", n) for n in examples]
+    on_topic, chit_chat = "How long should I boil pasta for al dente?", "hello there, how are you?"
+
+    async def routed(text: str, **overrides: float) -> str | None:
+        runtime = await runtime_for(domain_signals(examples, **overrides), decisions, semantic)
+        match = select(runtime.decisions, await runtime.signals.evaluate(chat(text), {}))
+        return match.decision.name if match else None
+
+    assert await routed(on_topic) == "cooking"
+    assert await routed(chit_chat) is None
+    assert await routed(on_topic, threshold=0.99) is None
+    assert await routed(chit_chat, threshold=0.0) is not None
+    assert await routed(on_topic, margin=0.99) is None
+    assert await routed(on_topic, margin=0.01) == "cooking"
 
 
 # ---------------------------------------------------------------- embedding signal
@@ -625,7 +625,7 @@ def test_detector_only_signals_build_no_engine() -> None:
 async def test_one_used_domain_computes_one_embedding(semantic: SemanticContext) -> None:
     runtime = await runtime_for(ALL_SEMANTIC, [decision("law", "domain", "law")], semantic)
     assert len(runtime.signals) == 1
-    assert [p.key for p in runtime.signals.producers] == ["embedding:last_user"]
+    assert [p.key for p in runtime.signals.producers] == ["domain-embedding:last_user"]
     results = await runtime.signals.evaluate(chat("Is this employment contract legally valid?"), {})
     assert list(results) == [("domain", "law")] and results[("domain", "law")] is not None
 
@@ -717,3 +717,32 @@ async def test_concurrent_requests_share_one_computation(semantic: SemanticConte
     results = await asyncio.gather(*(runtime.signals.evaluate(chat(text), {}) for _ in range(5)))
     assert semantic.engine.stats.computed == computed + 1
     assert len({r[("embedding", "refund")] for r in results}) == 1
+
+
+# ---------------------------------------------------------------- quorum signals explain
+
+
+async def test_signals_explain_names_confused_examples(semantic: SemanticContext) -> None:
+    """An example written for the wrong domain is reported as confused with the one it belongs to."""
+    from extproc.signals.explain import format_reports
+    from extproc.signals.semantic import build_domain_model
+
+    examples = load_split("examples")
+    misplaced = "Should I move my retirement savings into bonds now that rates are high?"
+    examples["cooking"] = [*examples["cooking"], misplaced]
+    cfg = config(domain_signals(examples), [decision(n, "domain", n) for n in examples])
+    model = await build_domain_model(cfg.routing.signals.domain, semantic)
+    reports = {r.name: r for r in model.explain()}
+    assert [(text, other) for text, other, _, _ in reports["cooking"].confused] == [(misplaced, "finance")]
+    assert len(reports["cooking"].leave_one_out) == 5 and reports["law"].confused == []
+    text = format_reports(cfg, {"last_user": (model, list(reports.values()))})
+    assert f"confused: {misplaced!r} is nearer finance" in text
+
+
+def test_signals_explain_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from extproc.cli import main
+
+    assert main(["signals", "explain", str(ROOT / "config" / "demo.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "domain model: multilingual-e5-small" in out
+    assert all(f"  {name}: " in out for name in ("law", "medicine", "finance")), out

@@ -82,20 +82,18 @@ def test_access_log_line(caplog):
 
 def test_missing_embedding_model_is_a_config_error_at_start():
     from extproc.config import ConfigError
-    from extproc.runtime import build_runtime
 
     pytest.importorskip("onnxruntime")
-    config = parse_config(
-        """
+    with pytest.raises(ConfigError) as info:  # an unknown local model: at parse time
+        parse_config(
+            """
 providers: {models: [{name: m, base_url: "http://127.0.0.1:1/v1"}]}
 routing:
-  embedding: {model: no-such-model}
+  embedding: {domain_model: no-such-model}
   signals: {domain: [{name: law, examples: ["contract law"]}]}
   decisions: [{name: d, rules: {type: domain, name: law}, modelRefs: [{model: m}]}]
 """
-    )
-    with pytest.raises(ConfigError) as info:
-        build_runtime(config, environ={})
+        )
     assert info.value.problems[0].startswith("routing.embedding: ")
 
 
