@@ -17,9 +17,10 @@ ROW = re.compile(r"^\| `(?P<path>[^`]+)` \| (?P<default>[^|]+?) \| (?P<meaning>.
 def documented() -> dict[str, tuple[str, str]]:
     """path -> (default, meaning) from the table under `## Every key`."""
     section = DOC.read_text(encoding="utf-8").split("\n## Every key\n", 1)[1].split("\n## ", 1)[0]
-    rows = {}
+    rows: dict[str, tuple[str, str]] = {}
     for line in section.splitlines():
         if m := ROW.match(line):
+            assert m["path"] not in rows, f"{m['path']} is listed twice"
             rows[m["path"]] = (m["default"].strip("`"), m["meaning"].strip())
     return rows
 
