@@ -106,7 +106,7 @@ class SteadyLoad:
         self.stack = stack
         self.clients = clients
         self.stop = threading.Event()
-        self.results: list[tuple[float, int, str, str]] = []  # (time, status, expected, answered by)
+        self.results: list[tuple[float, int, str, str, float]] = []  # (done, status, expected, answered by, sent)
         self.pool = ThreadPoolExecutor(clients)
 
     def __enter__(self) -> SteadyLoad:
@@ -122,15 +122,16 @@ class SteadyLoad:
         body = {"model": "quorum/auto", "messages": [{"role": "user", "content": f"{text} [[fake:delay_ms=20]]"}]}
         with httpx.Client(base_url=self.stack.envoy_url, timeout=10) as c:
             while not self.stop.is_set():
+                sent = time.monotonic()
                 try:
                     r = c.post(CHAT, json=body)
                     answered_by = r.headers.get("x-fake-backend", "")
-                    self.results.append((time.monotonic(), r.status_code, ROUTES[text], answered_by))
+                    self.results.append((time.monotonic(), r.status_code, ROUTES[text], answered_by, sent))
                 except httpx.HTTPError:
-                    self.results.append((time.monotonic(), 0, ROUTES[text], ""))
+                    self.results.append((time.monotonic(), 0, ROUTES[text], "", sent))
 
     def ok_since(self, when: float) -> int:
-        return sum(1 for t, status, _, _ in self.results if t > when and status == 200)
+        return sum(1 for t, status, *_ in self.results if t > when and status == 200)
 
 
 def test_sigkilled_worker_is_restarted_while_the_other_keeps_serving(two_workers: Stack) -> None:
@@ -164,6 +165,7 @@ def test_sigkilled_worker_is_restarted_while_the_other_keeps_serving(two_workers
                 for d, m in (("coding", "demo-coder"), ("default", "demo-small"))
             )
             if served >= 5:
+                back_at = time.monotonic()
                 break
             time.sleep(0.1)
         else:
@@ -176,9 +178,10 @@ def test_sigkilled_worker_is_restarted_while_the_other_keeps_serving(two_workers
     assert f"worker 1 restarted as pid {restarted}" in log
     failures = [r for r in load.results if r[1] != 200]
     assert all(t >= killed_at for t, *_ in failures)
-    # Only what was in flight on the killed worker fails (one request per client at most): Envoy retries
-    # streams that could not reach it and ejects it (the quorum_extproc cluster's outlier detection).
-    assert len(failures) <= load.clients, failures
+    # Failures are confined to the outage: what was in flight on the killed worker, plus what Envoy sent
+    # it before its outlier detection ejected it (on a quiet machine: at most one per client). Once the
+    # restarted worker serves again, nothing fails.
+    assert all(sent <= back_at for *_, sent in failures), failures
 
 
 def test_sigterm_stops_the_supervisor_and_every_worker(two_workers: Stack) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from conftest import MAX_BODY
+from fuzzing import DAMAGE, damage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -62,21 +63,10 @@ def cases(draw: st.DrawFn) -> Case:
     if depth >= 1000:  # deeper than Python's json writes: splice the nesting in by hand
         encoded = encoded.replace(b'"x_deep": null', b'"x_deep": ' + b"[" * depth + b"]" * depth)
     expected = expected_route(model, keyword, tier, depth)
-    damage = draw(st.sampled_from(["none", "none", "none", "truncate", "utf16", "bad_utf8", "oversize", "wrong_type"]))
-    if damage == "truncate":
-        encoded = encoded[: draw(st.integers(1, max(1, len(encoded) - 1)))]
-    elif damage == "utf16":
-        encoded = encoded.decode().encode("utf-16")
-    elif damage == "bad_utf8":
-        at = draw(st.integers(0, len(encoded)))
-        encoded = encoded[:at] + b"\xff\xfe" + encoded[at:]
-    elif damage == "oversize":
-        encoded = encoded[:-1] + b',"x_pad":"' + b"p" * MAX_BODY + b'"}'
-    elif damage == "wrong_type":
-        field = draw(st.sampled_from(["temperature", "stream", "n", "messages", "model", "tools"]))
-        encoded = encoded[:-1] + b',"' + field.encode() + b'":' + draw(st.sampled_from([b'"x"', b"{}", b"-1", b"[1]"]))
-        encoded += b"}"
-    if damage != "none" or depth >= 1024:  # orjson reads at most 1024 levels: a 400 names that
+    kind = draw(st.sampled_from([*DAMAGE, "utf16"]))
+    fields = ["temperature", "stream", "n", "messages", "model", "tools"]
+    encoded = damage(draw, kind, encoded, MAX_BODY, fields, [b'"x"', b"{}", b"-1", b"[1]"])
+    if kind != "none" or depth >= 1024:  # orjson reads at most 1024 levels: a 400 names that
         expected = None
     if len(encoded) > MAX_BODY:
         expected = "too_large"

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import MAX_BODY
+from fuzzing import DAMAGE, damage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_fuzz import JSON_VALUES, MODELS, TEXT, assert_openai_error  # the chat fuzz's strategies
@@ -100,19 +101,10 @@ def cases(draw: st.DrawFn) -> Case:
     if depth:
         encoded = encoded.replace(b'"x_deep": null', b'"x_deep": ' + b"[" * depth + b"]" * depth)
 
-    damage = draw(st.sampled_from(["none", "none", "none", "truncate", "bad_utf8", "oversize", "wrong_type"]))
-    if damage == "truncate":
-        encoded = encoded[: draw(st.integers(1, max(1, len(encoded) - 1)))]
-    elif damage == "bad_utf8":
-        at = draw(st.integers(0, len(encoded)))
-        encoded = encoded[:at] + b"\xff\xfe" + encoded[at:]
-    elif damage == "oversize":
-        encoded = encoded[:-1] + b',"x_pad":"' + b"p" * MAX_BODY + b'"}'
-    elif damage == "wrong_type":
-        field = draw(st.sampled_from(["input", "instructions", "stream", "model", "tools", "previous_response_id"]))
-        value = draw(st.sampled_from([b"7", b"{}", b"-1", b"[1]", b'""']))
-        encoded = encoded[:-1] + b',"' + field.encode() + b'":' + value + b"}"
-    return Case(encoded, well_formed=clean and damage == "none", model=model)
+    kind = draw(st.sampled_from(DAMAGE))
+    fields = ["input", "instructions", "stream", "model", "tools", "previous_response_id"]
+    encoded = damage(draw, kind, encoded, MAX_BODY, fields, [b"7", b"{}", b"-1", b"[1]", b'""'])
+    return Case(encoded, well_formed=clean and kind == "none", model=model)
 
 
 def assert_local_responses_answer(response: httpx.Response) -> None:
