@@ -5,7 +5,8 @@
   message, so a judge's or synthesiser's briefing reaches the model;
 - only `max_tokens` caps the answer (`max_completion_tokens` is ignored: a judge would run to n_ctx);
 - `response_format: json_schema` is a 500; its `json_object` + `schema` form constrains the same way;
-- any `x-request-id` that is not a UUID is an empty 400: send a fresh UUID instead.
+- any `x-request-id` that is not a UUID is an empty 400: send a fresh UUID instead;
+- `logprobs: true` alone returns `logprobs: null`: logprobs come only with `top_logprobs` set.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def adapt_body(dialect: Dialect, body: dict[str, Any]) -> dict[str, Any]:
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         schema = (fmt.get("json_schema") or {}).get("schema")
         out["response_format"] = {"type": "json_object", **({"schema": schema} if schema else {})}
+    if out.get("logprobs") is True and not out.get("top_logprobs"):
+        out["top_logprobs"] = 1
     if isinstance(out.get("messages"), list):
         out["messages"] = fold_system_messages(out["messages"])
     return out

@@ -67,6 +67,7 @@ no_json_schema      ``response_format`` of type ``json_schema`` gets HTTP 500
 max_tokens_only     ``max_tokens`` caps the answer (in words, finish_reason ``length``);
                     ``max_completion_tokens`` is ignored
 uuid_request_id     a non-UUID ``x-request-id`` gets an empty HTTP 400
+top_logprobs_only   ``logprobs: true`` without ``top_logprobs`` gets ``logprobs: null``
 ==================  ==========================================================================
 
 Scripted answers and the fusion judge
@@ -138,7 +139,7 @@ _KEYS = (
     "only",
 )
 _JUDGE_MODES = ("valid", "invalid", "fenced")
-QUIRKS = ("drop_system", "no_stream_usage", "no_json_schema", "max_tokens_only", "uuid_request_id")
+QUIRKS = ("drop_system", "no_stream_usage", "no_json_schema", "max_tokens_only", "uuid_request_id", "top_logprobs_only")
 QUIRK_SETS = {"llama_cpp": QUIRKS}
 
 
@@ -355,6 +356,8 @@ class _Chat:
             messages = [m for m in messages if m.get("role") not in ("system", "developer")] or messages[-1:]
         self.max_words = body.get("max_tokens") if "max_tokens_only" in quirks else None
         self.wants_logprobs = body.get("logprobs") is True
+        if "top_logprobs_only" in quirks and not body.get("top_logprobs"):
+            self.wants_logprobs = False
         self.id = "chatcmpl-" + secrets.token_hex(12)
         self.created = int(time.time())
 

@@ -17,6 +17,9 @@ from extproc.eval import grader
 from extproc.eval.cost import Calls, answer_cost, calls_from_trace, find_trace
 from extproc.eval.dataset import Item
 
+# Transient statuses retried once (an upstream that closed a keep-alive connection Envoy reused is a 503).
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+
 
 @dataclass
 class Settings:
@@ -78,6 +81,10 @@ class Evaluator:
         started = time.monotonic()
         async with self.limit:
             response = await self.client.post("/chat/completions", json=body, headers=headers)
+            if response.status_code in RETRY_STATUSES:  # once, as the openai SDK would: a reset keep-alive
+                await asyncio.sleep(0.5)
+                headers["x-request-id"] = str(uuid.uuid4())
+                response = await self.client.post("/chat/completions", json=body, headers=headers)
         return response, time.monotonic() - started
 
     async def answer(self, arm: str, item: Item) -> Result:

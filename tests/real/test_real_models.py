@@ -78,7 +78,8 @@ def test_agreeing_panel_exits_early(real_client: openai.OpenAI) -> None:
 def test_confident_gate_answers_with_one_call(real_client: openai.OpenAI) -> None:
     body, headers = ask(real_client, "[confident] What is the capital of Egypt?")
     trace = body["confidence"]
-    assert trace["gate"]["decision"] == "answered" and isinstance(trace["gate"]["mean_logprob"], float)
+    assert trace["gate"]["decision"] == "answered", trace
+    assert isinstance(trace["gate"]["mean_logprob"], float)
     assert trace["gate"]["tokens"] > 0  # llama.cpp returned real logprobs
     assert stages(trace) == [("gate", "ok")] and headers["x-quorum-gate"] == "gemma-a"
 

@@ -46,3 +46,9 @@ def test_llama_cpp_request_ids_become_uuids() -> None:
     assert adapt_headers("llama_cpp", {"x-request-id": kept})["x-request-id"] == kept
     replaced = adapt_headers("llama_cpp", {"x-request-id": "req-42"})["x-request-id"]
     assert str(uuid.UUID(replaced)) == replaced
+
+
+def test_llama_cpp_logprobs_ask_for_top_logprobs() -> None:
+    assert adapt_body("llama_cpp", {"logprobs": True})["top_logprobs"] == 1
+    assert adapt_body("llama_cpp", {"logprobs": True, "top_logprobs": 3})["top_logprobs"] == 3
+    assert "top_logprobs" not in adapt_body("llama_cpp", {"logprobs": False})

@@ -43,7 +43,7 @@ async def post(url: str, payload: dict[str, Any], **headers: str) -> httpx.Respo
 
 
 def test_quirk_names_expand_and_typos_fail() -> None:
-    assert "drop_system" in expand_quirks(["llama_cpp"]) and len(expand_quirks(["llama_cpp"])) == 5
+    assert "drop_system" in expand_quirks(["llama_cpp"]) and len(expand_quirks(["llama_cpp"])) == 6
     with pytest.raises(ValueError, match="unknown quirk"):
         expand_quirks(["drop_sytem"])
 
@@ -86,6 +86,13 @@ async def test_uuid_request_id_rejects_other_ids_with_an_empty_400(start: Start)
     assert (await post(url, body(), **{"x-request-id": str(uuid.uuid4())})).status_code == 200
 
 
+async def test_top_logprobs_only_needs_top_logprobs(start: Start) -> None:
+    url, _ = await start("top_logprobs_only")
+    assert (await post(url, body(logprobs=True))).json()["choices"][0]["logprobs"] is None
+    with_top = (await post(url, body(logprobs=True, top_logprobs=1))).json()["choices"][0]["logprobs"]
+    assert with_top["content"][0]["logprob"] <= 0
+
+
 async def test_llama_cpp_dialect_makes_quorums_calls_work_against_every_quirk(start: Start) -> None:
     """A judge-style call (briefing in a system message, max_completion_tokens, json_schema, a non-UUID request
     id) fails against a llama.cpp-like server as OpenAI-dialect and succeeds with `dialect: llama_cpp`."""
@@ -93,6 +100,7 @@ async def test_llama_cpp_dialect_makes_quorums_calls_work_against_every_quirk(st
     call = {
         "messages": [{"role": "system", "content": "You are FUSION-JUDGE."}, {"role": "user", "content": "judge"}],
         "max_completion_tokens": 64,
+        "logprobs": True,
         "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}},
     }
     client = ModelClient()
@@ -107,6 +115,7 @@ async def test_llama_cpp_dialect_makes_quorums_calls_work_against_every_quirk(st
     finally:
         await client.aclose()
     assert "consensus" in reply.content  # the folded briefing reached the model
+    assert reply.logprobs  # top_logprobs was added
     sent = app[BACKEND].records[-1]
     assert sent["body"]["max_tokens"] == 64 and "max_completion_tokens" not in sent["body"]
     assert sent["body"]["response_format"] == {"type": "json_object", "schema": {"type": "object"}}
