@@ -51,15 +51,17 @@ def test_request_held_in_routing_makes_the_next_one_a_503_at_once(tight_stack: S
     holder = threading.Thread(target=send_slowly)
     holder.start()
     try:
+        metrics_url = f"http://{tight_stack.config.observability.metrics.listen}/metrics"
+        deadline = time.monotonic() + 10
+        # Wait until the slow request's headers hold the slot (probing instead would race with it:
+        # a probe in flight when its headers arrive gets it refused, and every later probe passes).
+        while 'quorum_admission_in_flight{budget="routing"} 1.0' not in httpx.get(metrics_url).text:
+            assert time.monotonic() < deadline, "the slow request never reached Quorum"
+            time.sleep(0.02)
         with httpx.Client(base_url=tight_stack.envoy_url, timeout=20) as c:
-            deadline = time.monotonic() + 10
-            while True:  # until the slow request's headers have reached Quorum
-                refused = c.post(CHAT, content=body("hello there"), headers=JSON)
-                if refused.status_code != 200 or time.monotonic() > deadline:
-                    break
+            refused = c.post(CHAT, content=body("hello there"), headers=JSON)
             assert_refused(refused, "routing_capacity_exceeded")
-            metrics = httpx.get(f"http://{tight_stack.config.observability.metrics.listen}/metrics").text
-            assert 'quorum_admission_refusals_total{budget="routing"}' in metrics
+        assert 'quorum_admission_refusals_total{budget="routing"} 1.0' in httpx.get(metrics_url).text
     finally:
         release.set()
         holder.join(20)
