@@ -25,6 +25,14 @@ from extproc.telemetry.recorder import end_model_span, inject_context, start_mod
 from extproc.telemetry.setup import NO_TELEMETRY, Telemetry
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+# A model that answers these (or cannot be reached, resets, or times out) hands the call to its `fallbacks`.
+FAILOVER_STATUSES = frozenset({429, 502, 503, 504})
+ONCE = RetryPolicy(attempts=1)
+
+
+def fails_over(err: ModelCallError) -> bool:
+    """Whether the next model of the fallback chain should get the call (the backend failed, not the request)."""
+    return err.status is None or err.status in FAILOVER_STATUSES
 
 
 @dataclass
@@ -69,7 +77,37 @@ class ModelClient:
         headers: Mapping[str, str] | None = None,
         parent: Span | None = None,
     ) -> Completion:
-        """One non-streaming chat completion, retried on 429/5xx/connection errors within `time_limit` seconds."""
+        """One non-streaming chat completion, retried on 429/5xx/connection errors within `time_limit` seconds.
+
+        If `model` still fails (see `fails_over`), each of its `fallbacks` is tried once, in order, with its own
+        `time_limit`; the completion names the model that answered, its usage and latency cover every model tried.
+        """
+        started, spent = time.monotonic(), Usage()
+        chain = ((model, retry), *((fallback, ONCE) for fallback in model.fallback_models))
+        for i, (candidate, policy) in enumerate(chain):
+            try:
+                completion = await self._complete_one(candidate, body, time_limit, policy, headers, parent)
+            except ModelCallError as err:
+                spent.add(err.usage)
+                if i == len(chain) - 1 or not fails_over(err):
+                    err.usage = spent
+                    raise
+                continue
+            completion.usage.add(spent)
+            completion.fallback_for = model.name if candidate is not model else None
+            completion.latency = time.monotonic() - started
+            return completion
+        raise AssertionError("unreachable: the chain is never empty")
+
+    async def _complete_one(
+        self,
+        model: Model,
+        body: dict[str, Any],
+        time_limit: float,
+        retry: RetryPolicy,
+        headers: Mapping[str, str] | None,
+        parent: Span | None,
+    ) -> Completion:
         span = start_model_span(self.telemetry, parent, model, body)
         call_headers = dict(headers or {})
         inject_context(span if span.is_recording() else (parent or span), call_headers)
@@ -132,7 +170,26 @@ class ModelClient:
         headers: Mapping[str, str] | None = None,
         parent: Span | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
-        """A streaming chat completion as parsed `chat.completion.chunk` objects (usage chunk included)."""
+        """A streaming chat completion as parsed `chat.completion.chunk` objects (usage chunk included).
+
+        Fails over to the model's `fallbacks` like `complete`, but only before the first chunk was yielded:
+        after that the caller may have sent bytes to the client, and an answer cannot be taken back.
+        """
+        chain = (model, *model.fallback_models)
+        for i, candidate in enumerate(chain):
+            yielded = False
+            try:
+                async for chunk in self._stream_one(candidate, body, headers, parent):
+                    yielded = True
+                    yield chunk
+                return
+            except ModelCallError as err:
+                if yielded or i == len(chain) - 1 or not fails_over(err):
+                    raise
+
+    async def _stream_one(
+        self, model: Model, body: dict[str, Any], headers: Mapping[str, str] | None, parent: Span | None
+    ) -> AsyncIterator[dict[str, Any]]:
         payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
         span = start_model_span(self.telemetry, parent, model, payload)
         call_headers = dict(headers or {})

@@ -41,7 +41,7 @@ class Usage:
 
 @dataclass(slots=True)
 class Completion:
-    model: str  # the configured name that was called
+    model: str  # the configured name that answered
     message: dict[str, Any]
     finish_reason: str
     usage: Usage  # summed over every attempt that reported usage
@@ -49,6 +49,12 @@ class Completion:
     attempts: int
     response_model: str | None = None  # the `model` the backend reported
     logprobs: list[float] | None = None  # per output token, when asked for and the backend sent them
+    fallback_for: str | None = None  # the model that was asked, when one of its `fallbacks` answered instead
+
+    @property
+    def asked(self) -> str:
+        """The configured model this call was made for (a panel seat), whichever model answered."""
+        return self.fallback_for or self.model
 
     @property
     def content(self) -> str:

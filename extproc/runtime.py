@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,6 +39,8 @@ class Model:
     pricing: Pricing | None = None
     endpoints: frozenset[str] = ALL_ENDPOINT_NAMES  # which OpenAI endpoints the model serves
     fallbacks: tuple[str, ...] = ()  # tried next by Envoy, in order, when this model's backend fails
+    # The same chain as Models, for the calls Quorum makes itself (extproc.models); one level deep.
+    fallback_models: tuple[Model, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def host(self) -> str:
@@ -93,7 +95,7 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None, semanti
     env = os.environ if environ is None else environ
     if missing := missing_api_keys(config, env):
         raise ConfigError(missing)
-    models = {m.name: _model(m, env) for m in config.providers.models}
+    models = _with_fallback_models({m.name: _model(m, env) for m in config.providers.models})
     routing = config.routing
 
     from extproc.algorithms.compile import compile_algorithm  # the algorithms import this module's Model
@@ -225,6 +227,14 @@ def make_engine(cfg: Any, env: Mapping[str, str]) -> Any:
     except EngineUnavailable as exc:
         raise ConfigError([f"routing.embedding: {exc}"]) from None
     return engine
+
+
+def _with_fallback_models(models: dict[str, Model]) -> dict[str, Model]:
+    """Each model with its `fallbacks` resolved (validation has checked every name)."""
+    return {
+        name: replace(m, fallback_models=tuple(models[f] for f in m.fallbacks if f in models))
+        for name, m in models.items()
+    }
 
 
 def _model(m: ModelConfig, env: os._Environ[str] | dict[str, str]) -> Model:

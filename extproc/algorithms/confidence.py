@@ -63,7 +63,7 @@ class Confidence:
             message = {k: v for k, v in cheap.message.items() if k != "logprobs"}
             return Answer(message, cheap.finish_reason)
         ctx.trace.fields["escalated"] = reason
-        in_panel = cheap is not None and any(m.name == cheap.model for m in plan.panel) and not _has_tools(cheap)
+        in_panel = cheap is not None and any(m.name == cheap.asked for m in plan.panel) and not _has_tools(cheap)
         if in_panel:
             ctx.trace.fields["gate"]["reused_in_panel"] = True
         return await run_fusion(ctx, plan, [cheap] if in_panel and cheap is not None else None)

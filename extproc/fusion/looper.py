@@ -54,7 +54,7 @@ async def convene(
     ready: list[Completion] | None = None,
 ) -> PanelResult:
     """The panel stage; `ready` holds answers already made for this request (not asked again)."""
-    have = {c.model for c in ready or ()}
+    have = {c.asked for c in ready or ()}
     asked = plan.without(have) if have else plan
     with trace.stage("panel", "quorum.fusion.panel", **{"quorum.fusion.panel_size": len(plan.panel)}) as span:
         panel = await run_panel(client, asked, body, headers, parent=span) if asked.panel else PanelResult()
@@ -77,7 +77,7 @@ async def convene(
         trace.record("panel", name, 0.0, None, "cancelled")
     if have:
         order = {m.name: i for i, m in enumerate(plan.panel)}
-        panel.answers = sorted([*(ready or ()), *panel.answers], key=lambda c: order[c.model])
+        panel.answers = sorted([*(ready or ()), *panel.answers], key=lambda c: order[c.asked])
     if not panel.answers or (plan.config.on_error == "fail" and panel.failures):
         reasons = [f"{e.model}: {e.reason}" for e in panel.failures]
         reasons += [f"{name}: cancelled at the panel deadline" for name in panel.cancelled]
@@ -203,7 +203,7 @@ def describe(
 ) -> None:
     """Fusion's own trace fields: who was asked, what they said, what the judge found (if it ran)."""
     cfg = plan.config
-    labels = {c.model: name for name, c in labelled}
+    labels = {id(c): name for name, c in labelled}  # two seats may be answered by one fallback
     trace.fields.update(
         {
             "judge_model": plan.judge.name,
@@ -219,7 +219,8 @@ def describe(
         trace.fields["responses"] = [
             {
                 "model": c.model,
-                "label": labels.get(c.model),
+                **({"fallback_for": c.fallback_for} if c.fallback_for else {}),
+                "label": labels.get(id(c)),
                 "content": c.content,
                 "finish_reason": c.finish_reason,
                 "latency_ms": ms(c.latency),

@@ -118,5 +118,5 @@ async def run_panel(
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
         result.latency = time.monotonic() - started
-        result.answers.sort(key=lambda c: order[c.model])
+        result.answers.sort(key=lambda c: order[c.asked])
     return result
