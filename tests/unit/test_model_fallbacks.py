@@ -184,3 +184,20 @@ async def test_a_panel_seat_answered_by_its_fallback_keeps_its_place_and_label(b
     responses = trace.fields["responses"]
     assert [(r["model"], r.get("fallback_for")) for r in responses] == [("backup", "primary"), ("backup", None)]
     assert {r["label"] for r in responses} == {"A", "B"}  # one label per seat, though one model answered both
+
+
+async def test_each_model_tried_has_its_own_span(backends) -> None:
+    from builders import traced_telemetry
+
+    telemetry, exporter = traced_telemetry()
+    client = ModelClient(telemetry=telemetry)
+    try:
+        with telemetry.tracer.start_as_current_span("run") as parent:
+            await client.complete(models(backends), body(), time_limit=5, retry=ONCE, parent=parent)
+    finally:
+        await client.aclose()
+    calls = [s for s in exporter.get_finished_spans() if s.name.startswith("chat ")]
+    assert [(s.attributes["quorum.model"], s.attributes.get("error.type")) for s in calls] == [
+        ("primary", "503"),
+        ("backup", None),
+    ]
