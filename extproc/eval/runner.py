@@ -117,7 +117,8 @@ class Evaluator:
             "temperature": 0,
         }
         for attempt in range(2):
-            fmt = grader.response_format(self.grader_format, len(criteria.all))
+            used = self.grader_format
+            fmt = grader.response_format(used, len(criteria.all))
             body.pop("response_format", None)
             if fmt is not None:
                 body["response_format"] = fmt
@@ -127,7 +128,7 @@ class Evaluator:
                 result.grade_error = f"{type(err).__name__}: {err}"
                 return
             data = _json(response)
-            if response.status_code != 200 and attempt == 0 and self._fall_back():
+            if response.status_code != 200 and attempt == 0 and self._fall_back(used):
                 continue  # a server without OpenAI's json_schema: retry in llama.cpp's form
             break
         if response.status_code != 200 or data is None:
@@ -139,11 +140,13 @@ class Evaluator:
         except grader.GradeParseError as err:
             result.grade_error = str(err)
 
-    def _fall_back(self) -> bool:
-        if self.settings.grader_format == "auto" and self.grader_format == "json_schema":
-            self.grader_format = "json_object"
-            return True
-        return False
+    def _fall_back(self, used: str) -> bool:
+        """After a failed `json_schema` grade, use llama.cpp's form from now on and retry this one,
+        also when a concurrent grade already switched (its own attempt still used json_schema)."""
+        if self.settings.grader_format != "auto" or used != "json_schema":
+            return False
+        self.grader_format = "json_object"
+        return True
 
 
 async def run(

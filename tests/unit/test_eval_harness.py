@@ -241,3 +241,31 @@ def test_report_renders_table_json_markdown_and_png(tmp_path: Path) -> None:
     assert md.count("\n| ") == 4 and "![score against cost per arm](plot.png)" in md
     report.plot_png(summaries, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+async def test_concurrent_grades_both_retry_in_llama_cpp_form_after_json_schema_fails() -> None:
+    """Two grades in flight when the server rejects json_schema: both are retried as json_object
+    (the second one's failure must not be taken as a failure of the json_object form)."""
+    import asyncio
+
+    import httpx
+
+    from extproc.eval.dataset import Item
+    from extproc.eval.runner import Evaluator, Result, Settings
+
+    async def server(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        await asyncio.sleep(0.01)  # both first attempts are in flight together
+        if body["response_format"]["type"] == "json_schema":
+            return httpx.Response(500, json={"error": {"message": "Input should be 'text' or 'json_object'"}})
+        content = json.dumps({"met": [True]})
+        return httpx.Response(200, json={"choices": [{"message": {"content": content}}], "usage": {}})
+
+    settings = Settings(base_url="http://grader/v1", arms=["a"], grader_model="g", concurrency=4)
+    async with httpx.AsyncClient(base_url=settings.base_url, transport=httpx.MockTransport(server)) as client:
+        evaluator = Evaluator(settings, {}, client)
+        item = Item("q", [{"role": "user", "content": "capital of France?"}], reference="Paris")
+        results = [Result("a", "q", 0.1, answer="Paris"), Result("a", "q", 0.1, answer="Paris")]
+        await asyncio.gather(*(evaluator.grade(item, r) for r in results))
+    assert [(r.score, r.grade_error) for r in results] == [(1.0, None), (1.0, None)]
+    assert evaluator.grader_format == "json_object"
