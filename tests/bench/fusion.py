@@ -69,6 +69,7 @@ from profiling import find_py_spy, summarize
 from reportlib import environment_lines, scan_logs, table, write_section
 
 from extproc.dev.stack import Stack, find_envoy, free_port
+from extproc.eval.stats import percentile
 
 SECTION = "fusion"
 CHAT_PATH = "/v1/chat/completions"
@@ -146,15 +147,7 @@ def write_config(path: Path, mode: str, panel: Sequence[str]) -> Path:
 # ---------------------------------------------------------------- statistics
 
 
-def pct(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100), linear interpolation between closest ranks; nan when empty."""
-    if not values:
-        return float("nan")
-    data = sorted(values)
-    pos = (len(data) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(data) - 1)
-    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+pct = percentile  # the eval harness's: linear interpolation between closest ranks, nan when empty
 
 
 def p50(values: Sequence[float]) -> float:

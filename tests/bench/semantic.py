@@ -86,6 +86,7 @@ from loadgen import wrk_version as _wrk_version
 from reportlib import environment_lines, package_version, scan_logs, table, write_section
 
 from extproc.dev.stack import Stack, find_envoy, free_port
+from extproc.eval.stats import percentile
 
 SECTION = "semantic"
 CHAT_PATH = "/v1/chat/completions"
@@ -237,15 +238,7 @@ def chat(model: str, prompt: str) -> bytes:
 # ---------------------------------------------------------------- statistics
 
 
-def pct(values: list[float], p: float) -> float:
-    """Percentile with linear interpolation (values need not be sorted)."""
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    k = (len(s) - 1) * p / 100.0
-    lo = int(k)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+pct = percentile  # the eval harness's: linear interpolation between closest ranks, nan when empty
 
 
 def summary_ms(values_s: list[float]) -> dict[str, float]:
