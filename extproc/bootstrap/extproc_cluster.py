@@ -11,6 +11,12 @@ away or gone in two ways, so new ext_proc streams stop going there:
 - outlier detection: connections refused or reset (a killed replica) eject it at once, and
   repeated gateway errors (gRPC UNAVAILABLE, ...) after a few.
 
+A circuit breaker caps the ext_proc streams open at once (`max_extproc_streams`): when Quorum's
+event loop falls behind, requests would otherwise wait inside gRPC before any admission budget of
+Quorum's sees them (measured: half a second at twice capacity, and Envoy's default cap of 1024
+streams was the only bound). Past the cap Envoy refuses at once, without a round trip to Quorum,
+and `local_replies` makes that an OpenAI 503 with `retry-after`.
+
 Until then, the ext_proc filter's stream retry (`stream_retry_policy`) opens a stream that could
 not reach a replica on another one.
 
@@ -50,7 +56,12 @@ def extproc_cluster(config: Config, workers: int) -> dict[str, Any]:
         # Envoy allows 3 concurrent retries per cluster by default: too few when a replica dies
         # under load and every new stream that picked it is retried on another one.
         "circuit_breakers": {
-            "thresholds": [{"retry_budget": {"budget_percent": {"value": 100.0}, "min_retry_concurrency": 16}}]
+            "thresholds": [
+                {
+                    "max_requests": max_extproc_streams(config, len(hosts)),
+                    "retry_budget": {"budget_percent": {"value": 100.0}, "min_retry_concurrency": 16},
+                }
+            ]
         },
         "health_checks": [health_check()],
         "outlier_detection": outlier_detection(),
@@ -62,6 +73,28 @@ def extproc_cluster(config: Config, workers: int) -> dict[str, Any]:
         },
     }
     return cluster
+
+
+def max_extproc_streams(config: Config, endpoints: int) -> int:
+    """The most ext_proc streams Envoy opens to Quorum at once: `envoy.limits.max_extproc_streams`,
+    or each endpoint's admission budgets (`max_in_flight` + `max_fusion_runs`) summed.
+
+    In full-duplex mode without usage accounting a routed request's stream ends once its route is
+    answered, so open streams are exactly the work Quorum's budgets count plus what queues in
+    front of them. In buffered mode, or with usage accounting, every request keeps its stream
+    until its answer ends, so streams count whole requests (model time included): then, as when
+    a budget is unlimited or an endpoint is a DNS name of unknown size, the cap is only the
+    downstream connection limit.
+    """
+    limits = config.envoy.limits
+    if limits.max_extproc_streams is not None:
+        return limits.max_extproc_streams
+    admission = config.server.admission
+    short_streams = config.envoy.request_body_mode == "full_duplex_streamed" and not config.observability.usage.enabled
+    named = bool(config.envoy.extproc_endpoints) and not all(is_ip(h) for h, _ in extproc_endpoints(config, 1))
+    if not short_streams or named or not (admission.max_in_flight and admission.max_fusion_runs):
+        return limits.max_downstream_connections
+    return endpoints * (admission.max_in_flight + admission.max_fusion_runs)
 
 
 def stall_keepalive(config: Config) -> dict[str, str]:

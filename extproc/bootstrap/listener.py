@@ -30,7 +30,7 @@ def listener(config: Config, host: str, port: int) -> dict[str, Any]:
         "request_timeout": "0s",  # streamed answers may run long; the route timeout bounds upstream waits
         **connection_limits(config),
         "route_config": route_config(config),
-        "local_reply_config": local_replies(),
+        "local_reply_config": local_replies(config.server.admission.retry_after),
         **access_logs(config),
         "http_filters": [
             *edge_filters(config),

@@ -21,6 +21,11 @@ _NOT_OURS = f"!({_DETAILS}.startsWith('quorum') || {_DETAILS} == 'direct_respons
 _EXT_PROC = f"{_DETAILS}.startsWith('ext_proc_error')"
 # gRPC DEADLINE_EXCEEDED, the per-message timeout (504), or the ext_proc connection closed under a
 # stream (a frozen Quorum fails its HTTP/2 keepalive pings, see `extproc_cluster`).
+# Envoy's circuit breaker on the quorum_extproc cluster refused the stream (overflow), or a Quorum
+# process refused it (gRPC RESOURCE_EXHAUSTED): shed load, retry shortly.
+_EXT_PROC_SHED = (
+    f"{_EXT_PROC} && ({_DETAILS}.contains('overflow') || {_DETAILS}.startsWith('ext_proc_error_gRPC_error_8'))"
+)
 _EXT_PROC_STALLED = (
     f"{_EXT_PROC} && (response.code == 504 || {_DETAILS}.startsWith('ext_proc_error_gRPC_error_4')"
     f" || {_DETAILS}.contains('connection_termination'))"
@@ -44,6 +49,14 @@ def _status(code: int) -> str:
 
 
 RULES: tuple[ReplyRule, ...] = (
+    ReplyRule(
+        _EXT_PROC_SHED,
+        "server_error",
+        "The router (Quorum) is at its limit of requests at once; retry the request shortly.",
+        code="router_overloaded",
+        status=503,
+        retry_after=True,
+    ),
     ReplyRule(
         _EXT_PROC_STALLED,
         "server_error",
@@ -99,11 +112,12 @@ RULES: tuple[ReplyRule, ...] = (
 )
 
 
-def local_replies() -> dict[str, Any]:
-    return {"mappers": [_mapper(rule) for rule in RULES]}
+def local_replies(retry_after: int = 1) -> dict[str, Any]:
+    """`retry_after`: seconds, as Quorum's own refusals send them (`server.admission.retry_after`)."""
+    return {"mappers": [_mapper(rule, retry_after) for rule in RULES]}
 
 
-def _mapper(rule: ReplyRule) -> dict[str, Any]:
+def _mapper(rule: ReplyRule, retry_after_seconds: int) -> dict[str, Any]:
     mapper: dict[str, Any] = {
         "filter": {
             "extension_filter": {
@@ -118,7 +132,7 @@ def _mapper(rule: ReplyRule) -> dict[str, Any]:
     if rule.status is not None:
         mapper["status_code"] = rule.status
     if rule.retry_after:
-        retry_after = {"key": "retry-after", "value": "1"}
+        retry_after = {"key": "retry-after", "value": str(retry_after_seconds)}
         mapper["headers_to_add"] = [{"header": retry_after, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
     mapper["body_format_override"] = {
         "json_format": {"error": {"message": rule.message, "type": rule.type, "param": None, "code": rule.code}}

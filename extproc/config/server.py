@@ -85,6 +85,10 @@ class EnvoyLimits(Strict):
     max_downstream_connections: int = Field(10_000, ge=1)
     max_heap_bytes: int | None = Field(2 * 1024 * 1024 * 1024, ge=1024 * 1024)  # None: no heap shedding
     http2_max_concurrent_streams: int = Field(100, ge=1, le=2_147_483_647)
+    # ext_proc streams Envoy keeps open to Quorum at once (circuit breaker of the quorum_extproc
+    # cluster); past it a request gets a 503 at once instead of queueing in front of a busy Quorum.
+    # None: derived from server.admission (extproc/bootstrap/extproc_cluster.py).
+    max_extproc_streams: int | None = Field(None, ge=1)
 
 
 class UpstreamTls(Strict):

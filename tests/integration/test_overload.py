@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -100,3 +101,43 @@ def test_full_fusion_budget_refuses_fusion_while_routed_requests_pass(tight_stac
     finally:
         runner.join(20)
     assert "answer" in done
+
+
+def extproc_streams(stack: Stack) -> int:
+    stats = httpx.get(f"{stack.admin_url}/stats?filter=^cluster.quorum_extproc.upstream_rq_active$").text
+    return int(stats.split(":")[1])
+
+
+def test_requests_beyond_the_stream_budget_of_a_stuck_worker_are_refused_by_envoy_at_once(tight_stack: Stack) -> None:
+    """A worker whose event loop makes no progress (here: frozen) cannot refuse anything itself.
+    Envoy keeps at most max_in_flight + max_fusion_runs ext_proc streams open to it (2 here), so the
+    next request gets an OpenAI 503 with retry-after at once instead of queueing behind them."""
+    held: list[httpx.Response] = []
+
+    def routed() -> None:
+        with httpx.Client(base_url=tight_stack.envoy_url, timeout=20) as c:
+            held.append(c.post(CHAT, content=body("hello there"), headers=JSON))
+
+    senders = [threading.Thread(target=routed) for _ in range(2)]
+    tight_stack.signal("quorum", signal.SIGSTOP)
+    try:
+        for sender in senders:
+            sender.start()
+        deadline = time.monotonic() + 10
+        while extproc_streams(tight_stack) < 2:
+            assert time.monotonic() < deadline, "the two requests never reached the ext_proc cluster"
+            time.sleep(0.02)
+        with httpx.Client(base_url=tight_stack.envoy_url, timeout=20) as c:
+            started = time.monotonic()
+            refused = c.post(CHAT, content=body("hello there"), headers=JSON)
+            elapsed = time.monotonic() - started
+        assert_refused(refused, "router_overloaded")
+        assert elapsed < 2.0  # not queued behind the frozen worker (it stays frozen for longer)
+        time.sleep(max(0.0, 2.5 - elapsed))
+    finally:
+        tight_stack.signal("quorum", signal.SIGCONT)
+        for sender in senders:
+            sender.join(20)
+    assert [r.status_code for r in held] == [200, 200]  # the held requests were served once it resumed
+    with httpx.Client(base_url=tight_stack.envoy_url, timeout=20) as c:
+        assert c.post(CHAT, content=body("hello there"), headers=JSON).status_code == 200

@@ -544,7 +544,8 @@ def test_every_local_reply_mapper_leaves_quorum_and_direct_responses_alone() -> 
 
 def test_ext_proc_failures_are_remapped_before_the_status_rules() -> None:
     mappers = hcm(render(load_config(DEMO)))["local_reply_config"]["mappers"]
-    stalled, unavailable = mappers[0], mappers[1]
+    shed, stalled, unavailable = mappers[0], mappers[1], mappers[2]
+    assert shed["body_format_override"]["json_format"]["error"]["code"] == "router_overloaded"
     assert stalled["status_code"] == 504
     assert stalled["body_format_override"]["json_format"]["error"]["code"] == "router_timeout"
     assert unavailable["status_code"] == 503
@@ -602,6 +603,44 @@ def test_heap_shedding_can_be_turned_off() -> None:
 def test_model_routes_are_not_capped_by_fusion_timeout() -> None:
     route = model_route(render(config(HTTPS_MODEL)), "gpt")["route"]
     assert route["max_stream_duration"] == {"max_stream_duration": "0s"}
+
+
+def extproc_stream_cap(cfg: Config, workers: int | None = None) -> int:
+    (thresholds,) = clusters(render(cfg, workers=workers))[EXTPROC_CLUSTER]["circuit_breakers"]["thresholds"]
+    return thresholds["max_requests"]
+
+
+@pytest.mark.parametrize(
+    ("server", "envoy", "observability", "workers", "cap"),
+    [
+        ({}, {}, {}, 1, 80),  # the admission budgets: 64 routing + 16 fusion
+        ({}, {}, {}, 3, 240),  # per worker
+        ({"admission": {"max_in_flight": 10, "max_fusion_runs": 2}}, {}, {}, 2, 24),
+        ({}, {"extproc_endpoints": ["10.0.0.1:50051", "10.0.0.2:50051"]}, {}, 1, 160),
+        # streams that live as long as whole requests, or no budget to size from: the connection limit
+        ({}, {"request_body_mode": "buffered"}, {}, 1, 10_000),
+        ({}, {}, {"usage": {"enabled": True}}, 1, 10_000),
+        ({"admission": {"max_in_flight": 0}}, {}, {}, 1, 10_000),
+        ({}, {"extproc_endpoints": ["quorum.svc:50051"]}, {}, 1, 10_000),
+        ({}, {"limits": {"max_extproc_streams": 7}}, {"usage": {"enabled": True}}, 4, 7),  # the key wins
+    ],
+)
+def test_extproc_stream_cap(
+    server: dict[str, Any], envoy: dict[str, Any], observability: dict[str, Any], workers: int, cap: int
+) -> None:
+    cfg = config(HTTPS_MODEL, server=server, envoy=envoy, observability=observability)
+    assert extproc_stream_cap(cfg, workers) == cap
+
+
+def test_shed_ext_proc_streams_are_openai_503s_with_the_admission_retry_after() -> None:
+    cfg = config(HTTPS_MODEL, server={"admission": {"retry_after": 3}})
+    mappers = hcm(render(cfg))["local_reply_config"]["mappers"]
+    shed = next(m for m in mappers if "overflow" in m["filter"]["extension_filter"]["typed_config"]["expression"])
+    assert shed["status_code"] == 503
+    assert shed["headers_to_add"][0]["header"] == {"key": "retry-after", "value": "3"}
+    error = shed["body_format_override"]["json_format"]["error"]
+    assert (error["type"], error["code"]) == ("server_error", "router_overloaded")
+    assert mappers.index(shed) == 0  # before the generic ext_proc rules that would call it unavailable
 
 
 def test_stall_timeout_sets_the_ext_proc_keepalive() -> None:
