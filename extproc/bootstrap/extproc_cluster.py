@@ -9,7 +9,8 @@ away or gone in two ways, so new ext_proc streams stop going there:
   NOT_SERVING (Quorum does on SIGTERM, then keeps serving for `server.drain_delay`, which must be
   longer than the interval) is taken out at the next check; one that does not answer, after two;
 - outlier detection: connections refused or reset (a killed replica) eject it at once, and
-  repeated gateway errors (gRPC UNAVAILABLE, ...) after a few.
+  repeated gateway errors (gRPC UNAVAILABLE, ...) after a few. "At once" needs
+  `update_merge_window: 0s`: by default Envoy holds host health changes back for a second.
 
 A circuit breaker caps the ext_proc streams open at once (`max_extproc_streams`): when Quorum's
 event loop falls behind, requests would otherwise wait inside gRPC before any admission budget of
@@ -52,6 +53,10 @@ def extproc_cluster(config: Config, workers: int) -> dict[str, Any]:
         "type": "STATIC" if all(is_ip(host) for host, _ in hosts) else "STRICT_DNS",
         "connect_timeout": "1s",
         "lb_policy": "ROUND_ROBIN",  # spreads streams over the processes, one port each
+        # Envoy batches health changes of a cluster's hosts for `update_merge_window` (1 s by default)
+        # before its load balancers see them: a killed worker, ejected at once, kept getting new
+        # streams for that second (measured). Apply them at once.
+        "common_lb_config": {"update_merge_window": "0s"},
         "load_assignment": {"cluster_name": EXTPROC_CLUSTER, "endpoints": [{"lb_endpoints": lb_endpoints}]},
         # Envoy allows 3 concurrent retries per cluster by default: too few when a replica dies
         # under load and every new stream that picked it is retried on another one.

@@ -27,6 +27,7 @@ ROUTES = {"my python stack trace": "demo-coder", "hello there": "demo-small"}
 
 
 USAGE = "{enabled: true, request_stream_usage: true}"
+RETRIED = "cluster.quorum_extproc.upstream_rq_retry"  # ext_proc streams Envoy had to retry on another worker
 two_workers = module_stack("chaos-workers", server="supervision: {backoff: 200ms}", usage=USAGE, workers=2)
 accounting = module_stack("chaos-backend", usage=USAGE)
 
@@ -95,6 +96,28 @@ def _listening_inodes(port: int) -> set[str]:
     return inodes
 
 
+def envoy_counter(stack: Stack, name: str) -> int:
+    stats = httpx.get(f"{stack.admin_url}/stats?filter=^{re.escape(name)}$", timeout=5).text
+    return int(stats.split(":")[1])
+
+
+def kill_and_wait(pid: int) -> tuple[float, float]:
+    """SIGKILL `pid`; (when the signal was sent, when the process was seen dead: gone or a zombie)."""
+    killed_at = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+                state = fh.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            break
+        if state in ("Z", "X"):
+            break
+        time.sleep(0.001)
+    return killed_at, time.monotonic()
+
+
 def quorum_process(stack: Stack):
     return next(proc for name, proc in stack.processes if name == "quorum")
 
@@ -141,8 +164,8 @@ def test_sigkilled_worker_is_restarted_while_the_other_keeps_serving(two_workers
         deadline = time.monotonic() + 20
         while load.ok_since(0) < 20 and time.monotonic() < deadline:
             time.sleep(0.05)
-        killed_at = time.monotonic()
-        os.kill(victim, signal.SIGKILL)
+        retried_before = envoy_counter(stack, RETRIED)
+        killed_at, dead_at = kill_and_wait(victim)
         # the supervisor restarts worker 1 on its port; it says so in its own metrics
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -165,7 +188,7 @@ def test_sigkilled_worker_is_restarted_while_the_other_keeps_serving(two_workers
                 for d, m in (("coding", "demo-coder"), ("default", "demo-small"))
             )
             if served >= 5:
-                back_at = time.monotonic()
+                retried = envoy_counter(stack, RETRIED) - retried_before
                 break
             time.sleep(0.1)
         else:
@@ -176,12 +199,17 @@ def test_sigkilled_worker_is_restarted_while_the_other_keeps_serving(two_workers
     log = (stack.workdir / "quorum.log").read_text(encoding="utf-8")
     assert f"worker 1 (pid {victim}) was killed by SIGKILL" in log
     assert f"worker 1 restarted as pid {restarted}" in log
+    # Failures are bounded by what was in flight when the worker died (the load generator's outstanding
+    # requests then; some of them were on the other worker): Envoy retries a stream that cannot reach the
+    # dead worker on the other one, ejects it, and sends nothing more there until its successor is healthy.
+    in_flight = [r for r in load.results if r[4] <= dead_at and r[0] >= killed_at]
     failures = [r for r in load.results if r[1] != 200]
-    assert all(t >= killed_at for t, *_ in failures)
-    # Failures are confined to the outage: what was in flight on the killed worker, plus what Envoy sent
-    # it before its outlier detection ejected it (on a quiet machine: at most one per client). Once the
-    # restarted worker serves again, nothing fails.
-    assert all(sent <= back_at for *_, sent in failures), failures
+    assert all(done >= killed_at for done, *_ in failures), (killed_at, failures)
+    assert len(failures) <= len(in_flight), (killed_at, dead_at, failures)
+    # New streams stopped going to the dead worker at once: its ejection reaches the load balancer
+    # without Envoy's default 1 s update_merge_window. Measured: 0 streams retried on a quiet machine and
+    # up to 11 with five busy loops on the 2 cores; 46 to 97 without the setting (a second of streams).
+    assert retried <= 5 * load.clients
 
 
 def test_sigterm_stops_the_supervisor_and_every_worker(two_workers: Stack) -> None:
