@@ -26,6 +26,7 @@ from extproc.policy.fastpath import FastPathPlan
 METADATA_NAMESPACE = "quorum"
 FAST_PATH_DECISION = "fast_path"  # the x-quorum-decision a fast-path response carries
 FAST_PATH_PATHS = ("/v1/chat/completions",)
+FAST_ROUTE_PREFIX = "fast_"  # the name of every fast-path route starts with it
 EXT_PROC = "envoy.filters.http.ext_proc"
 TRANSFORM = "envoy.filters.http.transform"
 _TYPES = "type.googleapis.com/envoy.extensions.filters.http"
@@ -90,7 +91,7 @@ def fast_path_routes(
         routes += [
             {
                 **copy.deepcopy(header_route),
-                "name": f"fast_{model.name}{'' if i == 0 else f'_{i}'}",
+                "name": f"{FAST_ROUTE_PREFIX}{model.name}{'' if i == 0 else f'_{i}'}",
                 "match": {
                     "path": path,
                     "dynamic_metadata": [
