@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from extproc.bootstrap.listener import extproc_filter
-from extproc.bootstrap.policy import FAST_ROUTE_PREFIX
+from extproc.bootstrap.policy import EXT_PROC, FAST_ROUTE_PREFIX
 from extproc.bootstrap.routes import route_config
 from extproc.config import Config, ModelConfig, split_host_port
 from extproc.manifests import fast_path
@@ -99,6 +99,15 @@ def _routed_models(config: Config) -> list[tuple[ModelConfig, dict[str, Any]]]:
     return out
 
 
+def ext_proc_filter_name(settings: Settings) -> str:
+    """The name Envoy Gateway gives the ext_proc filter of `policy` (kind/namespace/name/extproc/index).
+
+    Envoy Gateway puts it in the chain disabled and enables it per route; a request's filter chain
+    is built for the route matched on its headers (the catch-all, before json_to_metadata has read
+    the body), so the fast-path route must disable this filter by this name."""
+    return f"{EXT_PROC}/envoyextensionpolicy/{settings.gateway_namespace}/{settings.name}/extproc/0"
+
+
 def rule_cluster(settings: Settings, index: int) -> str:
     """The cluster Envoy Gateway builds for rule `index` of the generated HTTPRoute."""
     return f"httproute/{settings.gateway_namespace}/{settings.name}-models/rule/{index}"
@@ -116,6 +125,9 @@ def fast_path_policy(config: Config, settings: Settings) -> dict[str, Any] | Non
     )
     if not routes:
         return None
+    for route in routes:  # Envoy Gateway's ext_proc filter has a name of its own; per-route config is keyed by it
+        per_filter = route["typed_per_filter_config"]
+        per_filter[ext_proc_filter_name(settings)] = per_filter.pop(EXT_PROC)
     name = f"{settings.gateway_namespace}/{settings.gateway_name}/{settings.gateway_listener}"
     listener, route_table = f"{_XDS}.listener.v3.Listener", f"{_XDS}.route.v3.RouteConfiguration"
     patches = [
