@@ -92,7 +92,8 @@ def envoy_gateway(base: dict[str, Any], mesh: Config, manifests: dict[str, str],
     listener = gateway["static_resources"]["listeners"][0]
     listener["default_filter_chain"] = listener.pop("filter_chains")[0]
     hcm = hcm_of(gateway)
-    # Envoy Gateway's way: every policy filter is in the chain disabled, and enabled per route it applies to.
+    # Envoy Gateway's way: every policy filter is in the chain disabled, and enabled per route it applies to
+    # (all the HTTPRoute's rules, the catch-all one included: the base's `unrouted` route stands for it).
     hcm["http_filters"].insert(len(hcm["http_filters"]) - 1, {**ext_proc, "name": GATEWAY_EXT_PROC, "disabled": True})
     enable = {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {}}
     for vhost in hcm["route_config"]["virtual_hosts"]:

@@ -20,7 +20,8 @@ CLIENT_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-ap
 
 def route_config(config: Config) -> dict[str, Any]:
     copy_back = _copy_back(config)
-    routes = [*fast_routes(config), *model_routes(config, copy_back), *chain_routes(config, copy_back), _unrouted()]
+    routes = [*fast_routes(config), *model_routes(config, copy_back), *chain_routes(config, copy_back)]
+    routes.append(unrouted_route())
     return {
         "name": "quorum_routes",
         "virtual_hosts": [
@@ -101,7 +102,7 @@ def credential_headers_to_remove(model: ModelConfig) -> list[str]:
     return [name for name in CLIENT_CREDENTIAL_HEADERS if not (own_key and name == "authorization")]
 
 
-def _unrouted() -> dict[str, Any]:
+def unrouted_route() -> dict[str, Any]:
     return {
         "name": "unrouted",
         "match": {"prefix": "/"},

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from extproc.bootstrap.listener import extproc_filter
 from extproc.bootstrap.policy import EXT_PROC, FAST_ROUTE_PREFIX
-from extproc.bootstrap.routes import route_config
+from extproc.bootstrap.routes import route_config, unrouted_route
 from extproc.config import Config, ModelConfig, split_host_port
 from extproc.manifests import fast_path
 from extproc.manifests.istio import in_cluster
@@ -66,6 +66,12 @@ def routes(config: Config, settings: Settings) -> list[dict[str, Any]]:
             path = {"type": "ReplacePrefixMatch", "replacePrefixMatch": rewrite["substitution"]}
             rule["filters"] = [{"type": "URLRewrite", "urlRewrite": {"path": path}}]
         rules.append(rule)
+    # Last (the least specific match): every other request. Envoy Gateway runs a policy's ext_proc
+    # only on the routes the policy covers, so without a route here a request that does not carry
+    # Quorum's header yet (all of them) would get Envoy Gateway's 404 and never reach Quorum.
+    unrouted = {"group": "gateway.envoyproxy.io", "kind": "HTTPRouteFilter", "name": f"{settings.name}-unrouted"}
+    everything = [{"path": {"type": "PathPrefix", "value": "/"}}]
+    rules.append({"matches": everything, "filters": [{"type": "ExtensionRef", "extensionRef": unrouted}]})
     http_route = {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
@@ -84,7 +90,24 @@ def routes(config: Config, settings: Settings) -> list[dict[str, Any]]:
         }
         for namespace in sorted(namespaces - {settings.gateway_namespace})
     ]
-    return [http_route, *grants]
+    return [http_route, unrouted_filter(settings), *grants]
+
+
+def unrouted_filter(settings: Settings) -> dict[str, Any]:
+    """The standalone bootstrap's OpenAI-shaped 404, as Envoy Gateway's direct response."""
+    response = unrouted_route()["direct_response"]
+    return {
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "HTTPRouteFilter",
+        "metadata": settings.metadata(f"{settings.name}-unrouted", settings.gateway_namespace),
+        "spec": {
+            "directResponse": {
+                "contentType": "application/json",
+                "statusCode": response["status"],
+                "body": {"type": "Inline", "inline": response["body"]["inline_string"]},
+            }
+        },
+    }
 
 
 def _routed_models(config: Config) -> list[tuple[ModelConfig, dict[str, Any]]]:

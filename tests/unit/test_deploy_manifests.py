@@ -16,6 +16,7 @@ from test_bootstrap import envoy_validate
 from extproc.bootstrap import EXTPROC_CLUSTER, render
 from extproc.bootstrap.extproc_cluster import outlier_detection
 from extproc.bootstrap.listener import extproc_filter
+from extproc.bootstrap.routes import unrouted_route
 from extproc.cli import main
 from extproc.config import load_config, parse_config
 from extproc.manifests import Settings, render_manifests
@@ -136,12 +137,22 @@ def test_the_envoy_gateway_routes_are_the_rendered_routes_for_in_cluster_models(
     (route,) = by_kind("HTTPRoute")
     assert route["spec"]["parentRefs"] == [{"name": "eg"}]
     assert route["metadata"]["namespace"] == by_kind("EnvoyExtensionPolicy")[0]["metadata"]["namespace"]
-    rules = route["spec"]["rules"]
+    *rules, catch_all = route["spec"]["rules"]
     assert [r["matches"][0]["headers"] for r in rules] == [
         [{"type": "Exact", "name": "x-quorum-model", "value": "small"}],
         [{"type": "Exact", "name": "x-quorum-model", "value": "coder"}],
     ]
     assert rules[0]["backendRefs"] == [{"name": "vllm-small", "namespace": "models", "port": 8000}]
+    # Everything else: the policy covers this route too, so Quorum sees requests before any header is
+    # set; what Quorum does not route gets the standalone bootstrap's OpenAI-shaped 404.
+    assert catch_all["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}}]
+    assert "backendRefs" not in catch_all
+    (ref,) = [f["extensionRef"] for f in catch_all["filters"]]
+    filters = {f["metadata"]["name"]: f["spec"] for f in by_kind("HTTPRouteFilter")}
+    direct = filters[ref["name"]]["directResponse"]
+    unrouted = unrouted_route()["direct_response"]
+    assert (direct["statusCode"], direct["body"]["inline"]) == (unrouted["status"], unrouted["body"]["inline_string"])
+    assert direct["contentType"] == "application/json"
     grants = [g for g in by_kind("ReferenceGrant") if g["spec"]["from"][0]["kind"] == "HTTPRoute"]
     assert [g["metadata"]["namespace"] for g in grants] == ["models"]
 
@@ -353,7 +364,7 @@ def test_the_envoy_gateway_fast_path_is_the_bootstraps_filters_and_routes_on_its
     assert [op["value"] for op in reversed(listener)] == filters
     assert {op["path"] for op in listener} == {"/default_filter_chain/filters/0/typed_config/http_filters/0"}
     (http_route,) = by_kind("HTTPRoute")
-    backends = [rule["backendRefs"][0]["name"] for rule in http_route["spec"]["rules"]]
+    backends = [rule["backendRefs"][0]["name"] for rule in http_route["spec"]["rules"] if "backendRefs" in rule]
     for patch in patches:
         if not patch["type"].endswith("RouteConfiguration"):
             continue
