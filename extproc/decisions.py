@@ -6,8 +6,8 @@ confidence 0, which makes it a catch-all.
 
 Selection: the highest `priority` among matching decisions wins; a tie is won by the higher
 confidence, and then by the decision declared first in the file. `choose` reaches the same answer
-while computing signals one priority group at a time, so the signals (an embedding, say) that only
-lower groups read are never computed for a request a higher group settles.
+while computing the costly signals one priority group at a time, so those (an embedding, say) that
+only lower groups read are never computed for a request a higher group settles.
 """
 
 from __future__ import annotations

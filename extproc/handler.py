@@ -315,7 +315,7 @@ class StreamHandler:
     def _record_signals(self) -> None:
         """The signals span and debug header list the signals computed (routing skips what it need not)."""
         evaluation = self.evaluation
-        if evaluation is not None and evaluation.started is not None:
+        if evaluation is not None and evaluation.started is not None and len(evaluation.signals):
             self.matched = self.recorder.signals(evaluation.ordered(), evaluation.started, evaluation.skipped)
 
     def _guard_headers(self) -> list[tuple[str, str]]:

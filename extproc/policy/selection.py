@@ -6,9 +6,10 @@
 3. decisions: only for the auto and fusion aliases, over the decisions whose models the caller may use;
 4. fallbacks: the default model (auto), or a fusion plugin's own panel (fusion alias).
 
-Signals are computed on demand and at most once: every signal of the guards that apply (each
-matching guard counts), then the decisions' one priority group at a time (extproc.decisions.choose),
-so signals that only a lower-priority decision than the one that matched reads are never computed.
+Signals are computed on demand and at most once: the lexical ones and every signal of the guards
+that apply (each matching guard counts) first, then the decisions' one priority group at a time
+(extproc.decisions.choose), so a semantic signal that only lower-priority decisions than the one
+that matched read is never computed.
 """
 
 from __future__ import annotations

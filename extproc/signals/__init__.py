@@ -5,9 +5,9 @@ synchronous and cheap. Anything expensive (an embedding, language detection, a P
 *producer*: computed once per request, off the event loop, concurrently with the other producers
 needed at the same time, and handed to every signal that reads it as `features`.
 
-A request's signals are computed on demand (`Evaluation.need`): routing asks for the signals of one
-priority group of decisions at a time, so a request that a keyword decision settles never waits
-for an embedding that only a lower-priority decision reads.
+A request's producer-backed signals are computed on demand (`Evaluation.need`; the cheap ones all
+at once): routing asks for the signals of one priority group of decisions at a time, so a request
+that a keyword decision settles never waits for an embedding that only a lower decision reads.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ class Evaluation:
         self.chat = chat
         self.headers = headers
         self.results: SignalResults = {}
-        self.started: float | None = None  # perf_counter of the first computation, for the signals span
+        self.started: float | None = None  # perf_counter of the first `need`, for the signals span
         self._features: dict[str, Any] = {}
 
     @property
@@ -135,8 +135,17 @@ class Evaluation:
 
     async def need(self, keys: Iterable[SignalKey] | None) -> SignalResults:
         """Compute the signals in `keys` (None: all of the set's) not computed yet; keys the set does
-        not hold are ignored (they read as no match, as with eager evaluation). The producers those
-        signals read and that have not run yet run concurrently; then the signals, on the event loop."""
+        not hold are ignored (they read as no match, as with eager evaluation).
+
+        The first call also computes every signal of the set that needs no producer (keyword, regex,
+        header, context: microseconds), so later groups of lexical rules are decided at once and the
+        debug header lists every lexical match. The producers the other missing signals read run
+        concurrently, those not run yet only; then the signals themselves, on the event loop."""
+        if self.started is None:
+            self.started = time.perf_counter()
+            for key, signal in self.signals.items:
+                if not getattr(signal, "producers", ()):
+                    self.results[key] = signal.evaluate(self.chat, self.headers, self._features)
         wanted = None if keys is None else set(keys)
         missing = [
             (key, signal)
@@ -145,8 +154,6 @@ class Evaluation:
         ]
         if not missing:
             return self.results
-        if self.started is None:
-            self.started = time.perf_counter()
         producers: dict[str, Producer] = {}
         for _, signal in missing:
             for producer in getattr(signal, "producers", ()):

@@ -2,7 +2,8 @@
 win reads it, and picks exactly the decision that evaluating every signal up front would pick.
 
 - `choose` equals `select` over eager results, for random rule trees (AND/OR/NOT, thresholds),
-  priorities and signal values, and computes nothing below the winning priority group
+  priorities and signal values; it computes every cheap (producer-free) signal and no costly one
+  that only decisions below the winning priority group read
 - a NOT over a producer-backed signal sees its true value (an uncomputed signal is not "false")
 - through the StreamHandler with the real embedding models behind a call counter: a keyword decision
   above a domain decision routes without an embedding, the debug header and the signals span list
@@ -132,10 +133,12 @@ def test_lazy_choice_equals_eager_selection(specs, values) -> None:  # type: ign
     assert (match is None) == (expected is None)
     if match is not None and expected is not None:
         assert (match.decision.name, match.confidence) == (expected.decision.name, expected.confidence)
-    # What was computed: exactly what the groups down to the winner's read, each producer at most once.
+    # What was computed: every cheap signal, and the costly ones the groups down to the winner's read
+    # (all of them when a decision does not say what it reads); each producer at most once.
     floor = match.decision.priority if match is not None else None
-    read = set().union(*(d.reads or () for d in decisions if floor is None or d.priority >= floor))
-    assert set(evaluation.results) == read
+    above = [d for d in decisions if floor is None or d.priority >= floor]
+    read = set(KEYS) if any(d.reads is None for d in above) else set().union(*(d.reads for d in above))
+    assert set(evaluation.results) == (set(CHEAP) | (read & set(COSTLY)) if decisions else set())
     assert all(p.runs <= 1 for p in producers.values())
     assert all(evaluation.results[k] == values[k] for k in evaluation.results)
 
@@ -151,7 +154,7 @@ def test_not_over_a_producer_signal_sees_its_true_value() -> None:
     match, evaluation, producers = lazily(decisions, values)
     assert match is not None and match.decision.name == "d1"
     assert producers["pii"].runs == 1 and producers["emb"].runs == 0
-    assert set(evaluation.results) == {("pii", "p"), ("keyword", "a")}
+    assert set(evaluation.results) == {("pii", "p"), *CHEAP}
 
 
 def test_same_priority_decisions_are_decided_together() -> None:
