@@ -22,7 +22,7 @@ import yaml
 from extproc.bootstrap import EXTPROC_CLUSTER
 from extproc.config import Config
 from extproc.manifests import Settings
-from extproc.manifests.envoy_gateway import _routed_models, rule_cluster
+from extproc.manifests.envoy_gateway import routed_models, rule_cluster
 from extproc.manifests.istio import cluster_name, outbound_cluster
 
 EXT_PROC = "envoy.filters.http.ext_proc"
@@ -87,7 +87,7 @@ def istio_gateway(base: dict[str, Any], mesh: Config, manifests: dict[str, str],
 def envoy_gateway(base: dict[str, Any], mesh: Config, manifests: dict[str, str], settings: Settings) -> dict[str, Any]:
     """`base` as Envoy Gateway would run it with deploy/envoy-gateway/ applied (EnvoyPatchPolicy on)."""
     gateway, ext_proc = _without_ext_proc(base)
-    rules = {model.cluster_name: rule_cluster(settings, i) for i, (model, _) in enumerate(_routed_models(mesh))}
+    rules = {model.cluster_name: rule_cluster(settings, i) for i, (model, _) in enumerate(routed_models(mesh))}
     _rename_clusters(gateway, rules)
     listener = gateway["static_resources"]["listeners"][0]
     listener["default_filter_chain"] = listener.pop("filter_chains")[0]

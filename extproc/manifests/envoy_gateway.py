@@ -44,7 +44,7 @@ def routes(config: Config, settings: Settings) -> list[dict[str, Any]]:
     """The rendered model routes as an HTTPRoute on the Gateway (in-cluster models only), plus a
     ReferenceGrant in each models' namespace so the route may send there."""
     rules, namespaces = [], set()
-    for model, route in _routed_models(config):
+    for model, route in routed_models(config):
         parts = urlsplit(model.base_url)
         name, _, rest = (parts.hostname or "").partition(".")
         namespace = rest.split(".")[0] if rest else settings.gateway_namespace
@@ -110,7 +110,7 @@ def unrouted_filter(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _routed_models(config: Config) -> list[tuple[ModelConfig, dict[str, Any]]]:
+def routed_models(config: Config) -> list[tuple[ModelConfig, dict[str, Any]]]:
     """The in-cluster models with their header route, in the order of the HTTPRoute's rules."""
     models = {m.cluster_name: m for m in config.providers.models}
     (vhost,) = route_config(config)["virtual_hosts"]
@@ -142,7 +142,7 @@ def fast_path_policy(config: Config, settings: Settings) -> dict[str, Any] | Non
     Each `add` at index 0 goes above what is there, hence the reversed order: the filters end up
     first in the listener's chain (json_to_metadata, then transform, before Envoy Gateway's own
     filters and its ext_proc), the routes first in the virtual host, in the bootstrap's order."""
-    rule_of = {model.name: i for i, (model, _) in enumerate(_routed_models(config))}
+    rule_of = {model.name: i for i, (model, _) in enumerate(routed_models(config))}
     routes = fast_path.routes(
         config, lambda model: rule_cluster(settings, rule_of[model.name]) if model.name in rule_of else None
     )
