@@ -24,7 +24,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     snapshot = ConfigSource(args.config).read()
     config = validate_document(snapshot.raw, args.config)
-    _configure_logging(args.log_level or config.server.log_level)
+    if args.log_level:  # the workers of --workers N configure their own logging from this config
+        config = config.model_copy(update={"server": config.server.model_copy(update={"log_level": args.log_level})})
+    _configure_logging(config.server.log_level)
     for warning in config_warnings(config):
         logging.getLogger("quorum").warning("%s", warning)
     try:

@@ -77,7 +77,7 @@ async def _collect(call) -> list[ep.ProcessingResponse]:
     return [r async for r in call]
 
 
-def test_serve_with_workers_listens_on_consecutive_ports_and_stops_on_sigterm(tmp_path):
+def test_serve_with_workers_listens_on_consecutive_ports_honours_log_level_and_stops_on_sigterm(tmp_path):
     base = free_port()
     while True:  # need base and base+1 free
         try:
@@ -90,7 +90,7 @@ def test_serve_with_workers_listens_on_consecutive_ports_and_stops_on_sigterm(tm
             base = free_port()
     path, _ = write_config(tmp_path, grpc_port=base)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "extproc", "serve", "--config", str(path), "--workers", "2"],
+        [sys.executable, "-m", "extproc", "serve", "--config", str(path), "--workers", "2", "--log-level", "warning"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env={"QUORUM_TEST_LARGE_KEY": "k", "PATH": "/usr/bin:/bin"},
@@ -100,6 +100,9 @@ def test_serve_with_workers_listens_on_consecutive_ports_and_stops_on_sigterm(tm
             assert _health(port, deadline=time.monotonic() + 20) == health_pb2.HealthCheckResponse.SERVING
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+        output = proc.stdout.read().decode()
+        # --log-level reaches the spawned workers: none of them logs its info-level start line
+        assert "listening on" not in output, output
     finally:
         if proc.poll() is None:
             proc.kill()
