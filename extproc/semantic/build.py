@@ -248,7 +248,8 @@ def _writable_root(cache_dir: Path | None) -> Path:
 # Reading the weights (safetensors: u64 header length, JSON header, raw little-endian tensors)
 
 
-def read_safetensors(path: Path) -> dict[str, Any]:
+def read_safetensors(path: Path, *, float32: bool = True) -> dict[str, Any]:
+    """Every tensor of a .safetensors file; floats as float32 unless `float32` is False (kept as stored)."""
     import numpy as np
 
     dtypes = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
@@ -267,9 +268,8 @@ def read_safetensors(path: Path) -> dict[str, Any]:
             count=(end - start) // np.dtype(dtypes[info["dtype"]]).itemsize,
             offset=base + start,
         )
-        tensors[name] = array.reshape(info["shape"]).astype(
-            np.float32 if info["dtype"].startswith("F") else array.dtype
-        )
+        wanted = np.float32 if float32 and info["dtype"].startswith("F") else array.dtype
+        tensors[name] = array.reshape(info["shape"]).astype(wanted)
     return tensors
 
 
