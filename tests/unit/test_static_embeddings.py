@@ -158,7 +158,7 @@ async def routed(runtime: Any, text: str) -> str | None:
 def test_config_accepts_the_static_model_and_checks_the_first_stage() -> None:
     assert EmbeddingEngineConfig(model=STATIC, domain_model=STATIC).domain_engine_model == STATIC
     cfg = EmbeddingEngineConfig(domain_first_stage=STATIC)
-    assert cfg.domain_first_stage_confidence == 0.8
+    assert cfg.domain_first_stage_confidence == 0.85
     for bad in ({"domain_first_stage": "multilingual-e5-small"}, {"domain_first_stage": "nope"}):
         with pytest.raises(ConfigError, match="domain_first_stage"):
             config(bad, {"cooking": ["a recipe"]})
@@ -183,13 +183,13 @@ def cascade_context() -> Iterator[SemanticContext]:
     """The default domain model (e5) behind the static first stage, as `serve` builds them."""
     cfg = config({"domain_first_stage": STATIC}, examples())
     ctx = semantic_context(cfg, {}, {("domain", n) for n in examples()})
-    assert isinstance(ctx.first_stage, StaticEmbeddingEngine) and ctx.first_stage_confidence == 0.8
+    assert isinstance(ctx.first_stage, StaticEmbeddingEngine) and ctx.first_stage_confidence == 0.85
     yield ctx
     ctx.domain_engine.close()
     ctx.executor.shutdown(wait=True)
 
 
-async def cascade_runtime(ctx: SemanticContext, confidence: float = 0.8) -> tuple[Any, CascadeProducer]:
+async def cascade_runtime(ctx: SemanticContext, confidence: float = 0.85) -> tuple[Any, CascadeProducer]:
     ctx.first_stage_confidence = confidence
     runtime = build_runtime(config({"domain_first_stage": STATIC}, examples()), environ={}, semantic=ctx)
     await prepare_runtime(runtime)
@@ -209,7 +209,7 @@ async def test_cascade_first_stage_answers_when_sure_and_the_domain_model_never_
     assert (producer.answered, producer.fell_through) == (1, 0)
     assert e5.stats.computed + e5.stats.hits == computed, "the domain model embedded a request stage 1 answered"
     results = await runtime.signals.evaluate(chat(text), {})
-    assert 0.8 <= results[("domain", "cooking")] <= 1.0  # stage 1's own probability
+    assert 0.85 <= results[("domain", "cooking")] <= 1.0  # stage 1's own probability
 
 
 async def test_cascade_falls_through_on_off_topic_and_unsure_prompts(cascade_context: SemanticContext) -> None:
@@ -258,3 +258,34 @@ def test_make_engine_builds_the_static_engine() -> None:
     engine = make_engine(EmbeddingEngineConfig(model=STATIC), {})
     assert isinstance(engine, StaticEmbeddingEngine) and engine.loaded
     assert asyncio.run(engine.embed(["hi"])).shape == (1, 256)
+
+
+def test_default_first_stage_bar_is_the_lowest_as_precise_as_the_domain_model_on_dev() -> None:
+    """domain_first_stage_confidence's default, chosen on dev.yaml only: of the bars 0.5-0.99, the
+    lowest whose first-stage answers are at least as precise as the domain model's routed answers."""
+    from extproc.semantic.background import background_texts
+    from extproc.semantic.domains import DomainModel, domain_name_text
+
+    shots = examples()
+    data = yaml.safe_load((DOMAINS / "dev.yaml").read_text(encoding="utf-8"))
+    texts = [t["text"] for t in data["on_topic"]] + data["off_topic"]
+    wanted = [t["domain"] for t in data["on_topic"]] + [None] * len(data["off_topic"])
+
+    def verdicts(model: str) -> list[Any]:
+        engine = local_engine(model, cache_size=0)
+        vectors = [engine.infer_now([*shots[n], domain_name_text(n)]) for n in shots]
+        classifier = DomainModel(list(shots), list(shots.values()), vectors, engine.infer_now(list(background_texts())))
+        return [classifier.classify(v) for v in engine.infer_now(texts)]
+
+    def precision(pairs: list[tuple[str | None, Any]]) -> float:
+        routed = [(want, v) for want, v in pairs if v.domain is not None]
+        return sum(v.domain == want for want, v in routed) / len(routed)
+
+    first, second = verdicts(STATIC), verdicts(EmbeddingEngineConfig().domain_engine_model)
+    bar = precision(list(zip(wanted, second, strict=True)))
+    ok = [
+        tau
+        for tau in (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99)
+        if precision([(w, v) for w, v in zip(wanted, first, strict=True) if v.confidence >= tau]) >= bar
+    ]
+    assert ok and ok[0] == EmbeddingEngineConfig().domain_first_stage_confidence, (ok, bar)
