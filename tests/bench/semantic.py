@@ -21,7 +21,11 @@ What runs (all on loopback, all sharing this machine's cores, which is 2 on the 
    the difference of the percentiles (the target: p50 <= 5 ms, issue #13) and the percentiles of the
    per-prompt differences. The same prompts sent again show the cache-hit case. In a child
    process (no gRPC, no Envoy, before the stacks start): `SignalSet.evaluate` on the same prompts
-   (cache misses), again (cache hits), on one-line prompts, and on the keyword-only set.
+   (cache misses), again (cache hits), on one-line prompts, and on the keyword-only set; and with
+   the opt-in domain cascade (routing.embedding.domain_first_stage): how many of these prompts the
+   static first stage answers alone, the latency split by which stage decided, and one-line prompts.
+   These patient cases are long and full of medical words, so the first stage answers all of them:
+   the one-line rows show the fall-through cost a more varied workload pays.
 2. **Cold start**: Envoy and the fake backend are up first; `quorum serve` is then spawned and a
    request is sent through Envoy every 20 ms until one is answered 200. Reported: spawn ->
    "listening" in Quorum's log, spawn -> first answered request, that request's own latency;
