@@ -289,3 +289,15 @@ def test_default_first_stage_bar_is_the_lowest_as_precise_as_the_domain_model_on
         if precision([(w, v) for w, v in zip(wanted, first, strict=True) if v.confidence >= tau]) >= bar
     ]
     assert ok and ok[0] == EmbeddingEngineConfig().domain_first_stage_confidence, (ok, bar)
+
+
+def test_signals_explain_names_the_cascade(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from extproc.cli import main
+
+    demo = yaml.safe_load((DOMAINS.parents[2] / "config" / "demo.yaml").read_text(encoding="utf-8"))
+    demo.setdefault("routing", {}).setdefault("embedding", {})["domain_first_stage"] = STATIC
+    path = tmp_path / "cascade.yaml"
+    path.write_text(yaml.safe_dump(demo), encoding="utf-8")
+    assert main(["signals", "explain", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"cascade: {STATIC} classifies first" in out and "confidence >= 0.85" in out, out
