@@ -8,7 +8,7 @@ are needed, and pools the way wordllama does: the text is tokenised without spec
 token's row is looked up, the rows are averaged, and the mean is L2-normalised.
 
 An embedding is a tokenizer call plus a gather and a mean over a few hundred rows: ~0.05 ms for a
-one-line prompt, ~0.2 ms at 256 tokens, far less than the executor hop a transformer needs. So the
+one-line prompt, ~0.3 ms at 256 tokens, far less than one transformer inference. So the
 engine computes on the event loop (no thread, no onnxruntime pool), which is what makes it useful
 as a first stage in front of multilingual-e5-small (see extproc.signals.semantic, the cascade).
 """
