@@ -64,6 +64,7 @@ bench: install
 	$(PY) tests/bench/semantic.py --output docs/benchmarks.md
 	$(PY) tests/bench/semantic_models.py --output docs/benchmarks.md
 	$(PY) tests/bench/policy.py --output docs/benchmarks.md
+	$(PY) tests/bench/lazy.py --output docs/benchmarks.md
 	$(PY) tests/bench/reload.py --output docs/benchmarks.md
 	$(PY) tests/bench/eval_real.py --output docs/benchmarks.md  # skipped (and says so) without make real-install
 	$(PY) tests/bench/overload.py --output docs/benchmarks.md

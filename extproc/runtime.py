@@ -109,6 +109,7 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None, semanti
             rule=compile_rule(d.rules),
             models=tuple(r.model for r in d.model_refs),
             algorithm=compile_algorithm(d, f"routing.decisions[{order}].algorithm"),
+            reads=frozenset(rule_signals(d.rules)),
         )
         for order, d in enumerate(routing.decisions)
     ]
