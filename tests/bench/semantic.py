@@ -159,6 +159,11 @@ KEYWORD_ROUTING = """\
 """
 
 
+def embedding_settings(args: argparse.Namespace) -> str:
+    """`routing.embedding` overrides for the semantic stack (default: none, Quorum's own defaults)."""
+    return f"  embedding: {{threads: {args.threads}}}\n" if args.threads else ""
+
+
 def write_config(path: Path, routing: str) -> Path:
     ports = {k: free_port() for k in ("grpc", "envoy", "admin", "metrics")}
     text = COMMON.format(base_url=f"http://127.0.0.1:{free_port()}/v1", **ports) + routing
@@ -1474,7 +1479,7 @@ def measure(args: argparse.Namespace, wrk: str, workdir: Path) -> dict[str, Any]
     (workdir / "load-bodies.txt").write_bytes(b"\n".join(chat(AUTO_MODEL, p) for p in load_prompts) + b"\n")
     configs = {
         "keyword": write_config(workdir / "keyword.yaml", KEYWORD_ROUTING),
-        "semantic": write_config(workdir / "semantic.yaml", SEMANTIC_ROUTING),
+        "semantic": write_config(workdir / "semantic.yaml", SEMANTIC_ROUTING + embedding_settings(args)),
     }
 
     print(f"in-process timings in a child process ({n} prompts) ...", file=sys.stderr, flush=True)
@@ -1566,6 +1571,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--prompts", type=int, help="distinct prompts for the c1 comparison (default 300, quick 100)")
     parser.add_argument("--duration", type=int, help="seconds per isolation window (default 6, quick 3)")
     parser.add_argument("--rounds", type=int, help="isolation rounds (default 2, quick 1)")
+    parser.add_argument("--threads", type=int, help="routing.embedding.threads of the semantic stack (default: unset)")
     parser.add_argument("--load-conns", type=int, default=8, help="semantic load connections (default %(default)s)")
     parser.add_argument(
         "--quiet-wait",
