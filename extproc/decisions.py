@@ -5,7 +5,9 @@ child, NOT 1.0 when its child does not match. An empty AND (or no `rules`) alway
 confidence 0, which makes it a catch-all.
 
 Selection: the highest `priority` among matching decisions wins; a tie is won by the higher
-confidence, and then by the decision declared first in the file.
+confidence, and then by the decision declared first in the file. `choose` reaches the same answer
+while computing the costly signals one priority group at a time, so those (an embedding, say) that
+only lower groups read are never computed for a request a higher group settles.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
+from itertools import groupby
+from typing import Protocol
 
 from extproc.algorithms import Algorithm
 from extproc.algorithms.static import STATIC
 from extproc.config import RuleLeaf, RuleNode
-from extproc.signals import SignalKey, SignalResults
+from extproc.signals import Evaluation, SignalKey, SignalResults
 
 # A compiled rule returns the confidence of a match, or None when it does not match.
 Rule = Callable[[SignalResults], float | None]
@@ -88,6 +92,7 @@ class Decision:
     rule: Rule = field(repr=False, compare=False)
     models: tuple[str, ...]
     algorithm: Algorithm = STATIC  # compiled from `algorithm` at load (extproc.algorithms)
+    reads: frozenset[SignalKey] | None = None  # the signals `rule` reads (rule_signals); None: maybe any
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +111,35 @@ def select(decisions: Iterable[Decision], results: SignalResults) -> Match | Non
         if confidence is not None and (best is None or confidence > best.confidence):
             best = Match(decision, confidence)
     return best
+
+
+class ReadsSignals(Protocol):
+    @property
+    def reads(self) -> frozenset[SignalKey] | None: ...
+
+
+def reads(rules: Iterable[ReadsSignals]) -> frozenset[SignalKey] | None:
+    """Every signal some of `rules` (decisions or guards) reads; None when one may read any."""
+    keys: set[SignalKey] = set()
+    for rule in rules:
+        if rule.reads is None:
+            return None
+        keys |= rule.reads
+    return frozenset(keys)
+
+
+async def choose(decisions: Iterable[Decision], evaluation: Evaluation) -> Match | None:
+    """`select` with signals computed on demand: for each priority group, from the highest, compute
+    what its rules read (nothing already computed is computed again), and stop at the first group
+    with a match. Its rules then see exactly the values eager evaluation would have given them, and
+    lower groups could not have won, so the answer is `select`'s over every signal."""
+    for _, group in groupby(decisions, key=lambda d: d.priority):
+        members = tuple(group)
+        await evaluation.need(reads(members))
+        match = select(members, evaluation.results)
+        if match is not None:
+            return match
+    return None
 
 
 @cache

@@ -12,7 +12,6 @@ empty answer of the matching kind so Envoy never waits.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import unquote
 
@@ -39,7 +38,7 @@ from extproc.policy.guards import Verdict
 from extproc.policy.selection import select_route
 from extproc.route import RouteContext
 from extproc.runtime import Model, Runtime
-from extproc.signals import SignalResults, SignalSet
+from extproc.signals import Evaluation, SignalSet
 from extproc.telemetry.recorder import RequestRecorder
 from extproc.telemetry.setup import NO_TELEMETRY, Telemetry
 from extproc.telemetry.usage import StreamUsage
@@ -68,6 +67,7 @@ class StreamHandler:
         "chunks",
         "duplex",
         "endpoint",
+        "evaluation",
         "headers",
         "kind",
         "local",
@@ -110,6 +110,7 @@ class StreamHandler:
         self.response_json: list[bytes] | None = None  # a routed JSON response, read for its usage
         self.matched: list[str] = []  # signals that matched, for debug headers
         self.verdict: Verdict | None = None  # the guards that matched
+        self.evaluation: Evaluation | None = None  # this request's signals, computed on demand
 
     async def handle(self, request: ep.ProcessingRequest) -> AsyncIterator[ep.ProcessingResponse]:
         which = request.WhichOneof("request")
@@ -292,9 +293,12 @@ class StreamHandler:
                 param="model",
                 code="model_required",
             )
-        selection = await select_route(
-            rt, chat.model, chat.body, rt.access.identity(self.headers), lambda s: self._signals(s, chat)
-        )
+        try:
+            selection = await select_route(
+                rt, chat.model, chat.body, rt.access.identity(self.headers), lambda s: self._evaluation(s, chat)
+            )
+        finally:
+            self._record_signals()
         verdict = self.verdict = selection.verdict
         if verdict is not None:
             self.recorder.guarded(verdict)
@@ -304,11 +308,15 @@ class StreamHandler:
         assert selection.match is not None
         return selection.match
 
-    async def _signals(self, signals: SignalSet, chat: ParsedRequest) -> SignalResults:
-        started = time.perf_counter()
-        results = await signals.evaluate(chat, self.headers)
-        self.matched = self.recorder.signals(results, started)
-        return results
+    def _evaluation(self, signals: SignalSet, chat: ParsedRequest) -> Evaluation:
+        self.evaluation = Evaluation(signals, chat, self.headers)
+        return self.evaluation
+
+    def _record_signals(self) -> None:
+        """The signals span and debug header list the signals computed (routing skips what it need not)."""
+        evaluation = self.evaluation
+        if evaluation is not None and evaluation.started is not None and len(evaluation.signals):
+            self.matched = self.recorder.signals(evaluation.ordered(), evaluation.started, evaluation.skipped)
 
     def _guard_headers(self) -> list[tuple[str, str]]:
         """`x-quorum-guards` (which guards matched) and the headers of label guards."""

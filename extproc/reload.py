@@ -21,7 +21,8 @@ from typing import Any
 
 from extproc.config import Config, ConfigError, ConfigSource, Snapshot
 from extproc.config.report import check_document
-from extproc.policy.fastpath import reload_warnings
+from extproc.envoy_runtime import take_off_fast_path
+from extproc.policy.fastpath import leaving, reload_warnings
 from extproc.runtime import Runtime, build_runtime, prepare_runtime
 from extproc.telemetry.metrics import Metrics
 
@@ -165,17 +166,23 @@ class Reloader:
             raise ConfigError(findings.errors, str(self.source))
         config, warnings = pin_restart_only(findings.config, old)
         warnings = findings.warnings + warnings
-        warnings += reload_warnings(old, config)  # policy on a model Envoy routes by itself
+        envoy_side = []
         if await asyncio.to_thread(envoy_side_changed, config, old):
-            warnings.append(
+            envoy_side.append(
                 "the Envoy bootstrap for this config differs from the running one (models, backends or envoy.*): "
                 "re-render it with `quorum envoy-config` and reload Envoy; until then new models have no route"
             )
         runtime = await asyncio.to_thread(self.compile_runtime, config, semantic=self._reusable_semantic(config))
         await prepare_runtime(runtime)
-        for warning in warnings:
-            log.warning("config reload: %s", warning)
         self.holder.swap(runtime, snapshot.digest)
+        # Policy on a model Envoy routes by itself: the running Envoy stops fast-pathing it, if reachable.
+        taken_off, problem = await asyncio.to_thread(take_off_fast_path, old, leaving(old, config))
+        if taken_off:
+            log.info("config reload: %s taken off Envoy's fast path (now routed through Quorum)", ", ".join(taken_off))
+        warnings += [problem] if problem else []
+        warnings += reload_warnings(old, config, taken_off)
+        for warning in warnings + envoy_side:
+            log.warning("config reload: %s", warning)
         if self.metrics is not None:
             self.metrics.config_active(snapshot.digest, self.holder.generation)
         log.info(

@@ -109,6 +109,7 @@ def build_runtime(config: Config, environ: dict[str, str] | None = None, semanti
             rule=compile_rule(d.rules),
             models=tuple(r.model for r in d.model_refs),
             algorithm=compile_algorithm(d, f"routing.decisions[{order}].algorithm"),
+            reads=frozenset(rule_signals(d.rules)),
         )
         for order, d in enumerate(routing.decisions)
     ]
@@ -193,13 +194,16 @@ def semantic_context(
     needs_domains = any(kind == "domain" for kind, _ in used)
     cfg = routing.embedding
     domain_cfg = cfg.model_copy(update={"model": cfg.domain_engine_model})
-    engine = domain_engine = None
+    engine = domain_engine = first_stage = None
     try:
         if needs_engine:
             engine = make_engine(cfg, env)
         if needs_domains:
             same = engine is not None and domain_cfg.model == cfg.model
             domain_engine = engine if same else make_engine(domain_cfg, env)
+            if cfg.domain_first_stage:
+                first = {"backend": "local", "model": cfg.domain_first_stage, "max_tokens": None}
+                first_stage = make_engine(cfg.model_copy(update=first), env)
     except ImportError as exc:
         raise ConfigError(
             [
@@ -208,11 +212,17 @@ def semantic_context(
             ]
         ) from None
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="quorum-signals")
-    return SemanticContext(engine, executor, domain_engine=domain_engine)
+    return SemanticContext(
+        engine,
+        executor,
+        domain_engine=domain_engine,
+        first_stage=first_stage,
+        first_stage_confidence=cfg.domain_first_stage_confidence,
+    )
 
 
 def make_engine(cfg: Any, env: Mapping[str, str]) -> Any:
-    from extproc.semantic.engine import EngineUnavailable, LocalEmbeddingEngine, RemoteEmbeddingEngine
+    from extproc.semantic.engine import EngineUnavailable, RemoteEmbeddingEngine, local_engine
 
     try:
         if cfg.backend == "remote":
@@ -220,9 +230,7 @@ def make_engine(cfg: Any, env: Mapping[str, str]) -> Any:
                 cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, cache_size=cfg.cache_size, env=dict(env)
             )
         else:
-            engine = LocalEmbeddingEngine(
-                cfg.model, max_tokens=cfg.max_tokens, cache_size=cfg.cache_size, threads=cfg.threads
-            )
+            engine = local_engine(cfg.model, max_tokens=cfg.max_tokens, cache_size=cfg.cache_size, threads=cfg.threads)
         engine.load()
     except EngineUnavailable as exc:
         raise ConfigError([f"routing.embedding: {exc}"]) from None

@@ -98,6 +98,18 @@ access:
     - {name: research_only, models: [demo-large], clients: [research]}
 """
 
+
+def jailbreak_guard(model: str) -> str:
+    """A guard that blocks jailbreak attempts on one model only (the others may take the fast path)."""
+    return f"""
+guards:
+  - name: no_jailbreak
+    rules: {{type: jailbreak, name: attack}}
+    action: block
+    applies_to: [{model}]
+"""
+
+
 IDENTITY_FILTER = """  identity_filters:
     - name: envoy.filters.http.lua
       typed_config:

@@ -29,8 +29,10 @@ from extproc.bootstrap.fallbacks import chain_clusters
 from extproc.bootstrap.limits import BODY_SLACK_BYTES, overload_manager
 from extproc.bootstrap.listener import listener
 from extproc.bootstrap.model_clusters import model_clusters
+from extproc.bootstrap.policy import fast_path_runtime
 from extproc.bootstrap.routes import DEBUG_HEADERS
 from extproc.config import EXTPROC_CLUSTER, Config, split_host_port
+from extproc.policy import fastpath
 
 __all__ = ["BODY_SLACK_BYTES", "DEBUG_HEADERS", "EXTPROC_CLUSTER", "render", "render_yaml"]
 
@@ -50,6 +52,7 @@ def render(config: Config, workers: int | None = None) -> dict[str, Any]:
             ],
         },
         "overload_manager": overload_manager(config),
+        **fast_path_runtime(fastpath.plan(config)),
     }
 
 

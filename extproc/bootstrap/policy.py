@@ -21,11 +21,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from extproc.config import GUARDS_HEADER, Config, ModelConfig
-from extproc.policy.fastpath import FastPathPlan
+from extproc.policy.fastpath import FastPathPlan, runtime_key
 
 METADATA_NAMESPACE = "quorum"
 FAST_PATH_DECISION = "fast_path"  # the x-quorum-decision a fast-path response carries
 FAST_PATH_PATHS = ("/v1/chat/completions",)
+FAST_ROUTE_PREFIX = "fast_"  # the name of every fast-path route starts with it
 EXT_PROC = "envoy.filters.http.ext_proc"
 TRANSFORM = "envoy.filters.http.transform"
 _TYPES = "type.googleapis.com/envoy.extensions.filters.http"
@@ -67,6 +68,14 @@ def fast_path_filters(plan: FastPathPlan) -> list[dict[str, Any]]:
     return [to_metadata, transform]
 
 
+def fast_path_runtime(plan: FastPathPlan) -> dict[str, Any]:
+    """A runtime with an admin layer, so a running Envoy can take a model off the fast path."""
+    if not plan.models:
+        return {}
+    layers = [{"name": "static", "static_layer": {}}, {"name": "admin", "admin_layer": {}}]
+    return {"layered_runtime": {"layers": layers}}
+
+
 def fast_path_routes(
     config: Config, plan: FastPathPlan, header_routes: Iterable[tuple[ModelConfig, dict[str, Any]]]
 ) -> list[dict[str, Any]]:
@@ -90,9 +99,14 @@ def fast_path_routes(
         routes += [
             {
                 **copy.deepcopy(header_route),
-                "name": f"fast_{model.name}{'' if i == 0 else f'_{i}'}",
+                "name": f"{FAST_ROUTE_PREFIX}{model.name}{'' if i == 0 else f'_{i}'}",
                 "match": {
                     "path": path,
+                    # Off at run time (admin /runtime_modify) when a reload puts policy on the model.
+                    "runtime_fraction": {
+                        "default_value": {"numerator": 100, "denominator": "HUNDRED"},
+                        "runtime_key": runtime_key(model.name),
+                    },
                     "dynamic_metadata": [
                         {
                             "filter": METADATA_NAMESPACE,

@@ -19,16 +19,9 @@ CLIENT_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-ap
 
 
 def route_config(config: Config) -> dict[str, Any]:
-    server = config.server
-    copy_back = [
-        {"header": {"key": name, "value": f"%REQ({name})%"}, "keep_empty_value": False}
-        for name in (server.route_header, server.decision_header, GUARDS_HEADER, *DEBUG_HEADERS)
-    ]
-    header_routes = [_model_route(config, model, copy_back) for model in config.providers.models]
-    routes = fast_path_routes(config, fastpath.plan(config), zip(config.providers.models, header_routes, strict=True))
-    routes += header_routes
-    routes += chain_routes(config, copy_back)
-    routes.append(_unrouted())
+    copy_back = _copy_back(config)
+    routes = [*fast_routes(config), *model_routes(config, copy_back), *chain_routes(config, copy_back)]
+    routes.append(unrouted_route())
     return {
         "name": "quorum_routes",
         "virtual_hosts": [
@@ -40,6 +33,27 @@ def route_config(config: Config) -> dict[str, Any]:
             }
         ],
     }
+
+
+def fast_routes(config: Config) -> list[dict[str, Any]]:
+    """The fast-path routes alone, as `route_config` puts them first; the Istio and Envoy Gateway
+    manifests patch these same routes into the gateway's route table."""
+    header_routes = zip(config.providers.models, model_routes(config), strict=True)
+    return fast_path_routes(config, fastpath.plan(config), header_routes)
+
+
+def model_routes(config: Config, copy_back: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One route per model, matched on the routing header Quorum sets, in the models' order."""
+    copy_back = _copy_back(config) if copy_back is None else copy_back
+    return [_model_route(config, model, copy_back) for model in config.providers.models]
+
+
+def _copy_back(config: Config) -> list[dict[str, Any]]:
+    server = config.server
+    return [
+        {"header": {"key": name, "value": f"%REQ({name})%"}, "keep_empty_value": False}
+        for name in (server.route_header, server.decision_header, GUARDS_HEADER, *DEBUG_HEADERS)
+    ]
 
 
 def _model_route(config: Config, model: ModelConfig, copy_back: list[dict[str, Any]]) -> dict[str, Any]:
@@ -88,7 +102,7 @@ def credential_headers_to_remove(model: ModelConfig) -> list[str]:
     return [name for name in CLIENT_CREDENTIAL_HEADERS if not (own_key and name == "authorization")]
 
 
-def _unrouted() -> dict[str, Any]:
+def unrouted_route() -> dict[str, Any]:
     return {
         "name": "unrouted",
         "match": {"prefix": "/"},

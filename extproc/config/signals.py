@@ -186,6 +186,10 @@ class EmbeddingEngineConfig(Strict):
     model: str = "all-MiniLM-L6-v2"
     # domain signals (default: multilingual-e5-small locally, `model` with the remote backend)
     domain_model: str | None = None
+    # the cascade: a static local model (wordllama-l2-supercat) that accepts a domain by itself when
+    # its confidence reaches domain_first_stage_confidence; the rest goes to domain_model (unset: off)
+    domain_first_stage: str | None = None
+    domain_first_stage_confidence: float = Field(0.7, gt=0.0, le=1.0)
     max_tokens: int | None = Field(None, ge=8, le=512)  # local: tokens read per text (default: the model's)
     cache_size: int = Field(4096, ge=0)
     threads: int | None = Field(None, ge=1, le=64)  # inference threads (default: one per core)
@@ -203,6 +207,15 @@ class EmbeddingEngineConfig(Strict):
                 value = getattr(self, key)
                 if value is not None and value not in MODELS:
                     raise ValueError(f"{key}: unknown local model {value!r} (supported: {', '.join(sorted(MODELS))})")
+        if self.domain_first_stage is not None:
+            from extproc.semantic.build import MODELS
+
+            static = sorted(name for name, spec in MODELS.items() if spec.source == "static")
+            if self.domain_first_stage not in static:
+                raise ValueError(
+                    f"domain_first_stage: {self.domain_first_stage!r} is not a static local model "
+                    f"(supported: {', '.join(static)})"
+                )
         return self
 
     @property

@@ -35,6 +35,12 @@ def render_manifests(config_text: str, settings: Settings) -> dict[str, str]:
     }
     files["kubernetes/kustomization.yaml"] = _dump([kubernetes.kustomization(files)])
     files["istio/envoyfilter.yaml"] = _dump([istio.envoy_filter(config, settings)])
+    # The fast path in files of its own: deleting one turns it off on that gateway, Quorum unchanged.
+    fast_paths = {
+        "istio/envoyfilter-fast-path.yaml": istio.fast_path_filter(config, settings),
+        "envoy-gateway/envoypatchpolicy-fast-path.yaml": envoy_gateway.fast_path_policy(config, settings),
+    }
+    files.update({path: _dump([doc]) for path, doc in fast_paths.items() if doc is not None})
     files["istio/destinationrule.yaml"] = _dump([istio.destination_rule(config, settings)])
     files["istio/virtualservice.yaml"] = _dump([istio.virtual_service(config, settings)])
     files["envoy-gateway/envoyextensionpolicy.yaml"] = _dump(envoy_gateway.objects(config, settings))

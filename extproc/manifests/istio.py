@@ -1,5 +1,7 @@
 """Istio: an EnvoyFilter that puts Quorum's ext_proc filter before the router of an ingress gateway,
-and a DestinationRule with the same outlier detection as the rendered quorum_extproc cluster.
+a DestinationRule with the same outlier detection as the rendered quorum_extproc cluster, the
+rendered model routes as a VirtualService and, when the config turns the fast path on, a second
+EnvoyFilter with the fast-path filters and routes of the standalone bootstrap.
 
 Istio builds the cluster for the `quorum` Service itself (`outbound|PORT||HOST`, HTTP/2 because the
 port's appProtocol is grpc) and keeps its endpoints to the ready pods, so readiness (gRPC health)
@@ -13,9 +15,15 @@ from urllib.parse import urlsplit
 
 from extproc.bootstrap.extproc_cluster import outlier_detection
 from extproc.bootstrap.listener import extproc_filter
+from extproc.bootstrap.policy import EXT_PROC, FAST_ROUTE_PREFIX
 from extproc.bootstrap.routes import route_config
 from extproc.config import Config, ModelConfig, split_host_port
+from extproc.manifests import fast_path
 from extproc.manifests.settings import Settings
+
+_HCM = "envoy.filters.network.http_connection_manager"
+# Applied after the ext_proc EnvoyFilter (priority 0), whose filter the fast-path filters go before.
+FAST_PATH_PRIORITY = 10
 
 # Envoy's outlier_detection field -> Istio's DestinationRule field.
 _ISTIO_OUTLIER_FIELDS = {
@@ -37,31 +45,77 @@ def cluster_name(config: Config, settings: Settings) -> str:
 
 def envoy_filter(config: Config, settings: Settings) -> dict[str, Any]:
     value = extproc_filter(config, cluster_name(config, settings))
+    patch = {"applyTo": "HTTP_FILTER", "match": _before("envoy.filters.http.router"), "patch": _insert_before(value)}
+    return _envoy_filter(settings, f"{settings.name}-ext-proc", [patch])
+
+
+def fast_path_filter(config: Config, settings: Settings) -> dict[str, Any] | None:
+    """The fast path on the gateway, or None when no model takes it.
+
+    Istio applies the patches in order: json_to_metadata then transform, each inserted right before
+    ext_proc (so they run before it, in that order), then each fast-path route at the top of every
+    virtual host of the Gateway's route configurations. INSERT_FIRST puts each route above the
+    previous ones, hence the reversed order, which leaves them in the bootstrap's order."""
+    routes = fast_path.routes(config, lambda model: outbound_cluster(model, settings))
+    if not routes:
+        return None
+    patches = [
+        {"applyTo": "HTTP_FILTER", "match": _before(EXT_PROC), "patch": _insert_before(value)}
+        for value in fast_path.filters(config)
+    ]
+    gateway = f"{settings.istio_namespace}/{settings.istio_gateway}"
+    patches += [
+        {
+            "applyTo": "HTTP_ROUTE",
+            "match": {"context": "GATEWAY", "routeConfiguration": {"gateway": gateway}},
+            "patch": {"operation": "INSERT_FIRST", "value": route},
+        }
+        for route in reversed(routes)
+    ]
+    return _envoy_filter(settings, f"{settings.name}-fast-path", patches, priority=FAST_PATH_PRIORITY)
+
+
+def _envoy_filter(
+    settings: Settings, name: str, patches: list[dict[str, Any]], priority: int | None = None
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"workloadSelector": {"labels": dict(settings.istio_gateway_labels)}}
+    if priority is not None:
+        spec["priority"] = priority
+    spec["configPatches"] = patches
     return {
         "apiVersion": "networking.istio.io/v1alpha3",
         "kind": "EnvoyFilter",
-        "metadata": settings.metadata(f"{settings.name}-ext-proc", settings.istio_namespace),
-        "spec": {
-            "workloadSelector": {"labels": dict(settings.istio_gateway_labels)},
-            "configPatches": [
-                {
-                    "applyTo": "HTTP_FILTER",
-                    "match": {
-                        "context": "GATEWAY",
-                        "listener": {
-                            "filterChain": {
-                                "filter": {
-                                    "name": "envoy.filters.network.http_connection_manager",
-                                    "subFilter": {"name": "envoy.filters.http.router"},
-                                }
-                            }
-                        },
-                    },
-                    "patch": {"operation": "INSERT_BEFORE", "value": value},
-                }
-            ],
-        },
+        "metadata": settings.metadata(name, settings.istio_namespace),
+        "spec": spec,
     }
+
+
+def _before(http_filter: str) -> dict[str, Any]:
+    chain = {"filter": {"name": _HCM, "subFilter": {"name": http_filter}}}
+    return {"context": "GATEWAY", "listener": {"filterChain": chain}}
+
+
+def _insert_before(value: dict[str, Any]) -> dict[str, Any]:
+    return {"operation": "INSERT_BEFORE", "value": value}
+
+
+def destination(model: ModelConfig, settings: Settings) -> tuple[str, int]:
+    """The model's Service as Istio names it (fully qualified) and its port."""
+    parts = urlsplit(model.base_url)
+    host = parts.hostname or ""
+    if "." not in host:  # a short name resolves in the namespace of the routes (the gateway's)
+        host = f"{host}.{settings.istio_namespace}.svc.cluster.local"
+    elif host.endswith(".svc"):
+        host += ".cluster.local"
+    return host, parts.port or 80
+
+
+def outbound_cluster(model: ModelConfig, settings: Settings) -> str | None:
+    """The cluster Istio builds for an in-cluster model's Service; None for a model outside the cluster."""
+    if not in_cluster(model):
+        return None
+    host, port = destination(model, settings)
+    return f"outbound|{port}||{host}"
 
 
 def destination_rule(config: Config, settings: Settings) -> dict[str, Any]:
@@ -103,6 +157,8 @@ def virtual_service(config: Config, settings: Settings) -> dict[str, Any]:
                 }
             )
             continue
+        if route["name"].startswith(FAST_ROUTE_PREFIX):
+            continue  # matched on metadata, which a VirtualService cannot express: fast_path_filter patches them in
         model = models[route["route"]["cluster"]]
         if not in_cluster(model):
             continue

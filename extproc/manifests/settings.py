@@ -21,6 +21,7 @@ class Settings:
     # Envoy Gateway: the Gateway the policy attaches to.
     gateway_name: str = "eg"
     gateway_namespace: str = "envoy-gateway-system"
+    gateway_listener: str = "http"  # the Gateway's listener (plain HTTP) the fast-path patch applies to
 
     @property
     def labels(self) -> dict[str, str]:

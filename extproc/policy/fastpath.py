@@ -8,6 +8,7 @@ over the limit, models with policy) still goes through Quorum.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from extproc.config import Config, ModelConfig
@@ -19,6 +20,15 @@ SKIPPED = (
     "x-quorum-signals / x-quorum-confidence debug headers",
     "the stream_options.include_usage rewrite",
 )
+
+
+# Each fast-path route matches only while this Envoy runtime key (per model) is at its default 100 %:
+# a Quorum reload sets it to 0 for a model that now needs Quorum (extproc/envoy_runtime.py).
+RUNTIME_PREFIX = "quorum.fast_path."
+
+
+def runtime_key(model: str) -> str:
+    return f"{RUNTIME_PREFIX}{model}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,17 +80,26 @@ def describe(config: Config) -> list[str]:
     return lines
 
 
-def reload_warnings(running: Config, candidate: Config) -> list[str]:
-    """What a Quorum reload cannot change on its own: Envoy keeps routing the models it was rendered
-    with natively, so a model that gained policy is not covered until Envoy's config is re-rendered."""
-    before, after = plan(running), plan(candidate)
+def leaving(running: Config, candidate: Config) -> tuple[str, ...]:
+    """Fast-path models of `running` that `candidate` keeps on Quorum (policy added, opted out, removed)."""
+    after = plan(candidate).models
+    return tuple(name for name in plan(running).models if name not in after)
+
+
+def reload_warnings(running: Config, candidate: Config, taken_off: Collection[str] = ()) -> list[str]:
+    """What a Quorum reload did not change on its own. A model that gained policy keeps its fast-path
+    route in an Envoy rendered from the previous config; `taken_off` are the ones that running Envoy
+    was told to stop routing (extproc/envoy_runtime.py), the others stay uncovered until Envoy's config
+    is rendered again. A model that may newly take the fast path needs that re-render too."""
+    after = plan(candidate)
     warnings = [
         f"{name}: now needs Quorum ({'; '.join(after.excluded.get(name, ('it left the fast path',)))}), but an Envoy "
-        "rendered from the previous config still routes it without Quorum: run `quorum envoy-config` and reload Envoy"
-        for name in before.models
-        if name not in after.models
+        "rendered from the previous config still routes it without Quorum: run `quorum envoy-config` (or "
+        "`quorum deploy-manifests`) and reload Envoy"
+        for name in leaving(running, candidate)
+        if name not in taken_off
     ]
-    gained = [name for name in after.models if name not in before.models]
+    gained = [name for name in after.models if name not in plan(running).models]
     if gained:
         warnings.append(f"{', '.join(gained)}: may take the fast path once the Envoy config is rendered again")
     return warnings

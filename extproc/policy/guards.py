@@ -34,6 +34,7 @@ class Guard:
     message: str = ""
     status: int = 400
     code: str = "content_policy_violation"
+    reads: frozenset[SignalKey] | None = None  # the signals `rule` reads; None: maybe any
 
     def violation(self) -> PolicyViolation:
         return PolicyViolation(self.message, self.status, self.code)
@@ -69,6 +70,7 @@ def compile_guard(cfg: GuardConfig) -> Guard:
         message=message,
         status=cfg.status,
         code=cfg.code,
+        reads=frozenset(rule_signals(cfg.rules)),
     )
 
 

@@ -6,24 +6,27 @@
 3. decisions: only for the auto and fusion aliases, over the decisions whose models the caller may use;
 4. fallbacks: the default model (auto), or a fusion plugin's own panel (fusion alias).
 
-Every signal the request needs (guards' and decisions') is computed once, up front.
+Signals are computed on demand and at most once: the lexical ones and every signal of the guards
+that apply (each matching guard counts) first, then the decisions' one priority group at a time
+(extproc.decisions.choose), so a semantic signal that only lower-priority decisions than the one
+that matched read is never computed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from extproc.decisions import Decision, Match, fixed_decision, select
+from extproc.decisions import Decision, Match, choose, fixed_decision, reads
 from extproc.errors import BadRequest
 from extproc.fusion.plan import fusion_plugin
 from extproc.policy.access import Access, Identity, not_found
 from extproc.policy.guards import Verdict, check
 from extproc.runtime import Runtime
-from extproc.signals import SignalResults, SignalSet
+from extproc.signals import Evaluation, SignalSet
 
-Evaluate = Callable[[SignalSet], Awaitable[SignalResults]]
+StartEvaluation = Callable[[SignalSet], Evaluation]  # the request's signals, computed on demand
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,26 +36,25 @@ class Selection:
 
 
 async def select_route(
-    rt: Runtime, model: str, body: dict[str, Any], identity: Identity, evaluate: Evaluate
+    rt: Runtime, model: str, body: dict[str, Any], identity: Identity, start: StartEvaluation
 ) -> Selection:
     guards = rt.guards.get(model)  # every configured model and alias has an entry, empty without guards
     if guards is None or not rt.access.allows(model, identity):
         raise not_found(model)
-    signals = rt.request_signals[model]
-    results = await evaluate(signals) if len(signals) else {}
-    verdict = check(guards, results) if guards else None
+    evaluation = start(rt.request_signals[model])
+    verdict = check(guards, await evaluation.need(reads(guards))) if guards else None
     if verdict is not None:
         if verdict.block is not None:
             return Selection(None, verdict)
         if verdict.route is not None:
             decision = fixed_decision(f"guard:{verdict.route.name}", verdict.route.model or "")
             return Selection(Match(decision, 1.0), verdict)
-    return Selection(_decide(rt, model, body, identity, results), verdict)
+    return Selection(await _decide(rt, model, body, identity, evaluation), verdict)
 
 
-def _decide(rt: Runtime, model: str, body: dict[str, Any], identity: Identity, results: SignalResults) -> Match:
+async def _decide(rt: Runtime, model: str, body: dict[str, Any], identity: Identity, evaluation: Evaluation) -> Match:
     if model in rt.auto_names:
-        match = select(usable(rt.access, rt.decisions, identity), results)
+        match = await choose(usable(rt.access, rt.decisions, identity), evaluation)
         if match is not None:
             return match
         if rt.default_model is None or not rt.access.allows(rt.default_model, identity):
@@ -65,7 +67,7 @@ def _decide(rt: Runtime, model: str, body: dict[str, Any], identity: Identity, r
         return Match(fixed_decision("default", rt.default_model), 0.0)
     if model in rt.fusion_names:
         # Not filtered: a decision whose panel the caller may not use is a 404 (RunContext.require_access).
-        match = select(rt.local_decisions, results)
+        match = await choose(rt.local_decisions, evaluation)
         if match is None and fusion_plugin(body) is not None:
             return Match(rt.request_decision, 1.0)
         if match is None:

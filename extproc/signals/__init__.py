@@ -2,13 +2,18 @@
 
 A signal returns a confidence in (0, 1] when it matches and None when it does not. Signals are
 synchronous and cheap. Anything expensive (an embedding, language detection, a PII scan) is a
-*producer*: computed once per request, off the event loop, concurrently with the other producers,
-and handed to every signal that reads it as `features`.
+*producer*: computed once per request, off the event loop, concurrently with the other producers
+needed at the same time, and handed to every signal that reads it as `features`.
+
+A request's producer-backed signals are computed on demand (`Evaluation.need`; the cheap ones all
+at once): routing asks for the signals of one priority group of decisions at a time, so a request
+that a keyword decision settles never waits for an embedding that only a lower decision reads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
@@ -53,7 +58,7 @@ LEXICAL_KINDS: dict[str, Any] = {
 
 
 class SignalSet:
-    """The signals some decision uses, compiled once; evaluated together per request."""
+    """The signals some decision uses, compiled once; computed per request by an `Evaluation`."""
 
     __slots__ = ("_producers", "_signals")
 
@@ -91,12 +96,75 @@ class SignalSet:
                 done.add(id(signal))
                 await prepare()
 
+    @property
+    def items(self) -> tuple[tuple[SignalKey, Signal], ...]:
+        return self._signals
+
     async def evaluate(self, chat: ChatRequest, headers: Mapping[str, str]) -> SignalResults:
-        features: dict[str, Any] = {}
-        if self._producers:
-            values = await asyncio.gather(*(p.produce(chat) for p in self._producers))
-            features = {p.key: v for p, v in zip(self._producers, values, strict=True)}
-        return {key: signal.evaluate(chat, headers, features) for key, signal in self._signals}
+        """Every signal of the set, at once."""
+        evaluation = Evaluation(self, chat, headers)
+        return await evaluation.need(None)
+
+
+class Evaluation:
+    """One request's signal results, computed on demand and at most once each.
+
+    `results` holds exactly the signals computed so far: a rule may read it only after `need`
+    returned for every signal the rule names, because an absent signal reads as "did not match"
+    (and a NOT over it as a match).
+    """
+
+    __slots__ = ("_features", "chat", "headers", "results", "signals", "started")
+
+    def __init__(self, signals: SignalSet, chat: ChatRequest, headers: Mapping[str, str]) -> None:
+        self.signals = signals
+        self.chat = chat
+        self.headers = headers
+        self.results: SignalResults = {}
+        self.started: float | None = None  # perf_counter of the first `need`, for the signals span
+        self._features: dict[str, Any] = {}
+
+    @property
+    def skipped(self) -> int:
+        """How many signals of the set were never needed."""
+        return len(self.signals) - len(self.results)
+
+    def ordered(self) -> SignalResults:
+        """The results computed so far, in the set's order (as eager evaluation lists them)."""
+        return {key: self.results[key] for key, _ in self.signals.items if key in self.results}
+
+    async def need(self, keys: Iterable[SignalKey] | None) -> SignalResults:
+        """Compute the signals in `keys` (None: all of the set's) not computed yet; keys the set does
+        not hold are ignored (they read as no match, as with eager evaluation).
+
+        The first call also computes every signal of the set that needs no producer (keyword, regex,
+        header, context: microseconds), so later groups of lexical rules are decided at once and the
+        debug header lists every lexical match. The producers the other missing signals read run
+        concurrently, those not run yet only; then the signals themselves, on the event loop."""
+        if self.started is None:
+            self.started = time.perf_counter()
+            for key, signal in self.signals.items:
+                if not getattr(signal, "producers", ()):
+                    self.results[key] = signal.evaluate(self.chat, self.headers, self._features)
+        wanted = None if keys is None else set(keys)
+        missing = [
+            (key, signal)
+            for key, signal in self.signals.items
+            if key not in self.results and (wanted is None or key in wanted)
+        ]
+        if not missing:
+            return self.results
+        producers: dict[str, Producer] = {}
+        for _, signal in missing:
+            for producer in getattr(signal, "producers", ()):
+                if producer.key not in self._features:
+                    producers.setdefault(producer.key, producer)
+        if producers:
+            values = await asyncio.gather(*(p.produce(self.chat) for p in producers.values()))
+            self._features.update(zip(producers, values, strict=True))
+        for key, signal in missing:
+            self.results[key] = signal.evaluate(self.chat, self.headers, self._features)
+        return self.results
 
 
 def compile_signals(signals_config: Any, used: set[SignalKey], semantic: Any = None) -> SignalSet:

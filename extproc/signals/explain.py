@@ -56,6 +56,12 @@ def format_reports(config: Config, explained: Mapping[str, tuple[DomainModel, li
         f"domain model: {cfg.domain_engine_model} ({cfg.backend}); background: mean of the {BACKGROUND_K} nearest "
         f"phrases {BACKGROUND_MARGIN:+.2f}; confidence: softmax at temperature {TEMPERATURE}",
     ]
+    if cfg.domain_first_stage:
+        lines.append(
+            f"cascade: {cfg.domain_first_stage} classifies first (same method, its own calibration) and answers "
+            f"alone when it accepts a domain with confidence >= {cfg.domain_first_stage_confidence:g}; "
+            f"the calibration below is {cfg.domain_engine_model}'s, which decides everything else"
+        )
     for scope, (model, reports) in explained.items():
         lines.append(
             f"\nscope {scope}: {len(model.names)} domains, {len(model.background)} background phrases kept "

@@ -148,13 +148,18 @@ class RequestRecorder:
         context = trace.set_span_in_context(parent or self.span)
         return self.telemetry.tracer.start_span(name, context=context, kind=kind, attributes=attrs or None)
 
-    def signals(self, results: Mapping[tuple[str, str], float | None], started: float) -> list[str]:
-        """Record the signal evaluation; returns the matched `type:name`s when tracing or debug headers use them."""
+    def signals(self, results: Mapping[tuple[str, str], float | None], started: float, skipped: int = 0) -> list[str]:
+        """Record the signal evaluation (`results`: the signals computed; `skipped`: those routing did not
+        need); returns the matched `type:name`s when tracing or debug headers use them."""
         if not (self.telemetry.tracing or self.telemetry.debug_headers):
             return []
         matched = [f"{kind}:{name}" for (kind, name), conf in results.items() if conf is not None]
         if self.telemetry.spans is not None:
-            attributes = (("quorum.signals.evaluated", len(results)), ("quorum.signals.matched", tuple(matched)))
+            attributes = (
+                ("quorum.signals.evaluated", len(results)),
+                ("quorum.signals.skipped", skipped),
+                ("quorum.signals.matched", tuple(matched)),
+            )
             self.signal_facts = (_ns(started), time.time_ns(), attributes)
         return matched
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from extproc.config import load_config
 from extproc.handler import StreamHandler
 from extproc.pb import core, ep
-from extproc.runtime import build_runtime
+from extproc.runtime import Runtime, build_runtime
 
 
 def _headers_message(body_size: int) -> bytes:
@@ -34,22 +34,32 @@ def _headers_message(body_size: int) -> bytes:
     return ep.ProcessingRequest(request_headers=ep.HttpHeaders(headers=headers)).SerializeToString()
 
 
-def handler_us_per_request(config_path: Path, body: bytes, seconds: float = 0.5) -> float:
-    """Microseconds of Quorum's handler work per request (headers + body phase), best of 3 batches."""
-    runtime = build_runtime(load_config(config_path))
-    messages = [
+def request_messages(body: bytes) -> list[bytes]:
+    """The serialized request_headers and request_body messages Envoy sends for one POST of `body`."""
+    return [
         _headers_message(len(body)),
         ep.ProcessingRequest(request_body=ep.HttpBody(body=body, end_of_stream=True)).SerializeToString(),
     ]
 
+
+async def handle(runtime: Runtime, messages: list[bytes]) -> ep.ProcessingResponse:
+    """One request through a new StreamHandler, parsing and serializing as the servicer does; the last answer."""
+    handler = StreamHandler(runtime)
+    last = ep.ProcessingResponse()
+    for raw in messages:
+        async for response in handler.handle(ep.ProcessingRequest.FromString(raw)):
+            response.SerializeToString()
+            last = response
+    return last
+
+
+def handler_us_per_request(config_path: Path, body: bytes, seconds: float = 0.5) -> float:
+    """Microseconds of Quorum's handler work per request (headers + body phase), best of 3 batches."""
+    runtime = build_runtime(load_config(config_path))
+    messages = request_messages(body)
+
     async def one() -> ep.ProcessingResponse:
-        handler = StreamHandler(runtime)
-        last = ep.ProcessingResponse()
-        for raw in messages:
-            async for response in handler.handle(ep.ProcessingRequest.FromString(raw)):
-                response.SerializeToString()
-                last = response
-        return last
+        return await handle(runtime, messages)
 
     async def batch(n: int) -> float:
         start = time.perf_counter()

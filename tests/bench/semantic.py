@@ -21,7 +21,11 @@ What runs (all on loopback, all sharing this machine's cores, which is 2 on the 
    the difference of the percentiles (the target: p50 <= 5 ms, issue #13) and the percentiles of the
    per-prompt differences. The same prompts sent again show the cache-hit case. In a child
    process (no gRPC, no Envoy, before the stacks start): `SignalSet.evaluate` on the same prompts
-   (cache misses), again (cache hits), on one-line prompts, and on the keyword-only set.
+   (cache misses), again (cache hits), on one-line prompts, and on the keyword-only set; and with
+   the opt-in domain cascade (routing.embedding.domain_first_stage): how many of these prompts the
+   static first stage answers alone, the latency split by which stage decided, and one-line prompts.
+   These patient cases are long and full of medical words, so the first stage answers all of them:
+   the one-line rows show the fall-through cost a more varied workload pays.
 2. **Cold start**: Envoy and the fake backend are up first; `quorum serve` is then spawned and a
    request is sent through Envoy every 20 ms until one is answered 200. Reported: spawn ->
    "listening" in Quorum's log, spawn -> first answered request, that request's own latency;
@@ -153,6 +157,11 @@ KEYWORD_ROUTING = """\
     - {name: legal, priority: 100, rules: {type: keyword, name: law}, modelRefs: [{model: legal}]}
     - {name: coding, priority: 100, rules: {type: keyword, name: programming}, modelRefs: [{model: coder}]}
 """
+
+
+def embedding_settings(args: argparse.Namespace) -> str:
+    """`routing.embedding` overrides for the semantic stack (default: none, Quorum's own defaults)."""
+    return f"  embedding: {{threads: {args.threads}}}\n" if args.threads else ""
 
 
 def write_config(path: Path, routing: str) -> Path:
@@ -325,6 +334,7 @@ def child_main(spec_path: str, out_path: str) -> int:
             "keyword": summary_ms(keyword),
         }
         out["versus_before"] = versus_before(engine, spec["prompts"][:100])
+        out["cascade"] = await cascade_timings(load_config(spec["semantic_config"]), spec["prompts"], timed)
 
         # The event loop's lateness: a 2 ms sleep loop, idle and next to 8 concurrent evaluations.
         async def ticker(stop: asyncio.Event, lates: list[float]) -> None:
@@ -403,6 +413,41 @@ def child_main(spec_path: str, out_path: str) -> int:
         result = asyncio.run(run())
     Path(out_path).write_text(json.dumps(result), encoding="utf-8")
     os._exit(0)  # skip tearing down onnxruntime's thread pool and the executors
+
+
+async def cascade_timings(config: Any, prompts: list[str], timed: Any) -> dict[str, Any]:
+    """The same semantic config with the opt-in cascade (routing.embedding.domain_first_stage, a fresh
+    runtime, so both stages miss their caches): how many of these prompts the static first stage
+    answers alone, and `SignalSet.evaluate` when it answers and when it falls through to the model."""
+    from extproc.runtime import build_runtime, prepare_runtime
+
+    first = "wordllama-l2-supercat"
+    embedding = config.routing.embedding.model_copy(update={"domain_first_stage": first})
+    config = config.model_copy(update={"routing": config.routing.model_copy(update={"embedding": embedding})})
+    runtime = build_runtime(config)
+    await prepare_runtime(runtime)
+    (producer,) = runtime.signals.producers
+    answered: list[float] = []
+    fell: list[float] = []
+    routed = 0
+    for prompt in prompts:
+        before = producer.answered
+        times, decisions = await timed(runtime, [prompt])
+        (answered if producer.answered > before else fell).extend(times)
+        routed += decisions[0] == EXPECTED_DECISION
+    short_prompts = [f"How is type 2 diabetes treated? (case {i})" for i in range(60)]
+    before = producer.answered
+    short, _ = await timed(runtime, short_prompts)
+    return {
+        "first_stage": first,
+        "confidence": embedding.domain_first_stage_confidence,
+        "answered": summary_ms(answered),
+        "fell_through": summary_ms(fell),
+        "all": summary_ms(answered + fell),
+        "routed_expected": routed,
+        "short": summary_ms(short),
+        "short_answered": producer.answered - before,
+    }
 
 
 def versus_before(engine: Any, prompts: list[str]) -> dict[str, Any]:
@@ -974,6 +1019,19 @@ def med(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def cascade_rows(c: dict[str, Any], lat_row: Any) -> list[list[str]]:
+    """The opt-in cascade's rows: every prompt, then split by which stage decided it."""
+    n = c["all"]["n"]
+    head = f"cascade ({c['first_stage']} first, confidence >= {c['confidence']:g}), 256-token prompts"
+    rows = [
+        (f"{head}, all; {c['routed_expected']}/{n} to `{EXPECTED_DECISION}`", c["all"]),
+        (f"... answered by the first stage alone ({c['answered']['n']}/{n})", c["answered"]),
+        (f"... fell through to the domain model ({c['fell_through']['n']}/{n})", c["fell_through"]),
+        (f"cascade, one-line prompts ({c['short_answered']}/{c['short']['n']} answered by stage 1)", c["short"]),
+    ]
+    return [lat_row(label, values)[:-1] if values["n"] else [label, "0", "-", "-", "-", "-"] for label, values in rows]
+
+
 def render(r: dict[str, Any], args: argparse.Namespace, wrk: str, elapsed: float) -> tuple[str, bool]:
     ip, p1, iso = r["inproc"], r["paired"], r["isolation"]
     ev, lag, vb = ip["evaluate"], ip["lag"], ip["versus_before"]
@@ -1031,6 +1089,7 @@ def render(r: dict[str, Any], args: argparse.Namespace, wrk: str, elapsed: float
             lat_row("keyword-only set, same 256-token prompts", ev["keyword"])[:-1],
             lat_row(f"one inference by {engine['model']} (what domains read), interleaved with:", vb["now"])[:-1],
             lat_row("one inference by all-MiniLM-L6-v2 at 256 tokens (domains before #13)", vb["before"])[:-1],
+            *cascade_rows(ip["cascade"], lat_row),
         ],
     )
 
@@ -1420,7 +1479,7 @@ def measure(args: argparse.Namespace, wrk: str, workdir: Path) -> dict[str, Any]
     (workdir / "load-bodies.txt").write_bytes(b"\n".join(chat(AUTO_MODEL, p) for p in load_prompts) + b"\n")
     configs = {
         "keyword": write_config(workdir / "keyword.yaml", KEYWORD_ROUTING),
-        "semantic": write_config(workdir / "semantic.yaml", SEMANTIC_ROUTING),
+        "semantic": write_config(workdir / "semantic.yaml", SEMANTIC_ROUTING + embedding_settings(args)),
     }
 
     print(f"in-process timings in a child process ({n} prompts) ...", file=sys.stderr, flush=True)
@@ -1512,6 +1571,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--prompts", type=int, help="distinct prompts for the c1 comparison (default 300, quick 100)")
     parser.add_argument("--duration", type=int, help="seconds per isolation window (default 6, quick 3)")
     parser.add_argument("--rounds", type=int, help="isolation rounds (default 2, quick 1)")
+    parser.add_argument("--threads", type=int, help="routing.embedding.threads of the semantic stack (default: unset)")
     parser.add_argument("--load-conns", type=int, default=8, help="semantic load connections (default %(default)s)")
     parser.add_argument(
         "--quiet-wait",

@@ -124,6 +124,19 @@ def backend_requests(stack: Stack, model: str) -> list[dict]:
     return httpx.get(f"{backend_url(stack, model)}/_fake/requests").json()["requests"]
 
 
+def assert_not_json_reaches_no_model(stack: Stack, url: str) -> None:
+    """A forged routing header with a body that is not JSON: Quorum answers 400, no backend sees it."""
+    httpx.delete(f"{backend_url(stack, 'demo-small')}/_fake/requests")
+    response = httpx.post(
+        f"{url}/v1/chat/completions",
+        content=b'model: "demo-small"',
+        headers={"content-type": "application/json", "x-quorum-model": "demo-small"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_json"
+    assert backend_requests(stack, "demo-small") == []
+
+
 def clear_backends(stack: Stack) -> None:
     for model in ("demo-small", "demo-coder", "demo-large"):
         httpx.delete(f"{backend_url(stack, model)}/_fake/requests")

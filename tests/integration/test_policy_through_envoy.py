@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from builders import IDENTITY_FILTER, POLICY, PORT_KEYS, config_text
-from conftest import BODY_MODES, LARGE_KEY, MAX_BODY, backend_requests, backend_url
+from builders import IDENTITY_FILTER, POLICY, PORT_KEYS, config_text, jailbreak_guard
+from conftest import BODY_MODES, LARGE_KEY, MAX_BODY, assert_not_json_reaches_no_model, backend_requests, backend_url
 
 from extproc.dev.stack import Stack, free_port
 
@@ -130,13 +130,7 @@ def test_models_list_shows_only_what_the_caller_may_use(policy_stack):
 
 
 FAST = "  fast_path: true\n"
-SMALL_GUARD = """
-guards:
-  - name: no_jailbreak
-    rules: {type: jailbreak, name: attack}
-    action: block
-    applies_to: [demo-small]
-"""
+SMALL_GUARD = jailbreak_guard("demo-small")
 
 
 @pytest.fixture(scope="module")
@@ -187,20 +181,13 @@ def test_everything_else_still_goes_through_quorum(fast_stack):
 
 
 def test_client_routing_header_with_a_body_that_is_not_json_never_selects_a_route(fast_stack):
-    httpx.delete(f"{backend_url(fast_stack, 'demo-small')}/_fake/requests")
-    response = httpx.post(
-        f"{fast_stack.envoy_url}/v1/chat/completions",
-        content=b'model: "demo-small"',
-        headers={"content-type": "application/json", "x-quorum-model": "demo-small"},
-    )
-    assert response.status_code == 400
-    assert response.json()["error"]["code"] == "invalid_json"
-    assert backend_requests(fast_stack, "demo-small") == []
+    assert_not_json_reaches_no_model(fast_stack, fast_stack.envoy_url)
 
 
 def test_a_model_that_gains_a_guard_leaves_the_fast_path_after_a_reload(fast_stack, fast_ports):
-    """Quorum hot-reloads the edited config (SIGHUP); Envoy's static config is rendered again and
-    Envoy alone restarted (it runs with --disable-hot-restart, so that is how it takes a new bootstrap)."""
+    """Quorum hot-reloads the edited config (SIGHUP) and turns the model's fast-path route off in the
+    running Envoy (runtime key through the admin endpoint): no re-render, no Envoy restart. Rendering
+    Envoy's config again later gives the same routing."""
     client = sdk(fast_stack)
     before = client.chat.completions.with_raw_response.create(model="demo-small", messages=ask(ATTACK))
     assert before.headers["x-quorum-decision"] == "fast_path"  # no guard yet: nothing stops it
@@ -215,12 +202,14 @@ def test_a_model_that_gains_a_guard_leaves_the_fast_path_after_a_reload(fast_sta
         while "quorum_config_generation 2.0" not in httpx.get(metrics).text:
             assert time.monotonic() < deadline, "Quorum did not reload the edited config"
             time.sleep(0.1)
-        fast_stack.restart_envoy()
-        with pytest.raises(openai.BadRequestError) as info:
-            client.chat.completions.create(model="demo-small", messages=ask(ATTACK))
-        assert info.value.code == "content_policy_violation"
-        coder = client.chat.completions.with_raw_response.create(model="demo-coder", messages=ask(ATTACK))
-        assert coder.headers["x-quorum-decision"] == "fast_path"  # the guard does not cover demo-coder
+        for restarted in (False, True):  # the running Envoy, then one rendered from the edited config
+            if restarted:
+                fast_stack.restart_envoy()
+            with pytest.raises(openai.BadRequestError) as info:
+                client.chat.completions.create(model="demo-small", messages=ask(ATTACK))
+            assert info.value.code == "content_policy_violation"
+            coder = client.chat.completions.with_raw_response.create(model="demo-coder", messages=ask(ATTACK))
+            assert coder.headers["x-quorum-decision"] == "fast_path"  # the guard does not cover demo-coder
     finally:  # leave the module's stack as it was for any test after this one
         fast_stack.config_path.write_text(original, encoding="utf-8")
         fast_stack.signal("quorum", signal.SIGHUP)

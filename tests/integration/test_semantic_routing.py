@@ -3,7 +3,9 @@
 The config declares the seven domains of tests/data/domains/examples.yaml (4 examples each, no
 threshold or margin: the calibrated defaults) and one decision per domain. The prompts are the
 first on-topic prompt of each domain and the first off-topic ones of the held-out TEST split
-(taken in file order, not picked), sent to `quorum/auto`.
+(taken in file order, not picked), sent to `quorum/auto`. Three stacks: the default domain model
+(multilingual-e5-small), the static wordllama-l2-supercat as the domain model, and the cascade
+(wordllama first, e5 when it is unsure: every off-topic prompt falls through to e5).
 """
 
 from __future__ import annotations
@@ -28,9 +30,16 @@ FIRST_ON_TOPIC = {domain: next(t["text"] for t in TEST["on_topic"] if t["domain"
 FIRST_OFF_TOPIC = TEST["off_topic"][:3]
 
 
-@pytest.fixture(scope="module")
-def domain_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("domains")
+EMBEDDING = {
+    "default": {},
+    "static": {"domain_model": "wordllama-l2-supercat"},
+    "cascade": {"domain_first_stage": "wordllama-l2-supercat"},
+}
+
+
+@pytest.fixture(scope="module", params=list(EMBEDDING))
+def domain_stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp(f"domains-{request.param}")
     models = ["general", *EXAMPLES]
     config = {
         "version": "v1",
@@ -43,6 +52,7 @@ def domain_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "models": [{"name": m, "base_url": f"http://127.0.0.1:{free_port()}/v1"} for m in models],
         },
         "routing": {
+            "embedding": EMBEDDING[request.param],
             "signals": {"domain": [{"name": name, "examples": texts} for name, texts in EXAMPLES.items()]},
             "decisions": [
                 {

