@@ -10,8 +10,9 @@ For each target (a routed decision, then a fusion decision):
 1. capacity C: a closed loop (routed: 32 clients; fusion: `max_fusion_runs` clients) for --measure s;
 2. unloaded p99: open loop at C/2 for --measure s;
 3. overload: open loop at 2·C for --duration s (30 by default). Reported: goodput (200s per second)
-   against C, p99 of the admitted requests against the unloaded p99, how fast refusals (503) come
-   back, other errors, Quorum's RSS before, at its peak and after;
+   against C, p99 of the admitted requests against the unloaded p99, how fast refusals (503: Quorum's
+   admission budgets, or Envoy's cap on open ext_proc streams, `router_overloaded`) come back, other
+   errors, Quorum's RSS before, at its peak and after;
 4. recovery: open loop at C/2 again right after: its p99 against the unloaded p99.
 
 A last phase runs fusion at 2·C(fusion) together with routed traffic at C(routed)/2 and reports the
@@ -37,6 +38,7 @@ from loadgen import add_layout_option, check_layout, cpu_seconds, dedicate_cpu
 from openloop import Pool, closed_loop, open_loop, publish, summary
 from reportlib import environment_lines, scan_logs, table
 
+from extproc.bootstrap.extproc_cluster import max_extproc_streams
 from extproc.dev.stack import Stack, find_envoy, free_port
 
 SECTION = "overload"
@@ -239,7 +241,13 @@ def render(
     lines = [
         "## Overload (open loop at 2x capacity)",
         "",
-        environment_lines(find_envoy(), {"admission": admission.model_dump_json()}),
+        environment_lines(
+            find_envoy(),
+            {
+                "admission": admission.model_dump_json(),
+                "ext_proc stream cap (Envoy)": str(max_extproc_streams(stack.config, stack.config.server.workers)),
+            },
+        ),
         "",
         f"One Quorum worker, Envoy `--concurrency 1`, fake backends with {args.latency_ms:.0f} ms latency and the load "
         f"generator (Python, asyncio, keep-alive HTTP/1.1); {layout}. **The machine was shared with "
