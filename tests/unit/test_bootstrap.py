@@ -640,6 +640,12 @@ def test_extproc_stream_cap(
     assert extproc_stream_cap(cfg, workers) == cap
 
 
+def test_extproc_host_health_changes_reach_the_load_balancer_at_once() -> None:
+    """A killed worker is ejected at once; Envoy's default 1 s merge window would hold that back."""
+    extproc = clusters(render(config(HTTPS_MODEL), workers=2))[EXTPROC_CLUSTER]
+    assert extproc["common_lb_config"]["update_merge_window"] == "0s"
+
+
 def test_shed_ext_proc_streams_are_openai_503s_with_the_admission_retry_after() -> None:
     cfg = config(HTTPS_MODEL, server={"admission": {"retry_after": 3}})
     mappers = hcm(render(cfg))["local_reply_config"]["mappers"]
