@@ -22,11 +22,15 @@ from urllib.parse import urlsplit
 import orjson
 
 from extproc.bootstrap.common import address, is_ip, seconds
+from extproc.bootstrap.model_clusters import tls_socket
 from extproc.config import Config, ModelConfig
 from extproc.config.fallbacks import routed_chains
+from extproc.config.server import UpstreamTls
 
+PREFIX = "fallback_"  # the name of every chain's route and cluster starts with it
 UPSTREAM_MODEL_HEADER = "x-quorum-upstream-model"
 METADATA = "quorum"
+TLS_MATCH = "envoy.transport_socket_match"  # endpoint metadata that picks its transport socket
 
 # `model` is the first key of a body Quorum rewrote (ChatRequest.with_model): replace its value.
 REWRITE_LUA = f"""
@@ -45,7 +49,8 @@ end
 
 def chain_clusters(config: Config) -> list[dict[str, Any]]:
     models = {m.name: m for m in config.providers.models}
-    return [_cluster(key, [models[n] for n in chain]) for key, (chain, _) in routed_chains(config).items()]
+    tls = config.envoy.tls
+    return [_cluster(key, [models[n] for n in chain], tls) for key, (chain, _) in routed_chains(config).items()]
 
 
 def chain_routes(config: Config, copy_back: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -82,7 +87,7 @@ def chain_routes(config: Config, copy_back: list[dict[str, Any]]) -> list[dict[s
             route["auto_host_rewrite"] = True  # each attempt's Host is its endpoint's hostname
         routes.append(
             {
-                "name": f"fallback_{key}",
+                "name": f"{PREFIX}{key}",
                 "match": {
                     "prefix": "/v1/",
                     "headers": [{"name": config.server.route_header, "string_match": {"exact": key}}],
@@ -95,10 +100,10 @@ def chain_routes(config: Config, copy_back: list[dict[str, Any]]) -> list[dict[s
 
 
 def _name(key: str) -> str:
-    return "fallback_" + key.replace(">", "__")
+    return PREFIX + key.replace(">", "__")
 
 
-def _cluster(key: str, chain: list[ModelConfig]) -> dict[str, Any]:
+def _cluster(key: str, chain: list[ModelConfig], tls_config: UpstreamTls) -> dict[str, Any]:
     hosts = [urlsplit(m.base_url) for m in chain]
     tls = hosts[0].scheme == "https"
     localities = []
@@ -107,8 +112,11 @@ def _cluster(key: str, chain: list[ModelConfig]) -> dict[str, Any]:
         endpoint: dict[str, Any] = {"address": address(host, parts.port or (443 if tls else 80))}
         if not is_ip(host):
             endpoint["hostname"] = host
-        metadata = {"name": model.name, "model": orjson.dumps(model.upstream_model).decode()}
-        entry = {"endpoint": endpoint, "metadata": {"filter_metadata": {METADATA: metadata}}}
+        provider_id = orjson.dumps(model.upstream_model).decode()
+        metadata: dict[str, Any] = {METADATA: {"name": model.name, "model": provider_id}}
+        if tls:
+            metadata[TLS_MATCH] = {"host": host}
+        entry = {"endpoint": endpoint, "metadata": {"filter_metadata": metadata}}
         localities.append({"priority": priority, "lb_endpoints": [entry]})
     copy_model = {
         "append": {
@@ -133,14 +141,12 @@ def _cluster(key: str, chain: list[ModelConfig]) -> dict[str, Any]:
             }
         },
     }
-    if tls:
-        cluster["transport_socket"] = {
-            "name": "envoy.transport_sockets.tls",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                "sni": hosts[0].hostname,
-            },
-        }
+    if tls:  # each endpoint verified like a model's own cluster, with its own SNI: a provider API key travels on it
+        names = list(dict.fromkeys(p.hostname or "" for p in hosts))
+        cluster["transport_socket"] = tls_socket(names[0], tls_config)  # never plaintext, whatever matches
+        cluster["transport_socket_matches"] = [
+            {"name": name, "match": {"host": name}, "transport_socket": tls_socket(name, tls_config)} for name in names
+        ]
     return cluster
 
 
