@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from extproc.bootstrap.common import address, is_ip, seconds
+from extproc.bootstrap.credentials import credential_headers_to_remove
 from extproc.bootstrap.model_clusters import tls_socket
 from extproc.config import Config, ModelConfig
 from extproc.config.fallbacks import routed_chains
@@ -85,17 +86,19 @@ def chain_routes(config: Config, copy_back: list[dict[str, Any]]) -> list[dict[s
             route["regex_rewrite"] = {"pattern": {"regex": "^/v1/"}, "substitution": f"{base_path}/"}
         if not all(is_ip(urlsplit(m.base_url).hostname or "") for m in (models[n] for n in chain)):
             route["auto_host_rewrite"] = True  # each attempt's Host is its endpoint's hostname
-        routes.append(
-            {
-                "name": f"{PREFIX}{key}",
-                "match": {
-                    "prefix": "/v1/",
-                    "headers": [{"name": config.server.route_header, "string_match": {"exact": key}}],
-                },
-                "route": route,
-                "response_headers_to_add": [*kept, answered],
-            }
-        )
+        entry: dict[str, Any] = {
+            "name": f"{PREFIX}{key}",
+            "match": {
+                "prefix": "/v1/",
+                "headers": [{"name": config.server.route_header, "string_match": {"exact": key}}],
+            },
+            "route": route,
+            "response_headers_to_add": [*kept, answered],
+        }
+        removed = credential_headers_to_remove(models[n] for n in chain)
+        if removed:
+            entry["request_headers_to_remove"] = removed
+        routes.append(entry)
     return routes
 
 
