@@ -80,7 +80,13 @@ def chain_routes(config: Config, copy_back: list[dict[str, Any]]) -> list[dict[s
                 },
             },
         }
-        route: dict[str, Any] = {"cluster": _name(key), "timeout": seconds(env.upstream_timeout), "retry_policy": retry}
+        route: dict[str, Any] = {
+            "cluster": _name(key),
+            "timeout": seconds(env.upstream_timeout),
+            "retry_policy": retry,
+            # As on a model's route: bounded by `timeout`, not by the listener's fusion_timeout cap.
+            "max_stream_duration": {"max_stream_duration": "0s"},
+        }
         base_path = urlsplit(first.base_url).path.rstrip("/")
         if base_path != "/v1":
             route["regex_rewrite"] = {"pattern": {"regex": "^/v1/"}, "substitution": f"{base_path}/"}

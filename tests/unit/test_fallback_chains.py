@@ -88,6 +88,10 @@ def test_envoy_gets_one_prioritised_cluster_and_route_per_chain():
     assert retry["retry_priority"]["name"] == "envoy.retry_priorities.previous_priorities"
     assert "retriable-status-codes" in retry["retry_on"] and retry["retriable_status_codes"] == [429]
     assert "fallback_demo-small__demo-coder" in clusters  # demo-small's own fallbacks
+    [model_route] = [r for r in routes if r["name"] == "model_demo-coder"]
+    # Routed like a model: its own timeout, not the cap on requests Quorum answers itself.
+    assert route["route"]["max_stream_duration"] == model_route["route"]["max_stream_duration"]
+    assert route["route"]["timeout"] == model_route["route"]["timeout"]
 
 
 @pytest.mark.parametrize(
