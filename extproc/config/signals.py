@@ -189,7 +189,7 @@ class EmbeddingEngineConfig(Strict):
     # the cascade: a static local model (wordllama-l2-supercat) that accepts a domain by itself when
     # its confidence reaches domain_first_stage_confidence; the rest goes to domain_model (unset: off)
     domain_first_stage: str | None = None
-    domain_first_stage_confidence: float = Field(0.85, gt=0.0, le=1.0)
+    domain_first_stage_confidence: float = Field(0.7, gt=0.0, le=1.0)
     max_tokens: int | None = Field(None, ge=8, le=512)  # local: tokens read per text (default: the model's)
     cache_size: int = Field(4096, ge=0)
     threads: int | None = Field(None, ge=1, le=64)  # inference threads (default: one per core)

@@ -15,6 +15,7 @@ is shared by the module (`semantic` fixture) so the model loads once.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import random
@@ -104,7 +105,8 @@ def report(capsys: pytest.CaptureFixture[str], text: str) -> None:
 # ---------------------------------------------------------------- domain routing (held-out acceptance)
 
 # The acceptance bar of issue #13: default settings, 4 examples per domain, the TEST split. When the
-# split was first run: on-topic 0.952 (100/105), off-topic 0.900 (54/60), so one more off-topic miss
+# split was first run: on-topic 0.952 (100/105), off-topic 0.900 (54/60); since the centring blend
+# (extproc.semantic.domains.CENTRE_DOMAINS) 0.943 (99/105) and 0.900, so one more off-topic miss
 # fails it (see docs/signals.md, "Domain routing, measured").
 MIN_ON_TOPIC = 0.90
 MIN_OFF_TOPIC = 0.90
@@ -199,6 +201,37 @@ async def test_heldout_domains_route_with_default_settings(
     record_property("heldout_on_topic", round(on_rate, 4))
     record_property("heldout_off_topic", round(off_rate, 4))
     assert on_rate >= MIN_ON_TOPIC and off_rate >= MIN_OFF_TOPIC, text
+
+
+async def test_heldout_routing_with_one_or_two_domains(
+    semantic: SemanticContext, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A first config often declares one or two domains ("coding" and nothing else). Over every 1-
+    and 2-domain subset of the examples, with default settings, the TEST split's prompts of the
+    declared domains reach them and the off-topic ones go to the default model: >= 90% on average,
+    and no subset under 75% (a floor against a degenerate case, not a target). Centring on the
+    domains' own mean alone sent every off-topic prompt to a domain here (0%): two centred
+    centroids point in opposite directions."""
+    examples = load_split("examples")
+    rows = []
+    for size in (1, 2):
+        for subset in itertools.combinations(examples, size):
+            chosen = {name: examples[name] for name in subset}
+            runtime = await runtime_for(domain_signals(chosen), [decision(n, "domain", n) for n in subset], semantic)
+            on, off, _ = await route_split(runtime, "test")
+            mine = [(want, got) for want, _, got in on if want in chosen]
+            rows.append(
+                (
+                    subset,
+                    sum(want == got for want, got in mine) / len(mine),
+                    sum(got is None for _, got in off) / len(off),
+                )
+            )
+    report(capsys, "\n".join(f"{'+'.join(s):>24}: on-topic {a:.1%}, off-topic {b:.1%}" for s, a, b in rows))
+    on_mean = sum(a for _, a, _ in rows) / len(rows)
+    off_mean = sum(b for _, _, b in rows) / len(rows)
+    assert on_mean >= MIN_ON_TOPIC and off_mean >= MIN_OFF_TOPIC, (on_mean, off_mean)
+    assert min(min(a, b) for _, a, b in rows) >= 0.75, rows
 
 
 async def test_heldout_confidence_rises_with_accuracy(
@@ -734,7 +767,10 @@ async def test_signals_explain_names_confused_examples(semantic: SemanticContext
     model = await build_domain_model(cfg.routing.signals.domain, semantic)
     reports = {r.name: r for r in model.explain()}
     assert [(text, other) for text, other, _, _ in reports["cooking"].confused] == [(misplaced, "finance")]
-    assert len(reports["cooking"].leave_one_out) == 5 and reports["law"].confused == []
+    assert len(reports["cooking"].leave_one_out) == 5
+    # Other domains' borderline examples may be listed (a law example about a deposit sits near
+    # finance), but only cooking is charged with the misplaced one.
+    assert all(text != misplaced for r in reports.values() if r.name != "cooking" for text, *_ in r.confused)
     text = format_reports(cfg, {"last_user": (model, list(reports.values()))})
     assert f"confused: {misplaced!r} is nearer finance" in text
 
