@@ -475,3 +475,10 @@ def test_deploy_manifests_renders_every_shipped_config(config: Path, tmp_path: P
     written = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.yaml")}
     has_files = {"istio/envoyfilter-fallbacks.yaml", "envoy-gateway/envoypatchpolicy-fallbacks.yaml"} <= written
     assert has_files == bool(chains)
+
+
+def test_an_output_that_cannot_be_written_is_one_line_not_a_traceback(tmp_path: Path, capsys) -> None:
+    (tmp_path / "out").write_text("a file, not a directory", encoding="utf-8")
+    assert main(["deploy-manifests", "--config", str(SOURCE), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
