@@ -85,7 +85,12 @@ def _cmd_deploy_manifests(args: argparse.Namespace) -> int:
     from extproc.manifests import Settings, write_manifests
 
     settings = Settings(namespace=args.namespace, image=args.image, replicas=args.replicas)
-    for path in write_manifests(Path(args.config), Path(args.output), settings):
+    try:
+        written = write_manifests(Path(args.config), Path(args.output), settings)
+    except OSError as exc:  # a config that cannot be read, an output that cannot be written: one line
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
         print(path)
     return 0
 

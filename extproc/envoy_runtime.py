@@ -7,6 +7,11 @@ bootstrap gives Envoy's admin), and from the next request on Envoy sends that mo
 through Quorum. Only leaving works this way: a model that may take the fast path again needs its
 route rendered from the new config, and a restarted Envoy starts from its rendered defaults.
 
+At start (`keep_off_at_start`, once per server) Quorum does the same for every model its config
+does not fast-path: an Envoy rendered from an earlier config, still running while Quorum restarts
+with one that guards a model, stops fast-pathing it. A key for a model that Envoy never rendered a
+fast route for is harmless.
+
 This reaches an Envoy on Quorum's host (the standalone bootstrap, `quorum demo`); an Envoy elsewhere
 (Istio or Envoy Gateway gateways, another host) keeps the route until its config is rendered and
 applied again, which the reload's warning says.
@@ -21,11 +26,12 @@ import urllib.request
 from collections.abc import Sequence
 
 from extproc.config import Config, split_host_port
-from extproc.policy.fastpath import runtime_key
+from extproc.policy.fastpath import in_use, kept_on_quorum, runtime_key
 
 log = logging.getLogger(__name__)
 
 TIMEOUT_SECONDS = 1.0  # a reload must not hang on an Envoy that is not there
+NO_ADMIN_LAYER = "No admin layer specified"  # Envoy's answer when its bootstrap has no fast path at all
 
 
 def admin_url(config: Config) -> str:
@@ -53,3 +59,26 @@ def take_off_fast_path(config: Config, models: Sequence[str]) -> tuple[tuple[str
     except (OSError, ValueError) as exc:
         return (), f"{admin} is not reachable from Quorum to take models off the fast path ({exc})"
     return tuple(models), ""
+
+
+def keep_off_at_start(config: Config) -> tuple[str, ...]:
+    """Take every model `config` keeps on Quorum off the fast path of the running Envoy, if any.
+
+    Best effort, logged: an Envoy rendered without any fast path (no admin runtime layer) needs
+    nothing; an unreachable admin is a warning when this config uses the fast path (as at reload),
+    and only noted otherwise (a mesh gateway's admin is never reachable from Quorum's pod)."""
+    models = kept_on_quorum(config)
+    taken_off, problem = take_off_fast_path(config, models)
+    if taken_off:
+        log.info("start: Envoy's fast path is off for %s (routed through Quorum)", ", ".join(taken_off))
+    elif NO_ADMIN_LAYER in problem:
+        log.debug("start: the Envoy at %s renders no fast path", config.envoy.admin)
+    elif problem:
+        level = logging.WARNING if in_use(config) else logging.INFO
+        log.log(
+            level,
+            "start: %s; an Envoy rendered from an earlier config may still route models this config keeps on "
+            "Quorum without it: run `quorum envoy-config` (or `quorum deploy-manifests`) and reload Envoy",
+            problem,
+        )
+    return taken_off

@@ -37,6 +37,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from extproc.admission import Admission
 from extproc.algorithms.serve import LocalAnswerer
 from extproc.config import Config, ConfigError, ConfigSource, split_host_port
+from extproc.envoy_runtime import keep_off_at_start
 from extproc.handler import LocalRunner, StreamHandler
 from extproc.models import ModelClient
 from extproc.pb import ep, ep_grpc
@@ -169,6 +170,9 @@ async def serve_forever(
         len(runtime.models),
         len(runtime.decisions),
     )
+    if worker == 0 and not restarts:  # once per server: every worker sits behind the same Envoy
+        # Now that Quorum answers, a model this config guards must leave an older Envoy's fast path.
+        await asyncio.to_thread(keep_off_at_start, config)
     reloader = Reloader(ConfigSource(source), holder, telemetry.metrics) if source else None
     watch = asyncio.ensure_future(reloader.run()) if reloader else None
     lifecycle.attach(reloader)

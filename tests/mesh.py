@@ -6,10 +6,14 @@ out (Istio: the ext_proc EnvoyFilter puts it back; Envoy Gateway: put back its w
 chain and enabled per route). The manifests' patches are then applied with the semantics of the
 operations they use, and only those:
 - Istio EnvoyFilter: HTTP_FILTER INSERT_BEFORE a sub-filter, HTTP_ROUTE INSERT_FIRST without a
-  route match (prepend to every virtual host), EnvoyFilters applied by ascending priority;
+  route match (prepend to every virtual host), CLUSTER ADD, EnvoyFilters applied by ascending
+  priority;
 - Envoy Gateway EnvoyPatchPolicy: RFC 6902 `add` on the Listener and the RouteConfiguration named
-  `<namespace>/<gateway>/<listener>`, whose HTTP connection manager sits in default_filter_chain.
-The result runs in a real Envoy, so the patched typed configs are checked by Envoy itself.
+  `<namespace>/<gateway>/<listener>`, whose HTTP connection manager sits in default_filter_chain,
+  and `add` at the empty path, which adds a whole new resource (a Cluster).
+The result runs in a real Envoy, so the patched typed configs are checked by Envoy itself. A cluster
+added by a patch resolves the models' Service names by DNS; here the cluster's DNS is stood in for
+(`kube_dns`): every `*.svc.cluster.local` name is loopback, where the test's backends listen.
 """
 
 from __future__ import annotations
@@ -51,6 +55,19 @@ def _rename_clusters(bootstrap: dict[str, Any], names: dict[str, str]) -> None:
                 target["cluster"] = names[target["cluster"]]
 
 
+def kube_dns(cluster: dict[str, Any]) -> dict[str, Any]:
+    """`cluster` with its Service host names resolved as the stand-in cluster DNS does (loopback)."""
+    cluster = copy.deepcopy(cluster)
+    for locality in cluster["load_assignment"]["endpoints"]:
+        for entry in locality["lb_endpoints"]:
+            socket = entry["endpoint"]["address"]["socket_address"]
+            if socket["address"].endswith(".svc.cluster.local"):
+                socket["address"] = "127.0.0.1"
+    if cluster.get("type") == "STRICT_DNS":
+        cluster["type"] = "STATIC"
+    return cluster
+
+
 def _without_ext_proc(base: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     gateway = copy.deepcopy(base)
     filters = hcm_of(gateway)["http_filters"]
@@ -66,6 +83,7 @@ def istio_gateway(base: dict[str, Any], mesh: Config, manifests: dict[str, str],
     names = {old: new for old, new in names.items() if new} | {EXTPROC_CLUSTER: cluster_name(mesh, settings)}
     _rename_clusters(gateway, names)
     filters = documents(manifests["istio/envoyfilter.yaml"])
+    filters += documents(manifests.get("istio/envoyfilter-fallbacks.yaml", ""))
     filters += documents(manifests.get("istio/envoyfilter-fast-path.yaml", ""))
     hcm = hcm_of(gateway)
     for envoy_filter in sorted(filters, key=lambda f: f["spec"].get("priority", 0)):
@@ -75,6 +93,8 @@ def istio_gateway(base: dict[str, Any], mesh: Config, manifests: dict[str, str],
                 before = patch["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"]
                 names_now = [f["name"] for f in hcm["http_filters"]]
                 hcm["http_filters"].insert(names_now.index(before), value)
+            elif patch["applyTo"] == "CLUSTER" and operation == "ADD":
+                gateway["static_resources"]["clusters"].append(kube_dns(value))
             elif patch["applyTo"] == "HTTP_ROUTE" and operation == "INSERT_FIRST":
                 assert "vhost" not in patch["match"]["routeConfiguration"], "only a route-free match is emulated"
                 for vhost in hcm["route_config"]["virtual_hosts"]:
@@ -101,12 +121,18 @@ def envoy_gateway(base: dict[str, Any], mesh: Config, manifests: dict[str, str],
             route.setdefault("typed_per_filter_config", {})[GATEWAY_EXT_PROC] = copy.deepcopy(enable)
     name = f"{settings.gateway_namespace}/{settings.gateway_name}/{settings.gateway_listener}"
     resources = {"Listener": listener, "RouteConfiguration": hcm["route_config"]}
-    for policy in documents(manifests.get("envoy-gateway/envoypatchpolicy-fast-path.yaml", "")):
+    policies = documents(manifests.get("envoy-gateway/envoypatchpolicy-fallbacks.yaml", ""))
+    policies += documents(manifests.get("envoy-gateway/envoypatchpolicy-fast-path.yaml", ""))
+    for policy in policies:
         for patch in policy["spec"]["jsonPatches"]:
-            assert patch["name"] == name, patch["name"]
-            operation = patch["operation"]
+            operation, kind = patch["operation"], patch["type"].rsplit(".", 1)[1]
             assert operation["op"] == "add", "only `add` is emulated"
-            json_patch_add(resources[patch["type"].rsplit(".", 1)[1]], operation["path"], operation["value"])
+            if operation["path"] == "":  # a whole new resource
+                assert kind == "Cluster" and patch["name"] == operation["value"]["name"], patch
+                gateway["static_resources"]["clusters"].append(kube_dns(operation["value"]))
+                continue
+            assert patch["name"] == name, patch["name"]
+            json_patch_add(resources[kind], operation["path"], operation["value"])
     return gateway
 
 

@@ -22,11 +22,16 @@ from urllib.parse import urlsplit
 import orjson
 
 from extproc.bootstrap.common import address, is_ip, seconds
+from extproc.bootstrap.credentials import credential_headers_to_remove
+from extproc.bootstrap.model_clusters import tls_socket
 from extproc.config import Config, ModelConfig
 from extproc.config.fallbacks import routed_chains
+from extproc.config.server import UpstreamTls
 
+PREFIX = "fallback_"  # the name of every chain's route and cluster starts with it
 UPSTREAM_MODEL_HEADER = "x-quorum-upstream-model"
 METADATA = "quorum"
+TLS_MATCH = "envoy.transport_socket_match"  # endpoint metadata that picks its transport socket
 
 # `model` is the first key of a body Quorum rewrote (ChatRequest.with_model): replace its value.
 REWRITE_LUA = f"""
@@ -45,7 +50,8 @@ end
 
 def chain_clusters(config: Config) -> list[dict[str, Any]]:
     models = {m.name: m for m in config.providers.models}
-    return [_cluster(key, [models[n] for n in chain]) for key, (chain, _) in routed_chains(config).items()]
+    tls = config.envoy.tls
+    return [_cluster(key, [models[n] for n in chain], tls) for key, (chain, _) in routed_chains(config).items()]
 
 
 def chain_routes(config: Config, copy_back: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -74,31 +80,39 @@ def chain_routes(config: Config, copy_back: list[dict[str, Any]]) -> list[dict[s
                 },
             },
         }
-        route: dict[str, Any] = {"cluster": _name(key), "timeout": seconds(env.upstream_timeout), "retry_policy": retry}
+        route: dict[str, Any] = {
+            "cluster": _name(key),
+            "timeout": seconds(env.upstream_timeout),
+            "retry_policy": retry,
+            # As on a model's route: bounded by `timeout`, not by the listener's fusion_timeout cap.
+            "max_stream_duration": {"max_stream_duration": "0s"},
+        }
         base_path = urlsplit(first.base_url).path.rstrip("/")
         if base_path != "/v1":
             route["regex_rewrite"] = {"pattern": {"regex": "^/v1/"}, "substitution": f"{base_path}/"}
         if not all(is_ip(urlsplit(m.base_url).hostname or "") for m in (models[n] for n in chain)):
             route["auto_host_rewrite"] = True  # each attempt's Host is its endpoint's hostname
-        routes.append(
-            {
-                "name": f"fallback_{key}",
-                "match": {
-                    "prefix": "/v1/",
-                    "headers": [{"name": config.server.route_header, "string_match": {"exact": key}}],
-                },
-                "route": route,
-                "response_headers_to_add": [*kept, answered],
-            }
-        )
+        entry: dict[str, Any] = {
+            "name": f"{PREFIX}{key}",
+            "match": {
+                "prefix": "/v1/",
+                "headers": [{"name": config.server.route_header, "string_match": {"exact": key}}],
+            },
+            "route": route,
+            "response_headers_to_add": [*kept, answered],
+        }
+        removed = credential_headers_to_remove(models[n] for n in chain)
+        if removed:
+            entry["request_headers_to_remove"] = removed
+        routes.append(entry)
     return routes
 
 
 def _name(key: str) -> str:
-    return "fallback_" + key.replace(">", "__")
+    return PREFIX + key.replace(">", "__")
 
 
-def _cluster(key: str, chain: list[ModelConfig]) -> dict[str, Any]:
+def _cluster(key: str, chain: list[ModelConfig], tls_config: UpstreamTls) -> dict[str, Any]:
     hosts = [urlsplit(m.base_url) for m in chain]
     tls = hosts[0].scheme == "https"
     localities = []
@@ -107,8 +121,11 @@ def _cluster(key: str, chain: list[ModelConfig]) -> dict[str, Any]:
         endpoint: dict[str, Any] = {"address": address(host, parts.port or (443 if tls else 80))}
         if not is_ip(host):
             endpoint["hostname"] = host
-        metadata = {"name": model.name, "model": orjson.dumps(model.upstream_model).decode()}
-        entry = {"endpoint": endpoint, "metadata": {"filter_metadata": {METADATA: metadata}}}
+        provider_id = orjson.dumps(model.upstream_model).decode()
+        metadata: dict[str, Any] = {METADATA: {"name": model.name, "model": provider_id}}
+        if tls:
+            metadata[TLS_MATCH] = {"host": host}
+        entry = {"endpoint": endpoint, "metadata": {"filter_metadata": metadata}}
         localities.append({"priority": priority, "lb_endpoints": [entry]})
     copy_model = {
         "append": {
@@ -133,14 +150,12 @@ def _cluster(key: str, chain: list[ModelConfig]) -> dict[str, Any]:
             }
         },
     }
-    if tls:
-        cluster["transport_socket"] = {
-            "name": "envoy.transport_sockets.tls",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                "sni": hosts[0].hostname,
-            },
-        }
+    if tls:  # each endpoint verified like a model's own cluster, with its own SNI: a provider API key travels on it
+        names = list(dict.fromkeys(p.hostname or "" for p in hosts))
+        cluster["transport_socket"] = tls_socket(names[0], tls_config)  # never plaintext, whatever matches
+        cluster["transport_socket_matches"] = [
+            {"name": name, "match": {"host": name}, "transport_socket": tls_socket(name, tls_config)} for name in names
+        ]
     return cluster
 
 

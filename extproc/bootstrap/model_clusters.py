@@ -39,11 +39,11 @@ def _model_cluster(model: ModelConfig, tls_config: UpstreamTls) -> dict[str, Any
         },
     }
     if tls:
-        cluster["transport_socket"] = _tls_socket(host, tls_config)
+        cluster["transport_socket"] = tls_socket(host, tls_config)
     return cluster
 
 
-def _tls_socket(host: str, tls: UpstreamTls) -> dict[str, Any]:
+def tls_socket(host: str, tls: UpstreamTls) -> dict[str, Any]:
     """TLS to an `https` backend: SNI, and (by default) the certificate checked against a CA bundle
     and the backend's host name, so a provider API key never goes to an impostor."""
     context: dict[str, Any] = {

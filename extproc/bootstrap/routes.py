@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from extproc.bootstrap.common import is_ip, seconds
+from extproc.bootstrap.credentials import credential_headers_to_remove
 from extproc.bootstrap.fallbacks import chain_routes
 from extproc.bootstrap.limits import request_body_buffer_limit
 from extproc.bootstrap.policy import fast_path_routes
@@ -13,9 +14,6 @@ from extproc.config import GUARDS_HEADER, Config, ModelConfig
 from extproc.policy import fastpath
 
 DEBUG_HEADERS = ("x-quorum-signals", "x-quorum-confidence")  # set only with observability.debug_headers
-# Headers that carry the client's credentials for the gateway (OpenAI-style bearer, Anthropic and
-# Azure style keys, Gemini's key, a proxy's credentials); a backend must not see them.
-CLIENT_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization")
 
 
 def route_config(config: Config) -> dict[str, Any]:
@@ -84,22 +82,10 @@ def _model_route(config: Config, model: ModelConfig, copy_back: list[dict[str, A
         "route": route,
         "response_headers_to_add": copy_back,
     }
-    removed = credential_headers_to_remove(model)
+    removed = credential_headers_to_remove([model])
     if removed:
         entry["request_headers_to_remove"] = removed
     return entry
-
-
-def credential_headers_to_remove(model: ModelConfig) -> list[str]:
-    """The client's credential headers, unless the operator forwards them to this model.
-
-    Envoy applies the removal after ext_proc, so a model with `api_key_env` keeps the
-    `authorization` Quorum set for it (its own key) and loses only the client's other headers.
-    """
-    if model.forward_client_auth:
-        return []
-    own_key = model.api_key_env is not None
-    return [name for name in CLIENT_CREDENTIAL_HEADERS if not (own_key and name == "authorization")]
 
 
 def unrouted_route() -> dict[str, Any]:

@@ -37,7 +37,7 @@ class ModelConfig(Strict):
     cluster: str | None = Field(None, pattern=CLUSTER_PATTERN)
     base_url: str
     api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    # The client's credential headers (bootstrap.routes.CLIENT_CREDENTIAL_HEADERS) reach this backend only
+    # The client's credential headers (bootstrap.credentials.CLIENT_CREDENTIAL_HEADERS) reach this backend only
     # when the operator opts in; api_key_env still replaces Authorization.
     forward_client_auth: bool = False
     supports_json_schema: bool = False

@@ -152,16 +152,19 @@ class Stack:
                     argv += ["--quirk", quirk]
                 self._spawn(f"fake-{model}", argv)
             if self.with_quorum:
-                argv = [py, "-m", "extproc", "serve", "--config", str(self.config_path)]
-                if self.workers:
-                    argv += ["--workers", str(self.workers)]
-                self._spawn("quorum", argv)
+                self._start_quorum()
             self._start_envoy()
             self.wait_ready(timeout)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _start_quorum(self) -> None:
+        argv = [sys.executable, "-m", "extproc", "serve", "--config", str(self.config_path)]
+        if self.workers:
+            argv += ["--workers", str(self.workers)]
+        self._spawn("quorum", argv)
 
     def _start_envoy(self) -> None:
         envoy_yaml = self.workdir / "envoy.yaml"
@@ -174,13 +177,24 @@ class Stack:
         operator applies a change that moves routes into or out of Envoy (the fast path); Quorum
         keeps running and picks the edit up by hot reload."""
         self.config = load_config(self.config_path)
-        for name, proc in [p for p in self.processes if p[0] == "envoy"]:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=10)
-            self.processes.remove((name, proc))
+        self._stop_process("envoy")
         self._start_envoy()
         self.wait_ready(timeout)
+
+    def restart_quorum(self, timeout: float = 30.0) -> None:
+        """Stop Quorum alone and start it again from the (edited) config file while Envoy keeps
+        running, as an operator restarts Quorum (or a new pod replaces it) behind the same Envoy."""
+        self.config = load_config(self.config_path)
+        self._stop_process("quorum")
+        self._start_quorum()
+        self.wait_ready(timeout)
+
+    def _stop_process(self, name: str) -> None:
+        for entry in [p for p in self.processes if p[0] == name]:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(entry[1].pid, signal.SIGTERM)
+            entry[1].wait(timeout=15)
+            self.processes.remove(entry)
 
     def wait_ready(self, timeout: float) -> None:
         """Wait until every process answers, failing as soon as one exits: a port another process

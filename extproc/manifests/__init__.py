@@ -35,12 +35,16 @@ def render_manifests(config_text: str, settings: Settings) -> dict[str, str]:
     }
     files["kubernetes/kustomization.yaml"] = _dump([kubernetes.kustomization(files)])
     files["istio/envoyfilter.yaml"] = _dump([istio.envoy_filter(config, settings)])
-    # The fast path in files of its own: deleting one turns it off on that gateway, Quorum unchanged.
-    fast_paths = {
+    # Patches of generated xDS, each in a file of its own and only when the config needs it. Deleting
+    # a fast-path file turns the fast path off on that gateway, Quorum unchanged; the fallback
+    # files are needed (without them a chained model's requests get the catch-all 404).
+    patches = {
+        "istio/envoyfilter-fallbacks.yaml": istio.fallback_filter(config, settings),
+        "envoy-gateway/envoypatchpolicy-fallbacks.yaml": envoy_gateway.fallback_policy(config, settings),
         "istio/envoyfilter-fast-path.yaml": istio.fast_path_filter(config, settings),
         "envoy-gateway/envoypatchpolicy-fast-path.yaml": envoy_gateway.fast_path_policy(config, settings),
     }
-    files.update({path: _dump([doc]) for path, doc in fast_paths.items() if doc is not None})
+    files.update({path: _dump([doc]) for path, doc in patches.items() if doc is not None})
     files["istio/destinationrule.yaml"] = _dump([istio.destination_rule(config, settings)])
     files["istio/virtualservice.yaml"] = _dump([istio.virtual_service(config, settings)])
     files["envoy-gateway/envoyextensionpolicy.yaml"] = _dump(envoy_gateway.objects(config, settings))

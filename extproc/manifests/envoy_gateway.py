@@ -1,7 +1,9 @@
 """Envoy Gateway: an EnvoyExtensionPolicy that attaches Quorum to a Gateway, and the ReferenceGrant
 that lets it point at the `quorum` Service in Quorum's namespace; the rendered model routes as an
-HTTPRoute; and, when the config turns the fast path on, an EnvoyPatchPolicy with the fast-path
-filters and routes of the standalone bootstrap.
+HTTPRoute; when the config has fallback chains, an EnvoyPatchPolicy that adds their clusters and
+routes (Envoy Gateway's own Backend fallback moves to another backend but cannot rewrite the body's
+`model` per attempt); and, when the config turns the fast path on, an EnvoyPatchPolicy with the
+fast-path filters and routes of the standalone bootstrap.
 
 Envoy Gateway writes the ext_proc filter itself from a smaller API, so this carries the settings
 that API has, read from the same config and the same filter `quorum envoy-config` renders. The
@@ -18,7 +20,7 @@ from extproc.bootstrap.listener import extproc_filter
 from extproc.bootstrap.policy import EXT_PROC, FAST_ROUTE_PREFIX
 from extproc.bootstrap.routes import route_config, unrouted_route
 from extproc.config import Config, ModelConfig, split_host_port
-from extproc.manifests import fast_path
+from extproc.manifests import fallbacks, fast_path
 from extproc.manifests.istio import in_cluster
 from extproc.manifests.settings import Settings
 
@@ -26,6 +28,9 @@ from extproc.manifests.settings import Settings
 _GATEWAY_API = "gateway.networking.k8s.io"
 _BODY_MODES = {"BUFFERED": "Buffered", "STREAMED": "Streamed", "FULL_DUPLEX_STREAMED": "FullDuplexStreamed"}
 _XDS = "type.googleapis.com/envoy.config"
+_LISTENER, _ROUTES, _CLUSTER = (
+    f"{_XDS}.{t}" for t in ("listener.v3.Listener", "route.v3.RouteConfiguration", "cluster.v3.Cluster")
+)
 # Where a plain HTTP Gateway listener keeps its HTTP connection manager in Envoy Gateway's xDS.
 HCM_PATH = "/default_filter_chain/filters/0/typed_config"
 
@@ -151,20 +156,49 @@ def fast_path_policy(config: Config, settings: Settings) -> dict[str, Any] | Non
     for route in routes:  # Envoy Gateway's ext_proc filter has a name of its own; per-route config is keyed by it
         per_filter = route["typed_per_filter_config"]
         per_filter[ext_proc_filter_name(settings)] = per_filter.pop(EXT_PROC)
-    name = f"{settings.gateway_namespace}/{settings.gateway_name}/{settings.gateway_listener}"
-    listener, route_table = f"{_XDS}.listener.v3.Listener", f"{_XDS}.route.v3.RouteConfiguration"
+    name = _listener_name(settings)
     patches = [
-        {"type": listener, "name": name, "operation": {"op": "add", "path": f"{HCM_PATH}/http_filters/0", "value": f}}
+        {"type": _LISTENER, "name": name, "operation": {"op": "add", "path": f"{HCM_PATH}/http_filters/0", "value": f}}
         for f in reversed(fast_path.filters(config))
     ]
-    patches += [
-        {"type": route_table, "name": name, "operation": {"op": "add", "path": "/virtual_hosts/0/routes/0", "value": r}}
-        for r in reversed(routes)
+    patches += _first_routes(settings, routes)
+    return _patch_policy(settings, f"{settings.name}-fast-path", patches)
+
+
+def fallback_policy(config: Config, settings: Settings) -> dict[str, Any] | None:
+    """The fallback chains on the Gateway, or None when the config has none: each chain's cluster
+    added as a new xDS resource (`add` at the empty path), each chain's route first in the
+    Gateway listener's virtual host, in the bootstrap's order. Those routes match only the chain's
+    exact `x-quorum-model`, which Quorum sets after the catch-all rule has enabled ext_proc."""
+    clusters = fallbacks.clusters(config)
+    if not clusters:
+        return None
+    patches = [
+        {"type": _CLUSTER, "name": c["name"], "operation": {"op": "add", "path": "", "value": c}} for c in clusters
     ]
+    patches += _first_routes(settings, fallbacks.routes(config))
+    return _patch_policy(settings, f"{settings.name}-fallbacks", patches)
+
+
+def _listener_name(settings: Settings) -> str:
+    """Envoy Gateway's name for the Gateway listener's Listener and RouteConfiguration."""
+    return f"{settings.gateway_namespace}/{settings.gateway_name}/{settings.gateway_listener}"
+
+
+def _first_routes(settings: Settings, routes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Patches that put `routes` first in the virtual host, in this order (each `add` at 0 goes above)."""
+    path = "/virtual_hosts/0/routes/0"
+    name = _listener_name(settings)
+    return [
+        {"type": _ROUTES, "name": name, "operation": {"op": "add", "path": path, "value": r}} for r in reversed(routes)
+    ]
+
+
+def _patch_policy(settings: Settings, name: str, patches: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "apiVersion": "gateway.envoyproxy.io/v1alpha1",
         "kind": "EnvoyPatchPolicy",
-        "metadata": settings.metadata(f"{settings.name}-fast-path", settings.gateway_namespace),
+        "metadata": settings.metadata(name, settings.gateway_namespace),
         "spec": {
             "targetRef": {"group": _GATEWAY_API, "kind": "Gateway", "name": settings.gateway_name},
             "type": "JSONPatch",

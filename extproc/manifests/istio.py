@@ -1,7 +1,8 @@
 """Istio: an EnvoyFilter that puts Quorum's ext_proc filter before the router of an ingress gateway,
 a DestinationRule with the same outlier detection as the rendered quorum_extproc cluster, the
-rendered model routes as a VirtualService and, when the config turns the fast path on, a second
-EnvoyFilter with the fast-path filters and routes of the standalone bootstrap.
+rendered model routes as a VirtualService, an EnvoyFilter with the fallback chains' clusters and
+routes when the config has chains (a VirtualService cannot express them) and, when the config
+turns the fast path on, one with the fast-path filters and routes of the standalone bootstrap.
 
 Istio builds the cluster for the `quorum` Service itself (`outbound|PORT||HOST`, HTTP/2 because the
 port's appProtocol is grpc) and keeps its endpoints to the ready pods, so readiness (gRPC health)
@@ -18,7 +19,7 @@ from extproc.bootstrap.listener import extproc_filter
 from extproc.bootstrap.policy import EXT_PROC, FAST_ROUTE_PREFIX
 from extproc.bootstrap.routes import route_config
 from extproc.config import Config, ModelConfig, split_host_port
-from extproc.manifests import fast_path
+from extproc.manifests import fallbacks, fast_path
 from extproc.manifests.settings import Settings
 
 _HCM = "envoy.filters.network.http_connection_manager"
@@ -63,16 +64,33 @@ def fast_path_filter(config: Config, settings: Settings) -> dict[str, Any] | Non
         {"applyTo": "HTTP_FILTER", "match": _before(EXT_PROC), "patch": _insert_before(value)}
         for value in fast_path.filters(config)
     ]
-    gateway = f"{settings.istio_namespace}/{settings.istio_gateway}"
-    patches += [
-        {
-            "applyTo": "HTTP_ROUTE",
-            "match": {"context": "GATEWAY", "routeConfiguration": {"gateway": gateway}},
-            "patch": {"operation": "INSERT_FIRST", "value": route},
-        }
-        for route in reversed(routes)
-    ]
+    patches += [_first_route(settings, route) for route in reversed(routes)]
     return _envoy_filter(settings, f"{settings.name}-fast-path", patches, priority=FAST_PATH_PRIORITY)
+
+
+def fallback_filter(config: Config, settings: Settings) -> dict[str, Any] | None:
+    """The fallback chains on the gateway, or None when the config has none: each chain's cluster
+    added (CLUSTER ADD) and each chain's route at the top of every virtual host of the Gateway's
+    route configurations, like the fast-path routes. Their matches (the chain's exact
+    `x-quorum-model`) meet no other route's, so their place above the VirtualService's is safe."""
+    clusters = fallbacks.clusters(config)
+    if not clusters:
+        return None
+    patches = [
+        {"applyTo": "CLUSTER", "match": {"context": "GATEWAY"}, "patch": {"operation": "ADD", "value": cluster}}
+        for cluster in clusters
+    ]
+    patches += [_first_route(settings, route) for route in reversed(fallbacks.routes(config))]
+    return _envoy_filter(settings, f"{settings.name}-fallbacks", patches)
+
+
+def _first_route(settings: Settings, route: dict[str, Any]) -> dict[str, Any]:
+    gateway = f"{settings.istio_namespace}/{settings.istio_gateway}"
+    return {
+        "applyTo": "HTTP_ROUTE",
+        "match": {"context": "GATEWAY", "routeConfiguration": {"gateway": gateway}},
+        "patch": {"operation": "INSERT_FIRST", "value": route},
+    }
 
 
 def _envoy_filter(
@@ -159,6 +177,8 @@ def virtual_service(config: Config, settings: Settings) -> dict[str, Any]:
             continue
         if route["name"].startswith(FAST_ROUTE_PREFIX):
             continue  # matched on metadata, which a VirtualService cannot express: fast_path_filter patches them in
+        if fallbacks.is_chain_route(route):
+            continue  # to a cluster of its own, which a VirtualService cannot name: fallback_filter patches them in
         model = models[route["route"]["cluster"]]
         if not in_cluster(model):
             continue

@@ -80,6 +80,18 @@ def describe(config: Config) -> list[str]:
     return lines
 
 
+def kept_on_quorum(config: Config) -> tuple[str, ...]:
+    """Every configured model `config` does not fast-path (policy, opted out, or never opted in)."""
+    fast = plan(config).models
+    return tuple(m.name for m in config.providers.models if m.name not in fast)
+
+
+def in_use(config: Config) -> bool:
+    """Whether `config` opts any model into the fast path (taken or kept off by policy)."""
+    chosen = plan(config)
+    return bool(chosen.models or chosen.excluded)
+
+
 def leaving(running: Config, candidate: Config) -> tuple[str, ...]:
     """Fast-path models of `running` that `candidate` keeps on Quorum (policy added, opted out, removed)."""
     after = plan(candidate).models

@@ -23,6 +23,7 @@ from builders import PORT_KEYS, config_text
 from extproc.dev.stack import Stack, free_port
 
 TLS_HOST = "127.0.0.2"
+FALLBACK_HOST = "127.0.0.3"
 ANSWER = {
     "id": "chatcmpl-tls",
     "object": "chat.completion",
@@ -53,9 +54,19 @@ def ca() -> trustme.CA:
 
 @pytest.fixture(scope="module")
 def tls_backend(ca: trustme.CA) -> Iterator[int]:
+    yield from _serve_tls(ca, TLS_HOST)
+
+
+@pytest.fixture(scope="module")
+def fallback_tls_backend(ca: trustme.CA) -> Iterator[int]:
+    yield from _serve_tls(ca, FALLBACK_HOST)
+
+
+def _serve_tls(ca: trustme.CA, host: str) -> Iterator[int]:
+    """A TLS backend on `host` with a certificate for that address only, signed by `ca`."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert(TLS_HOST).configure_cert(context)
-    server = ThreadingHTTPServer((TLS_HOST, 0), _Answer)
+    ca.issue_cert(host).configure_cert(context)
+    server = ThreadingHTTPServer((host, 0), _Answer)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -66,10 +77,16 @@ def tls_backend(ca: trustme.CA) -> Iterator[int]:
         server.server_close()
 
 
-def tls_stack(workdir: Path, backend_port: int, tls: dict[str, Any]) -> Stack:
+def tls_stack(workdir: Path, backend_port: int, tls: dict[str, Any], fallback_port: int | None = None) -> Stack:
+    """demo-small on the TLS backend; with `fallback_port`, demo-small falls back to demo-coder on the
+    second TLS backend (another host, so another certificate and SNI on the same chain cluster)."""
     ports = {key: free_port() for key in PORT_KEYS}
     cfg = yaml.safe_load(config_text(**ports))
-    cfg["providers"]["models"][0]["base_url"] = f"https://{TLS_HOST}:{backend_port}/v1"  # demo-small
+    small, coder = cfg["providers"]["models"][:2]
+    small["base_url"] = f"https://{TLS_HOST}:{backend_port}/v1"
+    if fallback_port is not None:
+        small["fallbacks"] = [coder["name"]]
+        coder["base_url"] = f"https://{FALLBACK_HOST}:{fallback_port}/v1"
     cfg["envoy"]["tls"] = tls
     path = workdir / "quorum.yaml"
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
@@ -104,3 +121,24 @@ def test_verification_can_be_turned_off(tmp_path: Path, tls_backend: int) -> Non
     with tls_stack(tmp_path, tls_backend, {"verify": False}) as stack:
         response = ask(stack)
     assert response.status_code == 200, response.text
+
+
+def test_a_fallback_chain_verifies_each_backend_by_its_own_name(
+    tmp_path: Path, ca: trustme.CA, fallback_tls_backend: int
+) -> None:
+    """demo-small's backend is down, so the chain's second priority (another host) answers, over TLS
+    checked against the CA and that host's own name (a certificate for the first host would not do)."""
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    down = free_port()
+    with tls_stack(tmp_path, down, {"ca_bundle": str(ca_file)}, fallback_port=fallback_tls_backend) as stack:
+        response = ask(stack)
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == "over tls"
+    assert response.headers["x-quorum-model"] == "demo-coder"
+
+
+def test_a_fallback_chain_refuses_an_unknown_ca(tmp_path: Path, fallback_tls_backend: int) -> None:
+    with tls_stack(tmp_path, free_port(), {}, fallback_port=fallback_tls_backend) as stack:
+        response = ask(stack)
+    assert response.status_code == 503, response.text

@@ -50,6 +50,8 @@ def test_overloaded_first_model_falls_over_to_the_next(fallback_stack, status):
     [answered] = backend_requests(fallback_stack, "demo-coder")
     assert answered["body"]["model"] == "coder-v1"  # rewritten for the backend that answered
     assert answered["body"]["messages"] == [{"role": "user", "content": "hello"}]
+    for seen in (tried, answered):  # the client's key is the gateway's, never a backend's
+        assert "authorization" not in seen["headers"] and "x-api-key" not in seen["headers"]
 
 
 def test_first_model_that_times_out_falls_over_to_the_next(fallback_stack):

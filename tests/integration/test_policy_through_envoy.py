@@ -6,10 +6,12 @@ key to a client id (as ext_authz would); the rendered config strips any client-s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -184,33 +186,58 @@ def test_client_routing_header_with_a_body_that_is_not_json_never_selects_a_rout
     assert_not_json_reaches_no_model(fast_stack, fast_stack.envoy_url)
 
 
+@contextlib.contextmanager
+def small_guard_added(stack: Stack, ports: dict[str, int], restore: Callable[[], None]) -> Iterator[openai.OpenAI]:
+    """demo-small is fast-pathed; the config file then guards it. On the way out the original file is
+    back, `restore` makes Quorum take it, and Envoy is rendered again, for any test after this one."""
+    client = sdk(stack)
+    before = client.chat.completions.with_raw_response.create(model="demo-small", messages=ask(ATTACK))
+    assert before.headers["x-quorum-decision"] == "fast_path"  # no guard yet: nothing stops it
+    original = stack.config_path.read_text(encoding="utf-8")
+    guarded = config_text(max_body=MAX_BODY, envoy_extra=FAST, extra=SMALL_GUARD, **ports)
+    stack.config_path.write_text(guarded, encoding="utf-8")
+    try:
+        yield client
+    finally:
+        stack.config_path.write_text(original, encoding="utf-8")
+        restore()
+        stack.restart_envoy()
+
+
+def assert_small_guarded_and_coder_fast(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="demo-small", messages=ask(ATTACK))
+    assert info.value.code == "content_policy_violation"
+    coder = client.chat.completions.with_raw_response.create(model="demo-coder", messages=ask(ATTACK))
+    assert coder.headers["x-quorum-decision"] == "fast_path"  # the guard does not cover demo-coder
+
+
 def test_a_model_that_gains_a_guard_leaves_the_fast_path_after_a_reload(fast_stack, fast_ports):
     """Quorum hot-reloads the edited config (SIGHUP) and turns the model's fast-path route off in the
     running Envoy (runtime key through the admin endpoint): no re-render, no Envoy restart. Rendering
     Envoy's config again later gives the same routing."""
-    client = sdk(fast_stack)
-    before = client.chat.completions.with_raw_response.create(model="demo-small", messages=ask(ATTACK))
-    assert before.headers["x-quorum-decision"] == "fast_path"  # no guard yet: nothing stops it
-    original = fast_stack.config_path.read_text(encoding="utf-8")
-    fast_stack.config_path.write_text(
-        config_text(max_body=MAX_BODY, envoy_extra=FAST, extra=SMALL_GUARD, **fast_ports), encoding="utf-8"
-    )
-    try:
-        fast_stack.signal("quorum", signal.SIGHUP)
+    reload = partial(fast_stack.signal, "quorum", signal.SIGHUP)
+    with small_guard_added(fast_stack, fast_ports, restore=reload) as client:
+        reload()
         metrics = f"http://127.0.0.1:{fast_ports['metrics_port']}/metrics"
         deadline = time.monotonic() + 20
         while "quorum_config_generation 2.0" not in httpx.get(metrics).text:
             assert time.monotonic() < deadline, "Quorum did not reload the edited config"
             time.sleep(0.1)
-        for restarted in (False, True):  # the running Envoy, then one rendered from the edited config
-            if restarted:
-                fast_stack.restart_envoy()
-            with pytest.raises(openai.BadRequestError) as info:
-                client.chat.completions.create(model="demo-small", messages=ask(ATTACK))
-            assert info.value.code == "content_policy_violation"
-            coder = client.chat.completions.with_raw_response.create(model="demo-coder", messages=ask(ATTACK))
-            assert coder.headers["x-quorum-decision"] == "fast_path"  # the guard does not cover demo-coder
-    finally:  # leave the module's stack as it was for any test after this one
-        fast_stack.config_path.write_text(original, encoding="utf-8")
-        fast_stack.signal("quorum", signal.SIGHUP)
+        assert_small_guarded_and_coder_fast(client)  # the running Envoy
         fast_stack.restart_envoy()
+        assert_small_guarded_and_coder_fast(client)  # one rendered from the edited config
+
+
+def test_a_model_guarded_when_quorum_restarts_leaves_the_running_envoys_fast_path(fast_stack, fast_ports):
+    """Envoy keeps running with demo-small fast-pathed; Quorum restarts from a config that guards it.
+    At start Quorum turns that model's fast-path route off in the running Envoy (runtime key through
+    the admin endpoint), so its requests meet the guard; demo-coder, unguarded, stays on the fast path."""
+    with small_guard_added(fast_stack, fast_ports, restore=fast_stack.restart_quorum) as client:
+        fast_stack.restart_quorum()
+        runtime = f"{fast_stack.admin_url}/runtime"
+        deadline = time.monotonic() + 20  # Quorum answers first, then tells Envoy
+        while httpx.get(runtime).json()["entries"].get("quorum.fast_path.demo-small", {}).get("final_value") != "0":
+            assert time.monotonic() < deadline, "Quorum did not take demo-small off Envoy's fast path at start"
+            time.sleep(0.1)
+        assert_small_guarded_and_coder_fast(client)

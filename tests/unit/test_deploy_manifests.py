@@ -30,6 +30,8 @@ DEPLOY = REPO / "deploy"
 SOURCE = DEPLOY / "config.yaml"
 CONFIG = load_config(SOURCE)
 KUBERNETES_VERSION = "1.33"
+CHAIN = "modelRefs: [{model: coder}, {model: small}]"  # the shipped example's one fallback chain
+NO_CHAIN = "modelRefs: [{model: coder}]"
 
 
 def documents(relative: str) -> list[dict[str, Any]]:
@@ -93,9 +95,11 @@ def test_the_istio_routes_are_the_rendered_routes_for_in_cluster_models() -> Non
 
 
 def test_a_model_base_path_becomes_an_istio_rewrite() -> None:
-    text = SOURCE.read_text(encoding="utf-8").replace(
-        "vllm-coder.models.svc.cluster.local:8000/v1", "vllm-coder.models.svc.cluster.local:8000/openai/v1"
-    )
+    text = (
+        SOURCE.read_text(encoding="utf-8")
+        .replace("vllm-coder.models.svc.cluster.local:8000/v1", "vllm-coder.models.svc.cluster.local:8000/openai/v1")
+        .replace(CHAIN, NO_CHAIN)
+    )  # a chain's models must share their base path
     files = render_manifests(text, Settings())
     service = yaml.safe_load(files["istio/virtualservice.yaml"])
     coder = next(r for r in service["spec"]["http"] if r["name"] == "model-coder")
@@ -355,7 +359,7 @@ def test_the_istio_fast_path_is_the_bootstraps_filters_and_routes_on_istios_clus
 
 def test_the_envoy_gateway_fast_path_is_the_bootstraps_filters_and_routes_on_its_clusters() -> None:
     filters, routes = _bootstrap_fast_path()
-    (policy,) = by_kind("EnvoyPatchPolicy")
+    (policy,) = [p for p in by_kind("EnvoyPatchPolicy") if p["metadata"]["name"] == "quorum-fast-path"]
     assert policy["metadata"]["namespace"] == "envoy-gateway-system"  # the Gateway's own namespace
     assert policy["spec"]["targetRef"] == {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "eg"}
     patches = policy["spec"]["jsonPatches"]
@@ -382,10 +386,13 @@ def test_the_envoy_gateway_fast_path_is_the_bootstraps_filters_and_routes_on_its
 
 
 @pytest.mark.parametrize("gateway", ["istio", "envoy-gateway"])
-def test_envoy_accepts_each_gateway_with_the_fast_path_patches_applied(gateway: str, tmp_path: Path) -> None:
+def test_envoy_accepts_each_gateway_with_the_fast_path_and_fallback_patches_applied(
+    gateway: str, tmp_path: Path
+) -> None:
     """The patches applied with each gateway's semantics (tests/mesh.py) to a stand-in for its generated
-    config: the fast-path filters run before ext_proc and the fast routes come first, and Envoy takes it."""
-    base = render(parse_config(_text("false")))
+    config (no fast path, no chain): the fast-path filters run before ext_proc, the fast routes come
+    first, then the chain's, and Envoy takes it."""
+    base = render(parse_config(_text("false").replace(CHAIN, NO_CHAIN)))
     manifests = render_manifests(SOURCE.read_text(encoding="utf-8"), Settings())
     apply = istio_gateway if gateway == "istio" else envoy_gateway
     patched = apply(base, CONFIG, manifests, Settings())
@@ -394,7 +401,84 @@ def test_envoy_accepts_each_gateway_with_the_fast_path_patches_applied(gateway: 
     assert names[:2] == list(FAST_FILTERS)
     assert names[2].startswith("envoy.filters.http.ext_proc") and names[3] == "envoy.filters.http.router"
     routes = [r["name"] for r in hcm["route_config"]["virtual_hosts"][0]["routes"]]
-    assert routes[:3] == ["fast_small", "fast_coder", "model_small"]
+    assert routes[:4] == ["fast_small", "fast_coder", "fallback_coder>small", "model_small"]
+    clusters = [c["name"] for c in patched["static_resources"]["clusters"]]
+    assert clusters.count("fallback_coder__small") == 1
     out = tmp_path / f"{gateway}.yaml"
     out.write_text(yaml.safe_dump(patched), encoding="utf-8")
     envoy_validate(out)
+
+
+# ---------------------------------------------------------------- fallback chains
+
+
+def _bootstrap_chains() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    bootstrap = render(CONFIG)
+    clusters = [c for c in bootstrap["static_resources"]["clusters"] if c["name"].startswith("fallback_")]
+    routes = hcm_of(bootstrap)["route_config"]["virtual_hosts"][0]["routes"]
+    return clusters, [r for r in routes if r["name"].startswith("fallback_")]
+
+
+def test_the_shipped_example_has_a_chain_and_the_mesh_files_for_it() -> None:
+    clusters, routes = _bootstrap_chains()
+    assert [c["name"] for c in clusters] == ["fallback_coder__small"]
+    assert [r["name"] for r in routes] == ["fallback_coder>small"]
+    # Neither the VirtualService nor the HTTPRoute can name the chain's cluster: the patches carry it.
+    (service,) = by_kind("VirtualService")
+    assert [r["name"] for r in service["spec"]["http"]] == ["model-small", "model-coder", "unrouted"]
+    (http_route,) = by_kind("HTTPRoute")
+    assert all("coder>small" not in str(rule) for rule in http_route["spec"]["rules"])
+
+
+def test_the_istio_fallbacks_are_the_bootstraps_chain_clusters_and_routes() -> None:
+    clusters, routes = _bootstrap_chains()
+    (envoy_filter,) = [f for f in by_kind("EnvoyFilter") if f["metadata"]["name"] == "quorum-fallbacks"]
+    patches = envoy_filter["spec"]["configPatches"]
+    added = [p for p in patches if p["applyTo"] == "CLUSTER"]
+    assert [p["patch"] for p in added] == [{"operation": "ADD", "value": c} for c in clusters]
+    assert {p["match"]["context"] for p in patches} == {"GATEWAY"}
+    route_patches = [p for p in patches if p["applyTo"] == "HTTP_ROUTE"]
+    assert [p["patch"]["value"] for p in reversed(route_patches)] == routes  # INSERT_FIRST: listed last-first
+    assert {p["patch"]["operation"] for p in route_patches} == {"INSERT_FIRST"}
+    assert {p["match"]["routeConfiguration"]["gateway"] for p in route_patches} == {"istio-system/llm-gateway"}
+
+
+def test_the_envoy_gateway_fallbacks_are_the_bootstraps_chain_clusters_and_routes() -> None:
+    clusters, routes = _bootstrap_chains()
+    (policy,) = [p for p in by_kind("EnvoyPatchPolicy") if p["metadata"]["name"] == "quorum-fallbacks"]
+    assert policy["spec"]["targetRef"] == {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "eg"}
+    patches = policy["spec"]["jsonPatches"]
+    added = [p for p in patches if p["type"].endswith("cluster.v3.Cluster")]
+    # Envoy Gateway adds a whole resource for `add` at the empty path.
+    assert [(p["name"], p["operation"]) for p in added] == [
+        (c["name"], {"op": "add", "path": "", "value": c}) for c in clusters
+    ]
+    route_patches = [p for p in patches if p["type"].endswith("RouteConfiguration")]
+    assert [p["operation"]["value"] for p in reversed(route_patches)] == routes
+    assert {(p["name"], p["operation"]["path"]) for p in route_patches} == {
+        ("envoy-gateway-system/eg/http", "/virtual_hosts/0/routes/0")
+    }
+
+
+def test_no_fallback_files_without_a_chain() -> None:
+    files = render_manifests(_text().replace(CHAIN, NO_CHAIN), Settings())
+    assert not {"istio/envoyfilter-fallbacks.yaml", "envoy-gateway/envoypatchpolicy-fallbacks.yaml"} & set(files)
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "config").glob("*.yaml")), ids=lambda p: p.name)
+def test_deploy_manifests_renders_every_shipped_config(config: Path, tmp_path: Path, capsys) -> None:
+    """Any exception (a traceback for the operator) fails; config/demo.yaml has a chain."""
+    assert main(["deploy-manifests", "--config", str(config), "--output", str(tmp_path)]) == 0, capsys.readouterr()
+    chains = [
+        c for c in render(load_config(config))["static_resources"]["clusters"] if c["name"].startswith("fallback_")
+    ]
+    written = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.yaml")}
+    has_files = {"istio/envoyfilter-fallbacks.yaml", "envoy-gateway/envoypatchpolicy-fallbacks.yaml"} <= written
+    assert has_files == bool(chains)
+
+
+def test_an_output_that_cannot_be_written_is_one_line_not_a_traceback(tmp_path: Path, capsys) -> None:
+    (tmp_path / "out").write_text("a file, not a directory", encoding="utf-8")
+    assert main(["deploy-manifests", "--config", str(SOURCE), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err

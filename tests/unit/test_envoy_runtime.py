@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-from builders import config_text
+from builders import config_text, jailbreak_guard
 
 from extproc.config import parse_config
-from extproc.envoy_runtime import admin_url, take_off_fast_path
+from extproc.envoy_runtime import admin_url, keep_off_at_start, take_off_fast_path
 
 
 class _Admin(BaseHTTPRequestHandler):
@@ -76,3 +77,42 @@ def test_an_unreachable_admin_is_reported_not_raised() -> None:
 def test_admin_url(admin_listen: str, url: str) -> None:
     text = config_text().replace("admin: 127.0.0.1:1", f'admin: "{admin_listen}"')
     assert admin_url(parse_config(text)) == url
+
+
+FAST = "  fast_path: true\n"
+
+
+def test_at_start_every_model_the_config_keeps_on_quorum_leaves_the_fast_path(admin) -> None:
+    """demo-small is guarded, demo-large has an API key: both off; demo-coder is fast-pathed: left alone."""
+    config = parse_config(config_text(admin_port=admin.port, envoy_extra=FAST, extra=jailbreak_guard("demo-small")))
+    assert keep_off_at_start(config) == ("demo-small", "demo-large")
+    assert admin.seen == ["/runtime_modify?quorum.fast_path.demo-small=0&quorum.fast_path.demo-large=0"]
+
+
+def test_at_start_models_never_opted_in_leave_it_too(admin) -> None:
+    """An Envoy rendered from an earlier config may have fast-pathed a model this config opts out."""
+    assert keep_off_at_start(parse_config(config_text(admin_port=admin.port))) == (
+        "demo-small",
+        "demo-coder",
+        "demo-large",
+    )
+
+
+@pytest.mark.parametrize(
+    ("envoy_extra", "level"), [(FAST, logging.WARNING), ("", logging.INFO)], ids=["fast-path-on", "fast-path-off"]
+)
+def test_at_start_an_unreachable_admin_warns_only_when_the_config_uses_the_fast_path(
+    envoy_extra: str, level: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="extproc.envoy_runtime")
+    assert keep_off_at_start(parse_config(config_text(admin_port=1, envoy_extra=envoy_extra))) == ()
+    (record,) = caplog.records
+    assert record.levelno == level
+    assert "not reachable from Quorum" in record.getMessage() and "quorum envoy-config" in record.getMessage()
+
+
+def test_at_start_an_envoy_without_any_fast_path_is_not_a_warning(admin, caplog: pytest.LogCaptureFixture) -> None:
+    admin.status = 503  # Envoy's answer when its bootstrap has no admin runtime layer (no fast path rendered)
+    caplog.set_level(logging.DEBUG, logger="extproc.envoy_runtime")
+    assert keep_off_at_start(parse_config(config_text(admin_port=admin.port, envoy_extra=FAST))) == ()
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG]

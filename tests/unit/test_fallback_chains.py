@@ -88,3 +88,24 @@ def test_envoy_gets_one_prioritised_cluster_and_route_per_chain():
     assert retry["retry_priority"]["name"] == "envoy.retry_priorities.previous_priorities"
     assert "retriable-status-codes" in retry["retry_on"] and retry["retriable_status_codes"] == [429]
     assert "fallback_demo-small__demo-coder" in clusters  # demo-small's own fallbacks
+    [model_route] = [r for r in routes if r["name"] == "model_demo-coder"]
+    # Routed like a model: its own timeout, not the cap on requests Quorum answers itself.
+    assert route["route"]["max_stream_duration"] == model_route["route"]["max_stream_duration"]
+    assert route["route"]["timeout"] == model_route["route"]["timeout"]
+
+
+@pytest.mark.parametrize(
+    ("opted_in", "authorization_removed"), [((), True), (("demo-small",), True), (("demo-small", "demo-coder"), False)]
+)
+def test_a_chain_route_forwards_client_credentials_only_if_every_model_takes_them(opted_in, authorization_removed):
+    text = with_fallbacks(config_text())
+    for name in opted_in:
+        cluster = name.replace("demo-", "demo_")
+        text = text.replace(f"cluster: {cluster}\n", f"cluster: {cluster}\n      forward_client_auth: true\n")
+    routes = render(parse_config(text))["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"
+    ]["route_config"]["virtual_hosts"][0]["routes"]
+    [route] = [r for r in routes if r["name"] == "fallback_demo-small>demo-coder"]
+    removed = route.get("request_headers_to_remove", [])
+    assert ("authorization" in removed) is authorization_removed
+    assert ("x-api-key" in removed) is authorization_removed
