@@ -1309,7 +1309,8 @@ def render(r: dict[str, Any], args: argparse.Namespace, wrk: str, elapsed: float
         f"{max(refs.values()):.1f} ms at the run's checkpoints ("
         + ", ".join(f"{k} {v:.1f}" for k, v in refs.items())
         + "). One inference uses "
-        f"{engine['threads']} onnxruntime intra-op threads (the default: the CPU count, at most 4; spinning off), "
+        f"{engine['threads']} onnxruntime intra-op threads (the default: the CPU count, at most 4; they spin "
+        "within an inference and stop at its end), "
         "so it is the first thing to slow down when anything else runs. Compare rows of one run (interleaved or "
         "back to back), not runs.",
         f"- **Added latency** is essentially one embedding: in-process `SignalSet.evaluate` takes "
@@ -1319,7 +1320,7 @@ def render(r: dict[str, Any], args: argparse.Namespace, wrk: str, elapsed: float
         f"is {TARGET_ADDED_P50_MS:g} ms against {ev['miss']['p50']:.1f} ms for the bare inference in-process, so on "
         "this box it passes or fails with the load of the host and of the other jobs. "
         f"Quorum spends {cpu['semantic']:.1f} ms of CPU per semantic request vs {cpu['keyword']:.2f} ms per keyword "
-        f"one: {cpu_per_wall:.1f}x the latency the embedding adds (the intra-op threads do not spin). "
+        f"one: {cpu_per_wall:.1f}x the latency the embedding adds. "
         "A cache hit costs "
         f"{ev['hit']['p50'] * 1e3:.0f} µs in-process and is lost in the noise through Envoy; a one-line prompt "
         f"embeds in {ev['short']['p50']:.1f} ms. Interleaved on the same prompts in the same process, one "
@@ -1388,7 +1389,8 @@ def render(r: dict[str, Any], args: argparse.Namespace, wrk: str, elapsed: float
         f"releases the GIL, but took {gil['batch_ms']:.2f} ms here). So each semantic request can stall the event "
         "loop for its tokenisation; onnxruntime's `run` (line 393) does release the GIL.",
         "- `LocalEmbeddingEngine`: the intra-op thread count defaults to every core (at most 4; "
-        f"{engine['threads']} here; `routing.embedding.threads` sets it), spinning off, so on a small sidecar an "
+        f"{engine['threads']} here; `routing.embedding.threads` sets it), spinning within a run only, "
+        "so on a small sidecar an "
         "inference still competes with Envoy and with Quorum's own event loop for every core while it runs. "
         "The in-process variants above show what fewer threads or a lower priority would buy: "
         + (

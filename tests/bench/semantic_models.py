@@ -341,7 +341,8 @@ def render(results: list[tuple[tuple[str, int | None, str], dict[str, Any]]], el
             "",
             "*nearest*: the nearest domain is right (no rejection); *on-topic*: routed to its domain; "
             "*off-topic*: sent to the default model. dev was tuned on, test is held out. Latency: one "
-            f"embedding in-process with {first['threads']} intra-op threads, spinning off, p50 over distinct "
+            f"embedding in-process with {first['threads']} intra-op threads (spinning within a run only), "
+            "p50 over distinct "
             "texts (wordllama: no threads, the calling thread); CPU/wall is process CPU time over wall time "
             "(for wordllama's ~0.05 ms calls it is at the clock's resolution: measured over 2,000 calls in a row "
             "it is 1.0x). RSS: what loading the engine added. The rows "
