@@ -19,6 +19,7 @@ applied again, which the reload's warning says.
 
 from __future__ import annotations
 
+import json
 import logging
 import urllib.error
 import urllib.parse
@@ -39,6 +40,18 @@ def admin_url(config: Config) -> str:
     if host in ("", "0.0.0.0", "::"):  # a wildcard listen address: reach it on loopback
         host = "127.0.0.1"
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def renders_fast_path(config: Config) -> bool | None:
+    """Whether the Envoy at `config.envoy.admin` has the admin runtime layer that only a rendered fast
+    path adds (None: not reachable). Asked with a GET, which Envoy does not log, rather than a
+    `runtime_modify` that an Envoy without the layer logs as an error."""
+    try:
+        with urllib.request.urlopen(f"{admin_url(config)}/runtime", timeout=TIMEOUT_SECONDS) as resp:
+            layers = json.loads(resp.read()).get("layers", [])
+    except (OSError, ValueError, AttributeError):
+        return None
+    return "admin" in layers
 
 
 def take_off_fast_path(config: Config, models: Sequence[str]) -> tuple[tuple[str, ...], str]:
@@ -68,6 +81,9 @@ def keep_off_at_start(config: Config) -> tuple[str, ...]:
     nothing; an unreachable admin is a warning when this config uses the fast path (as at reload),
     and only noted otherwise (a mesh gateway's admin is never reachable from Quorum's pod)."""
     models = kept_on_quorum(config)
+    if models and renders_fast_path(config) is False:
+        log.debug("start: the Envoy at %s renders no fast path", config.envoy.admin)
+        return ()
     taken_off, problem = take_off_fast_path(config, models)
     if taken_off:
         log.info("start: Envoy's fast path is off for %s (routed through Quorum)", ", ".join(taken_off))

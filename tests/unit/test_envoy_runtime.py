@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -19,6 +20,13 @@ class _Admin(BaseHTTPRequestHandler):
 
     status = 200
     seen: list[str] = []
+    layers: list[str] = ["static", "admin"]  # GET /runtime's layers (the admin one: a fast path was rendered)
+
+    def do_GET(self) -> None:
+        body = json.dumps({"layers": self.layers, "entries": {}}).encode()
+        self.send_response(200 if self.path == "/runtime" else 404)
+        self.end_headers()
+        self.wfile.write(body)
 
     def do_POST(self) -> None:
         type(self).seen.append(self.path)
@@ -32,7 +40,7 @@ class _Admin(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def admin() -> Iterator[type[_Admin]]:
-    _Admin.seen, _Admin.status = [], 200
+    _Admin.seen, _Admin.status, _Admin.layers = [], 200, ["static", "admin"]
     server = HTTPServer(("127.0.0.1", 0), _Admin)
     _Admin.port = server.server_port  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -115,4 +123,13 @@ def test_at_start_an_envoy_without_any_fast_path_is_not_a_warning(admin, caplog:
     admin.status = 503  # Envoy's answer when its bootstrap has no admin runtime layer (no fast path rendered)
     caplog.set_level(logging.DEBUG, logger="extproc.envoy_runtime")
     assert keep_off_at_start(parse_config(config_text(admin_port=admin.port, envoy_extra=FAST))) == ()
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG]
+
+
+def test_at_start_an_envoy_without_the_admin_layer_is_asked_nothing_it_would_log(admin, caplog) -> None:
+    """Envoy logs a `runtime_modify` it cannot apply as an error: a GET of /runtime comes first."""
+    admin.layers = ["static"]
+    caplog.set_level(logging.DEBUG, logger="extproc.envoy_runtime")
+    assert keep_off_at_start(parse_config(config_text(admin_port=admin.port, envoy_extra=FAST))) == ()
+    assert admin.seen == []
     assert [r.levelno for r in caplog.records] == [logging.DEBUG]
