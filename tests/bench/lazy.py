@@ -156,7 +156,7 @@ def render(result: dict[str, Any], elapsed: float) -> str:
         )
     floor = p50["keyword only"]
     environment = [
-        ("machine", f"{cpu_model()}, {memory_gib()} RAM; shared with other jobs while measured"),
+        ("machine", f"{cpu_model()}, {memory_gib()} RAM"),
         ("onnxruntime", package_version("onnxruntime")),
         ("command", command_line()),
     ]
@@ -167,8 +167,8 @@ def render(result: dict[str, Any], elapsed: float) -> str:
             table(["environment", ""], environment, align="ll"),
             "",
             f"{requests} requests per arm, interleaved in random order, each with a new ~256-token prompt; "
-            f"in-process through `StreamHandler` (no gRPC, no Envoy); {elapsed:.0f} s in all. The machine was "
-            "shared, so read ratios, not absolute figures.",
+            f"in-process through `StreamHandler` (no gRPC, no Envoy); {elapsed:.0f} s in all. Absolute "
+            "figures move with this VM's host load, so read ratios.",
             "",
             table(["arm", "p50 ms", "p90 ms", "CPU ms/req", "inferences/req"], rows),
             "",

@@ -276,8 +276,8 @@ def report(samples: Samples, guard_us: tuple[float, float], args: argparse.Names
             environment_lines(find_envoy(), {"wrk": "c=1, 1 thread, 1 KiB chat body"}),
             "",
             f"{args.rounds} interleaved round(s) of {args.warmup} s warm-up + {args.duration} s per arm. "
-            "**The machine was shared with other jobs during this run**: c=1 p50 moves by tens of µs between "
-            "rounds, so read the targets as indicative; the lead re-runs this in a quiet window.",
+            "On this shared VM, c=1 p50 moves by tens of µs between rounds with the host's load (the per-round "
+            "column shows it): compare arms within a round.",
             "",
             table(
                 (

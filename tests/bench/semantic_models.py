@@ -324,7 +324,7 @@ def render(results: list[tuple[tuple[str, int | None, str], dict[str, Any]]], el
                 ["environment", ""],
                 [
                     ("date", time.strftime("%Y-%m-%d %H:%M %Z")),
-                    ("machine", f"{os.cpu_count()} CPUs (nproc), {cpu_model()}, shared with other jobs"),
+                    ("machine", f"{os.cpu_count()} CPUs (nproc), {cpu_model()}"),
                     ("onnxruntime", package_version("onnxruntime")),
                     (
                         "data",

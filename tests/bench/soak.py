@@ -105,7 +105,7 @@ def render(series: list[tuple[int, float, int]], by_kind: dict, elapsed: float, 
             + ", ".join(f"{share / 10:.0f}% {kind}" for kind, share, _ in MIX)
             + ". One Quorum worker with usage accounting on, Envoy `--concurrency 1`, "
             + f"fake backends ({args.latency_ms:.0f} ms). "
-            "**The machine was shared with other jobs while this ran: rates are noisy; memory and fds are not.**",
+            "Rates move with this VM's host load; memory and fds do not.",
             "",
             table(
                 ["kind", "sent", "200", "refused (503)", "errors", "p50 ms", "p99 ms"],
