@@ -41,7 +41,7 @@ import string
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,6 +265,24 @@ def cut_at_boundary(text: str, window: int) -> int:
     return window
 
 
+def encode_beginning(encode: Callable[[str], Any], text: str, max_tokens: int) -> Any:
+    """`encode(text)` truncated to `max_tokens`, tokenising only as much of `text` as that needs.
+
+    The tokenizer costs ~0.5 us per character, so a 1 MB prompt would take it up to a second. At
+    most `max_tokens * 6 + 64` characters go first (English runs ~4.5 per token), cut at a word
+    boundary; a window that yields too few tokens (long words, much whitespace) widens to what the
+    density seen so far needs, with room to spare."""
+    window = max_tokens * 6 + 64
+    while len(text) > window:
+        cut = cut_at_boundary(text, window)
+        encoding = encode(text[:cut])
+        got = len(encoding.ids)
+        if got >= max_tokens:
+            return encoding
+        window = max(window * 2, int(cut * 1.5 * max_tokens / max(got, 1)))
+    return encode(text)
+
+
 def _usable_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -320,10 +338,6 @@ class LocalEmbeddingEngine(CachingEmbeddingEngine):
         self.model_folder = model_folder
         self.model_path: Path | None = None
         self.load_seconds: float | None = None
-        # Tokenise at most this many characters first (cut at a word boundary): the tokenizer
-        # costs ~0.5 us per character, so a 1 MB prompt would take it up to a second. English
-        # runs ~4.5 characters per token; the window widens if a cut yields too few tokens.
-        self._char_window = max_tokens * 6 + 64
         self._session: Any = None
         self._tokenizer: Any = None
         self._normalize: dict[int, str] = {}
@@ -457,18 +471,7 @@ class LocalEmbeddingEngine(CachingEmbeddingEngine):
         return text.translate(self._normalize) if self._normalize else text
 
     def _encode(self, text: str) -> Any:
-        text = self.spec.prefix + self._clean(text)
-        window = self._char_window
-        while len(text) > window:
-            cut = cut_at_boundary(text, window)
-            encoding = self._tokenizer.encode(text[:cut])
-            got = len(encoding.ids)
-            if got >= self.max_tokens:
-                return encoding
-            # Too few tokens in the window (long words, much whitespace): widen it to what the
-            # density seen so far needs, with room to spare.
-            window = max(window * 2, int(cut * 1.5 * self.max_tokens / max(got, 1)))
-        return self._tokenizer.encode(text)
+        return encode_beginning(self._tokenizer.encode, self.spec.prefix + self._clean(text), self.max_tokens)
 
 
 def local_engine(

@@ -18,9 +18,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from extproc.semantic.engine import CachingEmbeddingEngine, cut_at_boundary
+from extproc.semantic.engine import CachingEmbeddingEngine, encode_beginning
 from extproc.semantic.errors import EngineUnavailable
 
 if TYPE_CHECKING:
@@ -51,8 +52,6 @@ class StaticEmbeddingEngine(CachingEmbeddingEngine):
         self.max_tokens = max_tokens
         self.threads = 1
         self.load_seconds: float | None = None
-        # Llama-2 tokens average ~4 characters of English; the window widens when a cut is short.
-        self._char_window = max_tokens * 6 + 64
         self._table: Any = None
         self._tokenizer: Any = None
         self._lock = threading.Lock()
@@ -148,12 +147,4 @@ class StaticEmbeddingEngine(CachingEmbeddingEngine):
         # The Rust tokenizer rejects lone surrogates (possible in JSON-decoded prompts).
         if not text.isascii():
             text = text.encode("utf-8", "replace").decode("utf-8")
-        window = self._char_window
-        while len(text) > window:
-            cut = cut_at_boundary(text, window)
-            encoding = self._tokenizer.encode(text[:cut], add_special_tokens=False)
-            got = len(encoding.ids)
-            if got >= self.max_tokens:
-                return encoding
-            window = max(window * 2, int(cut * 1.5 * self.max_tokens / max(got, 1)))
-        return self._tokenizer.encode(text, add_special_tokens=False)
+        return encode_beginning(partial(self._tokenizer.encode, add_special_tokens=False), text, self.max_tokens)
