@@ -190,6 +190,15 @@ async def test_event_loop_keeps_running_while_embedding(engine):
     assert during >= 5, f"the event loop ticked only {during} times while embedding"
 
 
+def test_intra_op_threads_spin_only_within_a_run(engine):
+    """Spinning between the operators of one inference is what makes a 32-token run fast (waking a
+    sleeping thread ~150 times costs more time and CPU); stopping at the run's end keeps an idle
+    engine from taking CPU from Envoy and the event loop (docs/signals.md)."""
+    options = engine._session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+
+
 async def test_inference_runs_in_the_engine_worker_thread(engine):
     seen: list[str] = []
     original = engine._infer
