@@ -1452,12 +1452,12 @@ def render(r: dict[str, Any], args: argparse.Namespace, wrk: str, elapsed: float
     ]
     gil = ip["gil"]
     hot = [
-        "- `extproc/semantic/engine.py:390` (`_infer` → `self._encode(text)`): `tokenizers.Tokenizer.encode` holds "
+        "- `LocalEmbeddingEngine._infer` (→ `self._encode(text)`): `tokenizers.Tokenizer.encode` holds "
         f"the GIL: a pure-Python thread kept {gil['encode']:.0%} of its pace while another thread encoded one of "
         f"these prompts in a loop ({gil['encode_ms']:.2f} ms each), about what it keeps next to pure-Python work "
         f"({gil['python']:.0%}); next to `encode_batch([text])` it kept {gil['encode_batch']:.0%} (that call "
         f"releases the GIL, but took {gil['batch_ms']:.2f} ms here). So each semantic request can stall the event "
-        "loop for its tokenisation; onnxruntime's `run` (line 393) does release the GIL.",
+        "loop for its tokenisation; onnxruntime's `run` (next line) does release the GIL.",
         "- `LocalEmbeddingEngine`: the intra-op thread count defaults to every core (at most 4; "
         f"{engine['threads']} here; `routing.embedding.threads` sets it), spinning within a run only, "
         "so on a small sidecar an "
