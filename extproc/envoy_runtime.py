@@ -63,6 +63,8 @@ def take_off_fast_path(config: Config, models: Sequence[str]) -> tuple[tuple[str
     query = urllib.parse.urlencode({runtime_key(name): "0" for name in models})
     url = f"{admin_url(config)}/runtime_modify?{query}"
     admin = f"Envoy's admin at {config.envoy.admin}"
+    if renders_fast_path(config) is False:  # found without a runtime_modify that Envoy would log as an error
+        return (), f"{admin} has no admin runtime layer ({NO_ADMIN_LAYER}) to take models off the fast path"
     try:
         with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=TIMEOUT_SECONDS):
             pass
@@ -80,11 +82,7 @@ def keep_off_at_start(config: Config) -> tuple[str, ...]:
     Best effort, logged: an Envoy rendered without any fast path (no admin runtime layer) needs
     nothing; an unreachable admin is a warning when this config uses the fast path (as at reload),
     and only noted otherwise (a mesh gateway's admin is never reachable from Quorum's pod)."""
-    models = kept_on_quorum(config)
-    if models and renders_fast_path(config) is False:
-        log.debug("start: the Envoy at %s renders no fast path", config.envoy.admin)
-        return ()
-    taken_off, problem = take_off_fast_path(config, models)
+    taken_off, problem = take_off_fast_path(config, kept_on_quorum(config))
     if taken_off:
         log.info("start: Envoy's fast path is off for %s (routed through Quorum)", ", ".join(taken_off))
     elif NO_ADMIN_LAYER in problem:

@@ -68,6 +68,14 @@ def test_an_envoy_without_the_admin_layer_is_reported_not_raised(admin) -> None:
     assert "answered 503 (No admin layer specified)" in problem
 
 
+def test_an_envoy_without_the_admin_layer_is_found_by_a_get_and_sent_nothing(admin) -> None:
+    """At reload as at start: a `runtime_modify` Envoy cannot apply is an error line in its log."""
+    admin.layers = ["static"]
+    taken_off, problem = take_off_fast_path(parse_config(config_text(admin_port=admin.port)), ["demo-small"])
+    assert taken_off == () and "No admin layer specified" in problem
+    assert admin.seen == []
+
+
 def test_an_unreachable_admin_is_reported_not_raised() -> None:
     taken_off, problem = take_off_fast_path(parse_config(config_text(admin_port=1)), ["demo-small"])
     assert taken_off == ()
