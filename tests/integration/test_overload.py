@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
+import yaml
 from conftest import backend_requests, clear_backends, module_stack
 
 from extproc.dev.stack import Stack
@@ -22,6 +23,19 @@ JSON = {"content-type": "application/json"}
 
 # one routing slot and one fusion run per worker
 tight_stack = module_stack("admission", server="admission: {max_in_flight: 1, max_fusion_runs: 1, retry_after: 2}")
+
+
+def _cap_extproc_streams(text: str) -> str:
+    raw = yaml.safe_load(text)
+    raw["envoy"].setdefault("limits", {})["max_extproc_streams"] = 2
+    return yaml.safe_dump(raw)
+
+
+# Two routing slots and an Envoy cap of two streams: two held routed requests both fit Quorum's
+# budget, so whichever order a resumed worker reads them in, both are served.
+capped_stack = module_stack(
+    "stream-cap", server="admission: {max_in_flight: 2, max_fusion_runs: 1, retry_after: 2}", edit=_cap_extproc_streams
+)
 
 
 def body(text: str) -> bytes:
@@ -108,26 +122,28 @@ def extproc_streams(stack: Stack) -> int:
     return int(stats.split(":")[1])
 
 
-def test_requests_beyond_the_stream_budget_of_a_stuck_worker_are_refused_by_envoy_at_once(tight_stack: Stack) -> None:
+def test_requests_beyond_the_stream_budget_of_a_stuck_worker_are_refused_by_envoy_at_once(capped_stack: Stack) -> None:
     """A worker whose event loop makes no progress (here: frozen) cannot refuse anything itself.
-    Envoy keeps at most max_in_flight + max_fusion_runs ext_proc streams open to it (2 here), so the
-    next request gets an OpenAI 503 with retry-after at once instead of queueing behind them."""
+    Envoy keeps at most `envoy.limits.max_extproc_streams` ext_proc streams open to it (2 here), so
+    the next request gets an OpenAI 503 with retry-after at once instead of queueing behind them.
+    (With the derived cap, max_in_flight + max_fusion_runs, two routed requests can exceed a routing
+    budget of one once the worker resumes, and Quorum then refuses one itself.)"""
     held: list[httpx.Response] = []
 
     def routed() -> None:
-        with httpx.Client(base_url=tight_stack.envoy_url, timeout=20) as c:
+        with httpx.Client(base_url=capped_stack.envoy_url, timeout=20) as c:
             held.append(c.post(CHAT, content=body("hello there"), headers=JSON))
 
     senders = [threading.Thread(target=routed) for _ in range(2)]
-    tight_stack.signal("quorum", signal.SIGSTOP)
+    capped_stack.signal("quorum", signal.SIGSTOP)
     try:
         for sender in senders:
             sender.start()
         deadline = time.monotonic() + 10
-        while extproc_streams(tight_stack) < 2:
+        while extproc_streams(capped_stack) < 2:
             assert time.monotonic() < deadline, "the two requests never reached the ext_proc cluster"
             time.sleep(0.02)
-        with httpx.Client(base_url=tight_stack.envoy_url, timeout=20) as c:
+        with httpx.Client(base_url=capped_stack.envoy_url, timeout=20) as c:
             started = time.monotonic()
             refused = c.post(CHAT, content=body("hello there"), headers=JSON)
             elapsed = time.monotonic() - started
@@ -135,9 +151,9 @@ def test_requests_beyond_the_stream_budget_of_a_stuck_worker_are_refused_by_envo
         assert elapsed < 2.0  # not queued behind the frozen worker (it stays frozen for longer)
         time.sleep(max(0.0, 2.5 - elapsed))
     finally:
-        tight_stack.signal("quorum", signal.SIGCONT)
+        capped_stack.signal("quorum", signal.SIGCONT)
         for sender in senders:
             sender.join(20)
     assert [r.status_code for r in held] == [200, 200]  # the held requests were served once it resumed
-    with httpx.Client(base_url=tight_stack.envoy_url, timeout=20) as c:
+    with httpx.Client(base_url=capped_stack.envoy_url, timeout=20) as c:
         assert c.post(CHAT, content=body("hello there"), headers=JSON).status_code == 200
