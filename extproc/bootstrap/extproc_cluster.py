@@ -54,8 +54,8 @@ def extproc_cluster(config: Config, workers: int) -> dict[str, Any]:
         "connect_timeout": "1s",
         "lb_policy": "ROUND_ROBIN",  # spreads streams over the processes, one port each
         # Envoy batches health changes of a cluster's hosts for `update_merge_window` (1 s by default)
-        # before its load balancers see them: a killed worker, ejected at once, kept getting new
-        # streams for that second (measured). Apply them at once.
+        # before its load balancers see them, so a killed worker, ejected at once, could keep getting
+        # new streams (each retried on another worker) for up to that second. Apply them at once.
         "common_lb_config": {"update_merge_window": "0s"},
         "load_assignment": {"cluster_name": EXTPROC_CLUSTER, "endpoints": [{"lb_endpoints": lb_endpoints}]},
         # Envoy allows 3 concurrent retries per cluster by default: too few when a replica dies
