@@ -74,6 +74,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         handler = StreamHandler(runtime, self.local, self.telemetry, self.admission)
         recorder = handler.recorder
         error: BaseException | None = None
+        end = "reset"
         try:
             async for request in request_iterator:
                 started = time.perf_counter()
@@ -81,13 +82,18 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                     yield response
                 recorder.busy += time.perf_counter() - started
                 if handler.answered:
+                    end = "quorum_closed"
                     return
+            end = "envoy_closed"
         except BaseException as exc:  # cancelled by Envoy (client gone) or a transport failure
             error = exc
             raise
         finally:
             handler.release()  # the admission slot, however the stream ended
             recorder.finish(error)
+            if (metrics := self.telemetry.metrics) is not None and context is not None:
+                # Counted when the call ends, not here: Envoy may still reset the stream after this returned.
+                context.add_done_callback(lambda call: metrics.stream_ends["reset" if call.cancelled() else end].inc())
 
 
 def grpc_options(max_body_bytes: int) -> list[tuple[str, Any]]:

@@ -14,7 +14,9 @@ What it wires, and why:
 - Envoy's own local replies (timeouts, Quorum unreachable, 4xx) rewritten as OpenAI error objects
   (`local_replies`); limits against slow, large or hostile clients and an overload manager
   (`limits`); a JSON access log (`access_log`);
-- the `quorum_extproc` cluster of Quorum worker processes (`extproc_cluster`).
+- the `quorum_extproc` cluster of Quorum worker processes (`extproc_cluster`);
+- runtime flags: ext_proc streams closed gracefully, not reset, and the fast path's admin layer
+  (`runtime`).
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from extproc.bootstrap.fallbacks import chain_clusters
 from extproc.bootstrap.limits import BODY_SLACK_BYTES, overload_manager
 from extproc.bootstrap.listener import listener
 from extproc.bootstrap.model_clusters import model_clusters
-from extproc.bootstrap.policy import fast_path_runtime
 from extproc.bootstrap.routes import DEBUG_HEADERS
+from extproc.bootstrap.runtime import layered_runtime
 from extproc.config import EXTPROC_CLUSTER, Config, split_host_port
 from extproc.policy import fastpath
 
@@ -52,7 +54,7 @@ def render(config: Config, workers: int | None = None) -> dict[str, Any]:
             ],
         },
         "overload_manager": overload_manager(config),
-        **fast_path_runtime(fastpath.plan(config)),
+        **layered_runtime(fastpath.plan(config)),
     }
 
 

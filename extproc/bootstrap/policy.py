@@ -68,14 +68,6 @@ def fast_path_filters(plan: FastPathPlan) -> list[dict[str, Any]]:
     return [to_metadata, transform]
 
 
-def fast_path_runtime(plan: FastPathPlan) -> dict[str, Any]:
-    """A runtime with an admin layer, so a running Envoy can take a model off the fast path."""
-    if not plan.models:
-        return {}
-    layers = [{"name": "static", "static_layer": {}}, {"name": "admin", "admin_layer": {}}]
-    return {"layered_runtime": {"layers": layers}}
-
-
 def fast_path_routes(
     config: Config, plan: FastPathPlan, header_routes: Iterable[tuple[ModelConfig, dict[str, Any]]]
 ) -> list[dict[str, Any]]:

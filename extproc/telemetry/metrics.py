@@ -13,6 +13,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
+STREAM_ENDS = ("envoy_closed", "quorum_closed", "reset")
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -42,6 +45,14 @@ class Metrics:
             "quorum_guard_matches", "Requests a guard matched, by guard and its action", ["guard", "action"], registry=r
         )
         self.inflight = Gauge("quorum_inflight_streams", "ext_proc streams in progress", registry=r)
+        stream_ends = Counter(
+            "quorum_extproc_streams",
+            "ext_proc streams by how they ended: closed by Envoy (half-close), by Quorum once it had answered, "
+            "or reset (a client gone, a timeout, or an Envoy that resets instead of closing; see docs/envoy.md)",
+            ["end"],
+            registry=r,
+        )
+        self.stream_ends = {end: stream_ends.labels(end) for end in STREAM_ENDS}  # bound once: no lookup per stream
         self.worker_restarts = Counter(
             "quorum_worker_restarts",
             "Times the supervisor restarted this worker's slot after it died (--workers N)",

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import time
 
+import httpx
 import openai
 import pytest
 from conftest import LARGE_KEY, MAX_BODY, backend_requests, clear_backends
+
+from extproc.telemetry.metrics import STREAM_ENDS
 
 pytestmark = pytest.mark.integration
 
@@ -162,3 +166,40 @@ def test_streaming_reaches_the_client_chunk_by_chunk(client):
 def test_upstream_errors_pass_through(client):
     with pytest.raises(openai.RateLimitError):
         ask(client, "python [[fake:status=429]]")
+
+
+def _stream_ends(stack) -> dict[str, float]:
+    port = int(stack.config.observability.metrics.listen.rsplit(":", 1)[1])
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    found = re.findall(r'^quorum_extproc_streams_total\{end="(\w+)"\} (\S+)$', text, re.MULTILINE)
+    inflight = re.search(r"^quorum_inflight_streams (\S+)$", text, re.MULTILINE)
+    return {end: float(value) for end, value in found} | {"inflight": float(inflight.group(1)) if inflight else 0.0}
+
+
+def _settled_stream_ends(stack, at_least: float = 0.0) -> dict[str, float]:
+    """The counters once no stream is open and `at_least` have ended (Envoy closes a stream just after
+    the response it belongs to)."""
+    deadline = time.monotonic() + 5
+    while True:
+        ends = _stream_ends(stack)
+        if (ends["inflight"] == 0 and sum(ends[e] for e in STREAM_ENDS) >= at_least) or time.monotonic() > deadline:
+            return ends
+        time.sleep(0.05)
+
+
+def test_envoy_closes_extproc_streams_instead_of_resetting_them(client, stack):
+    # Envoy's default is to half-close a finished ext_proc stream and reset it at once; then some calls
+    # never complete in grpcio's server (their memory is never given back: the soak benchmark's slope).
+    # The rendered bootstrap turns on Envoy's graceful close: every call ends, none is cancelled.
+    before = _settled_stream_ends(stack)
+    for i in range(10):
+        ask(client, f"hello there {i}")
+        ask(client, f"hello {i}", model="demo-coder")
+        chunks = client.chat.completions.create(
+            model="quorum/auto", messages=[{"role": "user", "content": f"stream {i}"}], stream=True
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    ended_before = sum(before[e] for e in STREAM_ENDS)
+    after = _settled_stream_ends(stack, at_least=ended_before + 30)
+    assert sum(after[e] for e in STREAM_ENDS) - ended_before == 30
+    assert after["reset"] == before["reset"]

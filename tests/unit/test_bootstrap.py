@@ -400,7 +400,7 @@ def test_fast_path_routes_only_models_without_policy_and_turns_ext_proc_off_ther
     assert {"name": "admin", "admin_layer": {}} in _policy_bootstrap()["layered_runtime"]["layers"]
     # With guards and access rules on every model, nothing is fast-pathed and no extra filter runs.
     guarded = _policy_bootstrap(extra=POLICY)
-    assert "layered_runtime" not in guarded
+    assert [layer["name"] for layer in guarded["layered_runtime"]["layers"]] == ["static"]
     assert not [r for r in virtual_host(guarded)["routes"] if r["name"].startswith("fast_")]
     assert "envoy.filters.http.json_to_metadata" not in [f["name"] for f in hcm(guarded)["http_filters"]]
 
@@ -671,3 +671,9 @@ def test_access_log_is_json_without_credentials() -> None:
     assert {"request_id", "status", "model", "decision", "duration_ms", "upstream_cluster"} <= set(fields)
     assert not any(secret in str(fields).lower() for secret in ("authorization", "api-key", "api_key"))
     assert "access_log" not in hcm(render(config(HTTPS_MODEL, envoy={"access_log": None})))
+
+
+def test_extproc_streams_are_closed_gracefully_in_every_bootstrap() -> None:
+    """Envoy resets finished ext_proc streams unless told otherwise (tests/integration/test_routing.py)."""
+    layers = render(config(HTTPS_MODEL))["layered_runtime"]["layers"]
+    assert layers[0]["static_layer"]["envoy.reloadable_features.ext_proc_graceful_grpc_close"] is True
