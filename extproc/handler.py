@@ -64,6 +64,7 @@ class StreamHandler:
     __slots__ = (
         "admission",
         "answered",
+        "chain",
         "chunks",
         "duplex",
         "endpoint",
@@ -104,7 +105,8 @@ class StreamHandler:
         self.chunks: list[bytes] = []  # duplex mode: the body so far
         self.received = 0
         self.answered = False  # an ImmediateResponse was sent: the exchange is over
-        self.routed: Model | None = None  # the model a routed request went to
+        self.routed: Model | None = None  # the model a routed request went to (the one that answered, for a chain)
+        self.chain = False  # routed to a fallback chain: Envoy picks the model per attempt
         self.strip_usage = False  # we asked the backend for a usage chunk the client did not want
         self.stream_usage: StreamUsage | None = None
         self.response_json: list[bytes] | None = None  # a routed JSON response, read for its usage
@@ -348,6 +350,7 @@ class StreamHandler:
         body, self.strip_usage = self.endpoint.rewrite(chat, model.upstream_model, rt.request_stream_usage)
         if len(chain) > 1:  # Envoy rewrites `model` per attempt, at the front of the body (bootstrap.fallbacks)
             body = model_first(body if body is not None else chat.with_model(model.upstream_model))
+            self.chain = True
         return headers, body
 
     # ------------------------------------------------------------------ response (usage accounting)
@@ -361,6 +364,11 @@ class StreamHandler:
         status = headers.get(":status", "")
         if status.isdigit():
             self.recorder.answered(int(status))
+        if self.chain:  # the chain's route names the model that answered (bootstrap.fallbacks)
+            answered = self.runtime.models.get(headers.get(self.runtime.route_header, ""))
+            if answered is not None:
+                self.routed = answered
+                self.recorder.answered_by(answered.name)
         content_type = headers.get("content-type", "")
         if msg.end_of_stream:
             return response

@@ -189,6 +189,12 @@ class RequestRecorder:
             self.attributes["quorum.guards.matched"] = self.guards
             self.attributes["quorum.guards.action"] = verdict.action
 
+    def answered_by(self, model: str) -> None:
+        """A fallback chain's request: the model that answered, which may not be the first one tried."""
+        self.model = model
+        if self.telemetry.spans is not None:
+            self.attributes["quorum.model"] = model
+
     def answered(self, status: int, kind: str | None = None) -> None:
         self.status = status
         if kind:

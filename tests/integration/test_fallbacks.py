@@ -4,7 +4,9 @@ answered by the next one, whose backend sees its own provider model id in the bo
 from __future__ import annotations
 
 import os
+import re
 import signal
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -17,16 +19,32 @@ from extproc.dev.stack import Stack
 pytestmark = pytest.mark.integration
 
 
+def with_fallbacks(text: str) -> str:
+    """demo-small falls back to demo-coder; the coding decision tries demo-coder, then demo-small."""
+    text = text.replace("  message_timeout: 500ms\n", "  message_timeout: 500ms\n  fallback_idle_timeout: 1s\n")
+    text = text.replace("cluster: demo_small\n", "cluster: demo_small\n      fallbacks: [demo-coder]\n")
+    return text.replace("modelRefs: [{model: demo-coder}]", "modelRefs: [{model: demo-coder}, {model: demo-small}]")
+
+
 @pytest.fixture(scope="module", params=list(BODY_MODES))
 def fallback_stack(request, tmp_path_factory) -> Iterator[Stack]:
-    """demo-small falls back to demo-coder; the coding decision tries demo-coder, then demo-small."""
+    workdir = tmp_path_factory.mktemp(f"fallback-{request.param}")
+    yield from running_stack(workdir, BODY_MODES[request.param], edit=with_fallbacks)
 
-    def edit(text: str) -> str:
-        text = text.replace("  message_timeout: 500ms\n", "  message_timeout: 500ms\n  fallback_idle_timeout: 1s\n")
-        text = text.replace("cluster: demo_small\n", "cluster: demo_small\n      fallbacks: [demo-coder]\n")
-        return text.replace("modelRefs: [{model: demo-coder}]", "modelRefs: [{model: demo-coder}, {model: demo-small}]")
 
-    yield from running_stack(tmp_path_factory.mktemp(f"fallback-{request.param}"), BODY_MODES[request.param], edit=edit)
+@pytest.fixture(scope="module")
+def accounted_fallback_stack(tmp_path_factory) -> Iterator[Stack]:
+    """The same chains with usage accounting on."""
+    workdir = tmp_path_factory.mktemp("fallback-usage")
+    yield from running_stack(workdir, "full_duplex_streamed", edit=with_fallbacks, usage="{enabled: true}")
+
+
+def counters(stack: Stack) -> dict[str, float]:
+    """quorum_tokens_total and quorum_requests_total, by their labels."""
+    port = int(stack.config.observability.metrics.listen.rsplit(":", 1)[1])
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    found = re.findall(r"^(quorum_(?:tokens|requests)_total)(\{[^}]*\}) (\S+)$", text, re.MULTILINE)
+    return {name + labels: float(value) for name, labels, value in found}
 
 
 def ask(stack: Stack, text: str, model: str, **headers: str):
@@ -72,6 +90,25 @@ def test_decision_model_refs_are_the_fallback_order(fallback_stack):
     assert backend_requests(fallback_stack, "demo-small")[0]["body"]["model"] == "small-v1"
     headers, completion = ask(fallback_stack, "python help", "quorum/auto")  # both up: the first answers
     assert completion.choices[0].message.content == "[demo-coder] python help"
+
+
+def test_usage_and_metrics_count_the_model_that_answered(accounted_fallback_stack):
+    stack = accounted_fallback_stack
+    before = counters(stack)
+    headers, completion = ask(stack, "hello", "demo-small", **{"x-fake-status": "503", "x-fake-only": "demo-small"})
+    assert headers["x-quorum-model"] == "demo-coder"
+    answered = 'quorum_requests_total{decision="explicit",model="demo-coder",status="200"}'
+    deadline = time.monotonic() + 5
+    while (after := counters(stack)).get(answered, 0) == before.get(answered, 0) and time.monotonic() < deadline:
+        time.sleep(0.05)  # counted when Envoy closes the request's ext_proc stream
+
+    def added(key: str) -> float:
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert added(answered) == 1
+    assert added('quorum_tokens_total{direction="input",model="demo-coder"}') == completion.usage.prompt_tokens
+    assert added('quorum_tokens_total{direction="output",model="demo-coder"}') == completion.usage.completion_tokens
+    assert not [key for key in after if "demo-small" in key and added(key)]  # tried, failed, not charged
 
 
 def test_stopped_backend_falls_over_to_the_next_model_and_streams(fallback_stack):
