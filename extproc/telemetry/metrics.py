@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+
+CascadeCounts = Callable[[], Iterable[tuple[str, int, int]]]  # (scope, answered by stage 1, fell through)
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -85,6 +88,12 @@ class Metrics:
         )
         self.config_last_reload_success.set(1)
 
+    def watch_cascades(self, counts: CascadeCounts) -> None:
+        """`quorum_domain_cascade_total{scope, stage}`: which stage of the domain cascade decided, read
+        from the active runtime's counters at scrape time (nothing is added per request). A reload
+        starts new counters, which Prometheus reads as a counter reset."""
+        self.registry.register(_CascadeCollector(counts))
+
     def config_active(self, digest: str, generation: int) -> None:
         self.config_generation.set(generation)
         self.config.info({"hash": digest, "generation": str(generation)})
@@ -126,3 +135,23 @@ class Metrics:
         server = server_class((host, port), Handler)
         threading.Thread(target=server.serve_forever, name="quorum-metrics", daemon=True).start()
         return server
+
+
+class _CascadeCollector:
+    def __init__(self, counts: CascadeCounts) -> None:
+        self.counts = counts
+
+    def describe(self) -> list[Metric]:
+        return []  # nothing to read at registration
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "quorum_domain_cascade",
+            "Domain classifications by the stage of the cascade that decided: the static first stage alone, "
+            "or the domain model after it fell through (routing.embedding.domain_first_stage)",
+            labels=["scope", "stage"],
+        )
+        for scope, answered, fell_through in self.counts():
+            family.add_metric([scope, "first_stage"], answered)
+            family.add_metric([scope, "domain_model"], fell_through)
+        yield family

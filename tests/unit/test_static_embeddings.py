@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from prometheus_client import generate_latest
 
 pytest.importorskip("tokenizers", reason="the static engine needs the semantic extra: pip install 'quorum[semantic]'")
 
@@ -29,7 +30,8 @@ from extproc.runtime import build_runtime, make_engine, prepare_runtime, semanti
 from extproc.semantic.build import MODELS, read_safetensors
 from extproc.semantic.engine import LocalEmbeddingEngine, local_engine
 from extproc.semantic.static import StaticEmbeddingEngine
-from extproc.signals.semantic import CascadeProducer, SemanticContext
+from extproc.signals.semantic import CascadeProducer, SemanticContext, cascade_counts
+from extproc.telemetry.metrics import Metrics
 
 STATIC = "wordllama-l2-supercat"
 DOMAINS = Path(__file__).resolve().parents[2] / "tests" / "data" / "domains"
@@ -301,3 +303,15 @@ def test_signals_explain_names_the_cascade(capsys: pytest.CaptureFixture[str], t
     assert main(["signals", "explain", str(path)]) == 0
     out = capsys.readouterr().out
     assert f"cascade: {STATIC} classifies first" in out and "confidence >= 0.7" in out, out
+
+
+async def test_cascade_stages_are_counted_in_prometheus(cascade_context: SemanticContext) -> None:
+    runtime, producer = await cascade_runtime(cascade_context)
+    metrics = Metrics()
+    metrics.watch_cascades(lambda: cascade_counts(runtime.signals.producers))
+    assert await routed(runtime, "How long should I knead bread dough, and how do I know it has proofed?") == "cooking"
+    assert await routed(runtime, "Tell me a joke about penguins") is None
+    assert await routed(runtime, "Tell me a joke about giraffes") is None
+    text = generate_latest(metrics.registry).decode()
+    assert f'quorum_domain_cascade_total{{scope="{producer.scope}",stage="first_stage"}} 1.0' in text
+    assert f'quorum_domain_cascade_total{{scope="{producer.scope}",stage="domain_model"}} 2.0' in text
