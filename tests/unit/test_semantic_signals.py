@@ -19,9 +19,7 @@ import itertools
 import json
 import logging
 import random
-import subprocess
 import sys
-import textwrap
 import time
 import uuid
 from collections import Counter
@@ -469,50 +467,19 @@ def test_language_code_lingua_does_not_know_is_a_config_error() -> None:
     assert any("routing.signals.language[0]" in p and "'xx'" in p for p in info.value.problems), info.value.problems
 
 
-def test_first_language_request_after_prepare_does_not_stall_the_loop() -> None:
+async def test_language_models_load_at_prepare_not_on_the_first_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading lingua's models on the first language request stalled the event loop ~1.6 s. prepare()
+    now builds the shared detector with every model preloaded, and no request builds or loads one."""
     pytest.importorskip("lingua", reason="language signals need lingua-language-detector (semantic extra)")
-    # A fresh interpreter: lingua's models are process-wide, so any earlier test would have loaded them.
-    script = textwrap.dedent(
-        """
-        import asyncio, json, time
-        import orjson
-        from extproc.config import parse_config
-        from extproc.openai import parse_chat_request
-        from extproc.runtime import build_runtime, prepare_runtime
+    from extproc.signals import language
 
-        raw = {"providers": {"models": [{"name": "m", "base_url": "http://127.0.0.1:9/v1"}]},
-               "routing": {"signals": {"language": [{"name": "de"}]},
-                           "decisions": [{"name": "d", "rules": {"type": "language", "name": "de"},
-                                          "modelRefs": [{"model": "m"}]}]}}
-
-        async def main():
-            runtime = build_runtime(parse_config(json.dumps(raw)), environ={})
-            await prepare_runtime(runtime)
-            request = parse_chat_request(orjson.dumps(
-                {"model": "auto", "messages": [{"role": "user", "content": "Guten Morgen, wie geht es dir?"}]}))
-            gaps, last = [], time.perf_counter()
-            async def ticker():
-                nonlocal last
-                while True:
-                    await asyncio.sleep(0.001)
-                    now = time.perf_counter()
-                    gaps.append(now - last)
-                    last = now
-            task = asyncio.create_task(ticker())
-            await asyncio.sleep(0.02)
-            await runtime.signals.evaluate(request, {})
-            await asyncio.sleep(0.02)
-            task.cancel()
-            print(max(gaps))
-
-        asyncio.run(main())
-        """
-    )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=90, cwd=ROOT)
-    assert out.returncode == 0, out.stderr
-    stall = float(out.stdout.strip().splitlines()[-1])
-    # the bug stalls the loop ~1.6 s; a preloaded detector answers a short text in well under 1 ms
-    assert stall < 0.5, f"the event loop stalled {stall:.2f} s on the first language request"
+    monkeypatch.setattr(language, "_shared", {})  # a detector of its own: no earlier test built it
+    runtime = await runtime_for({"language": [{"name": "de"}]}, [decision("de", "language", "de")], None)
+    [detector] = {id(s.detector): s.detector for key, s in runtime.signals.items if key[0] == "language"}.values()
+    assert detector.preload and detector._detector is not None  # built, with all its models, by prepare()
+    monkeypatch.setattr(detector, "_build", lambda: pytest.fail("a request built the language detector"))
+    results = await runtime.signals.evaluate(chat("Guten Morgen, wie geht es dir?"), {})
+    assert results[("language", "de")] is not None
 
 
 # ---------------------------------------------------------------- PII
