@@ -199,7 +199,9 @@ def test_envoy_closes_extproc_streams_instead_of_resetting_them(client, stack):
             model="quorum/auto", messages=[{"role": "user", "content": f"stream {i}"}], stream=True
         )
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    ask(client, "compare these two options")  # fusion: Quorum answers and ends the stream itself
     ended_before = sum(before[e] for e in STREAM_ENDS)
-    after = _settled_stream_ends(stack, at_least=ended_before + 30)
-    assert sum(after[e] for e in STREAM_ENDS) - ended_before == 30
+    after = _settled_stream_ends(stack, at_least=ended_before + 31)
+    assert sum(after[e] for e in STREAM_ENDS) - ended_before == 31
+    assert after["quorum_closed"] - before["quorum_closed"] == 1
     assert after["reset"] == before["reset"]
