@@ -193,8 +193,8 @@ def render(samples: dict[str, list[Sample]], args: argparse.Namespace, elapsed: 
             "a bare Envoy (no ext_proc, same cluster) and through Envoy + Quorum in the same run, interleaved over "
             f"{args.repeat} round(s); figures are medians. The explicit-model rows are compared with chat "
             "completions naming the same model, the `quorum/auto` rows with chat completions on `quorum/auto`. "
-            "**The machine was shared with other jobs during this run** (2 CPUs, several test suites): "
-            "absolute numbers are noisy, the ratios (same run, same load) are what this section is for; "
+            "On this 2-core VM absolute numbers move with the host's load; the ratios (same run, same load) "
+            "are what this section is for; "
             "Quorum CPU µs per request is the least noisy of them.",
             "",
             table(header, rows, align="lrrrrrr"),
