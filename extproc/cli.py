@@ -19,6 +19,7 @@ def _configure_logging(level: str) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from extproc.config.warnings import config_warnings
+    from extproc.cpu_share import available_cpus, budget_warnings
     from extproc.runtime import build_runtime
     from extproc.server import serve
 
@@ -27,13 +28,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.log_level:  # the workers of --workers N configure their own logging from this config
         config = config.model_copy(update={"server": config.server.model_copy(update={"log_level": args.log_level})})
     _configure_logging(config.server.log_level)
-    for warning in config_warnings(config):
+    workers = args.workers or config.server.workers
+    for warning in [*config_warnings(config), *budget_warnings(config, workers, available_cpus())]:
         logging.getLogger("quorum").warning("%s", warning)
     try:
         build_runtime(config)  # fail now, with the config error, rather than in every worker
     except ConfigError as err:
         raise ConfigError(err.problems, args.config) from None
-    return serve(config, args.workers or config.server.workers, source=args.config, digest=snapshot.digest)
+    return serve(config, workers, source=args.config, digest=snapshot.digest)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
