@@ -248,7 +248,7 @@ def render(
         "",
         f"{n} requests per arm at concurrency {args.concurrency}, the same mixed workload for every arm: "
         f"{args.agree:.0%} of prompts make the panel agree, {args.confident:.0%} make the cheap model confident "
-        "(independently). The machine was shared with other jobs while this ran: latencies are indicative, "
+        "(independently). On this 2-core VM latencies move with the host's load and are indicative; "
         "calls and tokens are exact.",
         "",
         table(

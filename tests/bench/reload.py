@@ -156,8 +156,7 @@ def main() -> int:
             "process, the order rotating every round; each batch is timed in CPU time of its process (time spent "
             "preempted by other jobs is not counted). The baseline (exported with `git archive`) is `main` as it was "
             "just before the reload machinery was merged with it: the same code but for the holder and the watcher. "
-            "**The machine was shared with other jobs while this ran**, so compare the ratios, not the absolute "
-            "numbers.",
+            "On this 2-core VM absolute numbers move with the host's load, so compare the ratios.",
             table(["variant", "best CPU µs/req", "median CPU µs/req", "median vs baseline"], rows),
             f"Batch-to-batch spread of the baseline (standard deviation / median): {spread:.1%}. A stream reads "
             "`holder.runtime` once when it opens; the watcher wakes once a second for a few `stat` calls. "
