@@ -10,6 +10,7 @@ at start instead of leaving it to be found under load.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from extproc.config import Config
@@ -37,7 +38,7 @@ def available_cpus(root: Path = CGROUP_ROOT, proc_cgroup: str | None = None) -> 
     return cpus
 
 
-def _lowest_quota(mount: Path, path: str, read) -> float:
+def _lowest_quota(mount: Path, path: str, read: Callable[[Path], float | None]) -> float:
     lowest = float("inf")
     directory = mount / path.strip("/")
     while True:

@@ -96,15 +96,6 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                 context.add_done_callback(lambda call: metrics.stream_ends["reset" if call.cancelled() else end].inc())
 
 
-def _cascade_counts(holder: RuntimeHolder) -> list[tuple[str, int, int]]:
-    producers = holder.runtime.signals.producers
-    if not producers:  # no semantic signal: do not import their module (numpy, ...) for a scrape
-        return []
-    from extproc.signals.semantic import cascade_counts
-
-    return cascade_counts(producers)
-
-
 def grpc_options(max_body_bytes: int) -> list[tuple[str, Any]]:
     # A buffered body arrives in one message: allow it plus room for the headers around it.
     limit = max_body_bytes + (1 << 20)
@@ -174,7 +165,7 @@ async def serve_forever(
         metrics_server = telemetry.metrics.serve(host, port + worker, ready=lambda: lifecycle.serving)
         if restarts:
             telemetry.metrics.worker_restarts.labels(str(worker)).inc(restarts)
-        telemetry.metrics.watch_cascades(lambda: _cascade_counts(holder))
+        telemetry.metrics.watch_cascades(lambda: holder.runtime.signals.cascade_counts())
     client = ModelClient(telemetry=telemetry)
     admission = Admission(config.server.admission, telemetry.metrics)  # follows reloads (StreamHandler)
     server, health_servicer, _port = await start_server(holder, address, LocalAnswerer(client), telemetry, admission)

@@ -1,8 +1,8 @@
 """Envoy's runtime layers: flags Quorum needs set in every Envoy, and the admin layer of the fast path.
 
-`ext_proc_graceful_grpc_close`: without it Envoy ends every ext_proc stream with RST_STREAM (a
-cancellation) instead of half-closing it and waiting for the server's status, and grpcio's server keeps
-about 120 bytes of native memory per cancelled call for good (measured: Quorum's RSS grew 1.2 MiB per
+`ext_proc_graceful_grpc_close`: without it Envoy resets (RST_STREAM) every ext_proc stream right after
+half-closing it instead of waiting for the server's status; some of those calls never complete in
+grpcio's server, whose native memory then grows for good (measured: Quorum's RSS grew 1.2 MiB per
 10,000 routed requests, flat with the flag; a bare grpc.aio server shows the same growth when its
 clients cancel, on every grpcio from 1.66 to 1.85). Envoy then waits up to 1 s
 (`envoy.filters.http.ext_proc.remote_close_timeout_milliseconds`) for Quorum to close its side, which

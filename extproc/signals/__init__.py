@@ -86,6 +86,11 @@ class SignalSet:
     def producers(self) -> tuple[Producer, ...]:
         return self._producers
 
+    def cascade_counts(self) -> list[tuple[str, int, int]]:
+        """(scope, answered by the first stage, fell through) of each domain cascade, read when
+        Prometheus scrapes (semantic.CascadeProducer)."""
+        return [p.stage_counts() for p in self._producers if hasattr(p, "stage_counts")]
+
     async def prepare(self, skip: set[int] | None = None) -> None:
         """Embed example phrases and load models before the first request (not on it).
         `skip` holds ids of signals already prepared (subsets share instances); it is updated."""

@@ -14,7 +14,7 @@ calibrated centroid classifier of extproc.semantic.domains.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
@@ -185,10 +185,9 @@ class CascadeProducer:
         self.fell_through += 1
         return model.classify((await self.ctx.domain_engine.embed([text]))[0])
 
-
-def cascade_counts(producers: Iterable[object]) -> list[tuple[str, int, int]]:
-    """(scope, answered by the first stage, fell through) of each domain cascade among `producers`."""
-    return [(p.scope, p.answered, p.fell_through) for p in producers if isinstance(p, CascadeProducer)]
+    def stage_counts(self) -> tuple[str, int, int]:
+        """(scope, answered by the first stage, fell through), for `SignalSet.cascade_counts`."""
+        return self.scope, self.answered, self.fell_through
 
 
 async def build_domain_model(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,13 @@ def assert_not_json_reaches_no_model(stack: Stack, url: str) -> None:
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_json"
     assert backend_requests(stack, "demo-small") == []
+
+
+def metric_samples(stack: Stack, worker: int = 0) -> dict[str, float]:
+    """Every sample on Quorum's /metrics (of worker `worker`), as exposed: `name{labels}` -> value."""
+    host, port = stack.config.observability.metrics.listen.rsplit(":", 1)
+    text = httpx.get(f"http://{host}:{int(port) + worker}/metrics", timeout=5).text
+    return {key: float(value) for key, value in re.findall(r"^(\w+(?:\{[^}]*\})?) (\S+)$", text, re.MULTILINE)}
 
 
 def clear_backends(stack: Stack) -> None:

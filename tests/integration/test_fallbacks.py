@@ -4,7 +4,6 @@ answered by the next one, whose backend sees its own provider model id in the bo
 from __future__ import annotations
 
 import os
-import re
 import signal
 import time
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from conftest import BODY_MODES, backend_requests, backend_url, clear_backends, running_stack
+from conftest import BODY_MODES, backend_requests, backend_url, clear_backends, metric_samples, running_stack
 
 from extproc.dev.stack import Stack
 
@@ -37,14 +36,6 @@ def accounted_fallback_stack(tmp_path_factory) -> Iterator[Stack]:
     """The same chains with usage accounting on."""
     workdir = tmp_path_factory.mktemp("fallback-usage")
     yield from running_stack(workdir, "full_duplex_streamed", edit=with_fallbacks, usage="{enabled: true}")
-
-
-def counters(stack: Stack) -> dict[str, float]:
-    """quorum_tokens_total and quorum_requests_total, by their labels."""
-    port = int(stack.config.observability.metrics.listen.rsplit(":", 1)[1])
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    found = re.findall(r"^(quorum_(?:tokens|requests)_total)(\{[^}]*\}) (\S+)$", text, re.MULTILINE)
-    return {name + labels: float(value) for name, labels, value in found}
 
 
 def ask(stack: Stack, text: str, model: str, **headers: str):
@@ -94,12 +85,12 @@ def test_decision_model_refs_are_the_fallback_order(fallback_stack):
 
 def test_usage_and_metrics_count_the_model_that_answered(accounted_fallback_stack):
     stack = accounted_fallback_stack
-    before = counters(stack)
+    before = metric_samples(stack)
     headers, completion = ask(stack, "hello", "demo-small", **{"x-fake-status": "503", "x-fake-only": "demo-small"})
     assert headers["x-quorum-model"] == "demo-coder"
     answered = 'quorum_requests_total{decision="explicit",model="demo-coder",status="200"}'
     deadline = time.monotonic() + 5
-    while (after := counters(stack)).get(answered, 0) == before.get(answered, 0) and time.monotonic() < deadline:
+    while (after := metric_samples(stack)).get(answered, 0) == before.get(answered, 0) and time.monotonic() < deadline:
         time.sleep(0.05)  # counted when Envoy closes the request's ext_proc stream
 
     def added(key: str) -> float:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import re
 import time
 
-import httpx
 import openai
 import pytest
-from conftest import LARGE_KEY, MAX_BODY, backend_requests, clear_backends
+from conftest import LARGE_KEY, MAX_BODY, backend_requests, clear_backends, metric_samples
 
 from extproc.telemetry.metrics import STREAM_ENDS
 
@@ -169,11 +167,9 @@ def test_upstream_errors_pass_through(client):
 
 
 def _stream_ends(stack) -> dict[str, float]:
-    port = int(stack.config.observability.metrics.listen.rsplit(":", 1)[1])
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    found = re.findall(r'^quorum_extproc_streams_total\{end="(\w+)"\} (\S+)$', text, re.MULTILINE)
-    inflight = re.search(r"^quorum_inflight_streams (\S+)$", text, re.MULTILINE)
-    return {end: float(value) for end, value in found} | {"inflight": float(inflight.group(1)) if inflight else 0.0}
+    samples = metric_samples(stack)
+    ends = {end: samples.get(f'quorum_extproc_streams_total{{end="{end}"}}', 0.0) for end in STREAM_ENDS}
+    return ends | {"inflight": samples.get("quorum_inflight_streams", 0.0)}
 
 
 def _settled_stream_ends(stack, at_least: float = 0.0) -> dict[str, float]:

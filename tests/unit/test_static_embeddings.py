@@ -30,7 +30,7 @@ from extproc.runtime import build_runtime, make_engine, prepare_runtime, semanti
 from extproc.semantic.build import MODELS, read_safetensors
 from extproc.semantic.engine import LocalEmbeddingEngine, local_engine
 from extproc.semantic.static import StaticEmbeddingEngine
-from extproc.signals.semantic import CascadeProducer, SemanticContext, cascade_counts
+from extproc.signals.semantic import CascadeProducer, SemanticContext
 from extproc.telemetry.metrics import Metrics
 
 STATIC = "wordllama-l2-supercat"
@@ -308,7 +308,7 @@ def test_signals_explain_names_the_cascade(capsys: pytest.CaptureFixture[str], t
 async def test_cascade_stages_are_counted_in_prometheus(cascade_context: SemanticContext) -> None:
     runtime, producer = await cascade_runtime(cascade_context)
     metrics = Metrics()
-    metrics.watch_cascades(lambda: cascade_counts(runtime.signals.producers))
+    metrics.watch_cascades(runtime.signals.cascade_counts)
     assert await routed(runtime, "How long should I knead bread dough, and how do I know it has proofed?") == "cooking"
     assert await routed(runtime, "Tell me a joke about penguins") is None
     assert await routed(runtime, "Tell me a joke about giraffes") is None
